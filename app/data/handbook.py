@@ -1,0 +1,182 @@
+"""Read transactions in the Fraud Detection Handbook's format.
+
+Source: Le Borgne, Siblini, Lebichot, Bontempi, *Reproducible Machine Learning for
+Credit Card Fraud Detection - Practical Handbook* (ULB), chapter 3 ("simulated-data-raw"
+daily files). Columns: :data:`HANDBOOK_COLUMNS`.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+
+from ..events import Label, Transaction
+from ..exceptions import DataError
+
+__all__ = [
+    "HANDBOOK_COLUMNS",
+    "read_handbook",
+    "parse_date",
+    "to_transactions",
+    "to_labels",
+    "DEFAULT_CURRENCY",
+]
+
+HANDBOOK_COLUMNS = (
+    "TRANSACTION_ID",
+    "TX_DATETIME",
+    "CUSTOMER_ID",
+    "TERMINAL_ID",
+    "TX_AMOUNT",
+    "TX_TIME_SECONDS",
+    "TX_TIME_DAYS",
+    "TX_FRAUD",
+    "TX_FRAUD_SCENARIO",
+)
+DEFAULT_CURRENCY = "EUR"
+_DAILY = re.compile(r"^\d{4}-\d{2}-\d{2}\.(pkl|csv|csv\.gz)$")
+
+
+def parse_date(text: str | date | None, name: str = "date") -> date | None:
+    """Parse ``YYYY-MM-DD``; raise :class:`DataError` naming ``name`` otherwise."""
+    if text is None or isinstance(text, date):
+        return text
+    try:
+        return date.fromisoformat(str(text).strip())
+    except ValueError:
+        raise DataError(f"{name}: expected a date as YYYY-MM-DD, got {text!r}") from None
+
+
+def _read_one(path: Path) -> pd.DataFrame:
+    name = path.name
+    try:
+        if name.endswith(".pkl"):
+            return pd.read_pickle(path)
+        if name.endswith((".csv", ".csv.gz")):
+            return pd.read_csv(path)
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"{path}: cannot be read as a handbook file ({exc})") from None
+    raise DataError(f"{path}: expected a .csv, .csv.gz or .pkl file or a folder of them")
+
+
+def read_handbook(
+    path: str | Path, start: date | str | None = None, end: date | str | None = None
+) -> pd.DataFrame:
+    """Load handbook transactions, optionally for the days ``start..end`` inclusive.
+
+    Parameters
+    ----------
+    path : str or Path
+        One ``.csv``/``.csv.gz``/``.pkl`` file, or a folder of daily files named
+        ``YYYY-MM-DD.pkl`` (the handbook's ``simulated-data-raw/data``) or ``.csv[.gz]``.
+    start, end : date or str ``YYYY-MM-DD``, optional
+        First and last day (UTC) to keep, both inclusive.
+
+    Returns
+    -------
+    pandas.DataFrame of shape (n_transactions, 9)
+        :data:`HANDBOOK_COLUMNS`, ``TX_DATETIME`` as ``datetime64``, sorted by event
+        time then ``TRANSACTION_ID``.
+
+    Raises
+    ------
+    DataError
+        Missing path, unreadable file, missing columns, bad dates or ``start > end``.
+    """
+    path = Path(path)
+    start, end = parse_date(start, "start"), parse_date(end, "end")
+    if start and end and start > end:
+        raise DataError(f"start {start} is after end {end}")
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if _DAILY.match(p.name))
+        if not files:
+            raise DataError(f"{path}: folder holds no daily files named YYYY-MM-DD.pkl/.csv")
+        if start or end:
+            files = [
+                p for p in files
+                if (not start or p.name[:10] >= start.isoformat())
+                and (not end or p.name[:10] <= end.isoformat())
+            ]
+        frames = [_read_one(p) for p in files]
+        df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+            columns=list(HANDBOOK_COLUMNS)
+        )
+    else:
+        df = _read_one(path)
+    missing = [c for c in HANDBOOK_COLUMNS if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: not in the handbook format, missing columns {missing}")
+    df = df[list(HANDBOOK_COLUMNS)].copy()
+    try:
+        df["TX_DATETIME"] = pd.to_datetime(df["TX_DATETIME"], format="mixed")
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"{path}: TX_DATETIME cannot be parsed ({exc})") from None
+    if start:
+        df = df[df["TX_DATETIME"] >= pd.Timestamp(start)]
+    if end:
+        df = df[df["TX_DATETIME"] < pd.Timestamp(end + timedelta(days=1))]
+    if df[["TRANSACTION_ID", "CUSTOMER_ID", "TERMINAL_ID", "TX_AMOUNT"]].isna().any().any():
+        raise DataError(f"{path}: empty values in id or amount columns")
+    return df.sort_values(["TX_DATETIME", "TRANSACTION_ID"], kind="stable").reset_index(
+        drop=True
+    )
+
+
+def _event_ms(df: pd.DataFrame) -> np.ndarray:
+    return (df["TX_DATETIME"].to_numpy(dtype="datetime64[ms]").astype(np.int64))
+
+
+def to_transactions(df: pd.DataFrame, currency: str = DEFAULT_CURRENCY) -> Iterator[Transaction]:
+    """The rows of a :func:`read_handbook` frame as :class:`Transaction` events.
+
+    Ids become strings; ``TX_AMOUNT`` becomes ``amount_minor = round(100 * amount)``;
+    ``TX_DATETIME`` (no zone in the file) is taken as UTC.
+    """
+    ms = _event_ms(df)
+    amounts = np.rint(df["TX_AMOUNT"].to_numpy(dtype=float) * 100).astype(np.int64)
+    tids, cids, mids = (
+        df["TRANSACTION_ID"].to_numpy(),
+        df["CUSTOMER_ID"].to_numpy(),
+        df["TERMINAL_ID"].to_numpy(),
+    )
+    for i in range(len(df)):
+        yield Transaction.model_construct(
+            transaction_id=str(tids[i]),
+            account_id=str(cids[i]),
+            terminal_id=str(mids[i]),
+            amount_minor=int(amounts[i]),
+            currency=currency,
+            event_time_ms=int(ms[i]),
+        )
+
+
+def to_labels(df: pd.DataFrame, delay_ms: int) -> Iterator[Label]:
+    """One :class:`Label` per row, known ``delay_ms`` after the transaction's event time."""
+    ms = _event_ms(df)
+    fraud = df["TX_FRAUD"].to_numpy()
+    tids, cids, mids = (
+        df["TRANSACTION_ID"].to_numpy(),
+        df["CUSTOMER_ID"].to_numpy(),
+        df["TERMINAL_ID"].to_numpy(),
+    )
+    for i in range(len(df)):
+        yield Label.model_construct(
+            transaction_id=str(tids[i]),
+            account_id=str(cids[i]),
+            terminal_id=str(mids[i]),
+            is_fraud=bool(fraud[i]),
+            transaction_time_ms=int(ms[i]),
+            label_time_ms=int(ms[i]) + delay_ms,
+        )
+
+
+def utc_datetime(ms: int) -> datetime:
+    """UTC datetime of epoch milliseconds."""
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)

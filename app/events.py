@@ -1,0 +1,247 @@
+"""Records on the wire: one source of truth for every topic's value.
+
+Each model here is exported as a JSON Schema file under ``schemas/`` by
+``fraudctl schemas export`` (a test checks the files against the code). Money is in
+integer minor units with an ISO 4217 currency; times are UTC epoch milliseconds.
+
+Examples
+--------
+>>> tx = decode_transaction(b'{"transaction_id": "t1", "account_id": "a1", '
+...     b'"terminal_id": "m1", "amount_minor": 1250, "currency": "EUR", '
+...     b'"event_time_ms": 1522540800000}')
+>>> tx.amount
+12.5
+>>> decode_transaction(b"not json")
+Traceback (most recent call last):
+...
+app.exceptions.InvalidEventError: not_json: payload is not valid JSON ...
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime, timezone
+from typing import Annotated, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from .exceptions import InvalidEventError
+
+__all__ = [
+    "Transaction",
+    "Label",
+    "Reason",
+    "Alert",
+    "ScoredTransaction",
+    "DeadLetter",
+    "REJECT_REASONS",
+    "WIRE_MODELS",
+    "decode_transaction",
+    "decode_label",
+    "encode",
+    "MIN_EVENT_TIME_MS",
+    "MAX_EVENT_TIME_MS",
+    "MAX_AMOUNT_MINOR",
+]
+
+#: Earliest accepted event time: 2000-01-01T00:00:00Z, in ms.
+MIN_EVENT_TIME_MS = 946_684_800_000
+#: Latest accepted event time: 2100-01-01T00:00:00Z, in ms.
+MAX_EVENT_TIME_MS = 4_102_444_800_000
+#: Largest accepted amount in minor units (10 billion in major units).
+MAX_AMOUNT_MINOR = 1_000_000_000_000
+
+#: Every reason code a rejected event can carry (metric label and dead-letter field).
+REJECT_REASONS = (
+    "too_large",
+    "not_json",
+    "not_object",
+    "missing_field",
+    "wrong_type",
+    "bad_amount",
+    "bad_currency",
+    "bad_timestamp",
+    "bad_id",
+    "invalid",
+)
+
+Id = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")
+]
+Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+EventTimeMs = Annotated[int, Field(ge=MIN_EVENT_TIME_MS, lt=MAX_EVENT_TIME_MS)]
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class Transaction(_Wire):
+    """A card transaction, the value on the ``transactions`` topic (key: account id)."""
+
+    transaction_id: Id = Field(description="Unique id of the transaction.")
+    account_id: Id = Field(description="The card / customer account.")
+    terminal_id: Id = Field(description="The merchant terminal.")
+    amount_minor: int = Field(
+        ge=0, le=MAX_AMOUNT_MINOR, description="Amount in minor units (cents)."
+    )
+    currency: Currency = Field("EUR", description="ISO 4217 code of the amount.")
+    event_time_ms: EventTimeMs = Field(description="When it happened, UTC epoch ms.")
+
+    @property
+    def amount(self) -> float:
+        """Amount in major units (``amount_minor / 100``)."""
+        return self.amount_minor / 100.0
+
+
+class Label(_Wire):
+    """A later verdict on a transaction, the value on ``transaction-labels``."""
+
+    transaction_id: Id
+    account_id: Id
+    terminal_id: Id
+    is_fraud: bool = Field(description="True: fraud; False: genuine.")
+    transaction_time_ms: EventTimeMs = Field(description="Event time of the transaction.")
+    label_time_ms: EventTimeMs = Field(description="When the verdict became known.")
+
+
+class Reason(_Wire):
+    """One feature's contribution to a score."""
+
+    feature: str
+    value: float
+    contribution: float = Field(
+        description="Score with the feature at its value minus score with it at its "
+        "training median; positive pushes towards fraud."
+    )
+
+
+class ScoredTransaction(_Wire):
+    """A transaction with its score, on ``scored-transactions``."""
+
+    transaction: Transaction
+    score: float = Field(ge=0.0, le=1.0, description="Higher is more likely fraud.")
+    decision: Literal["alert", "pass"]
+    model_version: str
+    features: dict[str, float]
+    scored_time_ms: int
+
+
+class Alert(_Wire):
+    """A fraud alert, on ``fraud-alerts``: all a consumer needs to act."""
+
+    alert_id: str = Field(description="Equal to the transaction id: one alert per transaction.")
+    transaction: Transaction
+    score: float = Field(ge=0.0, le=1.0, description="Higher is more likely fraud.")
+    threshold: float = Field(ge=0.0, le=1.0)
+    decision: Literal["alert"] = "alert"
+    model_version: str
+    features: dict[str, float]
+    reasons: list[Reason]
+    event_time_ms: int = Field(description="Event time of the transaction, UTC epoch ms.")
+    alert_time_ms: int = Field(description="When the alert was raised, UTC epoch ms.")
+
+
+class DeadLetter(_Wire):
+    """A rejected payload, on the dead-letter topic: nothing is lost."""
+
+    source_topic: str
+    partition: int
+    offset: int
+    reason: Literal[REJECT_REASONS]  # type: ignore[valid-type]
+    detail: str
+    raw_value_b64: str = Field(description="The payload's bytes, base64.")
+    raw_key_b64: str | None = None
+    rejected_time_ms: int
+
+    @property
+    def raw_value(self) -> bytes:
+        """The original payload."""
+        return base64.b64decode(self.raw_value_b64)
+
+
+#: topic setting name -> model, for schema export
+WIRE_MODELS: dict[str, type[BaseModel]] = {
+    "transactions": Transaction,
+    "fraud-alerts": Alert,
+    "transaction-labels": Label,
+    "scored-transactions": ScoredTransaction,
+    "dead-letter": DeadLetter,
+}
+
+_FIELD_REASONS = {
+    "account_id": "bad_id",
+    "transaction_id": "bad_id",
+    "terminal_id": "bad_id",
+    "amount_minor": "bad_amount",
+    "currency": "bad_currency",
+    "event_time_ms": "bad_timestamp",
+    "transaction_time_ms": "bad_timestamp",
+    "label_time_ms": "bad_timestamp",
+}
+
+
+def _decode(model: type[_Wire], raw: bytes | None, max_bytes: int) -> _Wire:
+    if raw is None:
+        raise InvalidEventError("not_json", "empty payload (tombstone)")
+    if len(raw) > max_bytes:
+        raise InvalidEventError("too_large", f"payload of {len(raw)} bytes > {max_bytes}")
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEventError("not_json", f"payload is not valid JSON ({exc})"[:300]) from None
+    if not isinstance(obj, dict):
+        raise InvalidEventError("not_object", f"expected a JSON object, got {type(obj).__name__}")
+    try:
+        return model.model_validate(obj)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        etype = err["type"]
+        if etype == "missing":
+            reason = "missing_field"
+        elif etype.endswith("_type") or etype in ("extra_forbidden",):
+            reason = "wrong_type" if etype != "extra_forbidden" else "invalid"
+        else:
+            reason = _FIELD_REASONS.get(str(err["loc"][0]) if err["loc"] else "", "invalid")
+        raise InvalidEventError(reason, f"{loc}: {err['msg']}"[:300]) from None
+
+
+def decode_transaction(raw: bytes | None, max_bytes: int = 65_536) -> Transaction:
+    """Parse and validate one ``transactions`` payload.
+
+    Parameters
+    ----------
+    raw : bytes or None
+        The Kafka record value.
+    max_bytes : int, default=65536
+        Larger payloads are rejected without parsing.
+
+    Returns
+    -------
+    Transaction
+
+    Raises
+    ------
+    InvalidEventError
+        With ``reason`` one of :data:`REJECT_REASONS`.
+    """
+    return _decode(Transaction, raw, max_bytes)  # type: ignore[return-value]
+
+
+def decode_label(raw: bytes | None, max_bytes: int = 65_536) -> Label:
+    """Parse and validate one ``transaction-labels`` payload (see :func:`decode_transaction`)."""
+    return _decode(Label, raw, max_bytes)  # type: ignore[return-value]
+
+
+def encode(record: BaseModel) -> bytes:
+    """Serialise a wire record to compact JSON bytes."""
+    return orjson.dumps(record.model_dump(mode="json"))
+
+
+def utc_ms(dt: datetime) -> int:
+    """Epoch milliseconds of a datetime; a naive one is taken as UTC."""
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return int(dt.timestamp() * 1000)

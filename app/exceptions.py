@@ -1,0 +1,59 @@
+"""Every exception the service raises, under one base class :class:`FraudError`.
+
+Each subpackage raises only these, so callers can catch ``FraudError`` at the edge
+(CLI, agents) and turn it into a one-line message or a dead-letter record.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "FraudError",
+    "ConfigError",
+    "InvalidEventError",
+    "DataError",
+    "ModelError",
+    "ModelIntegrityError",
+    "StackError",
+]
+
+
+class FraudError(Exception):
+    """Base class of every error raised by this project."""
+
+
+class ConfigError(FraudError):
+    """A setting is missing or out of range."""
+
+
+class InvalidEventError(FraudError):
+    """An event on the wire failed validation.
+
+    Parameters
+    ----------
+    reason : str
+        A short, fixed code from :data:`app.events.REJECT_REASONS` (used as a metric
+        label and in the dead-letter record).
+    detail : str
+        A human-readable explanation, at most a few hundred characters.
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class DataError(FraudError):
+    """An input file or date range given to the CLI cannot be used."""
+
+
+class ModelError(FraudError):
+    """A model artifact or model card cannot be loaded or used."""
+
+
+class ModelIntegrityError(ModelError):
+    """A model artifact's sha256 or feature names do not match its model card."""
+
+
+class StackError(FraudError):
+    """The local stack (broker, Redis) cannot be started, stopped or reached."""
