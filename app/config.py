@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     )
     kafka_sasl_username: str | None = Field(None, description="KAFKA_SASL_USERNAME.")
     kafka_sasl_password: SecretStr | None = Field(None, description="KAFKA_SASL_PASSWORD.")
+    kafka_ssl: bool = Field(False, description="KAFKA_SSL: TLS to the brokers (with SASL).")
     app_id: str = Field("fraud-detector", description="APP_ID: Faust app id and consumer group.")
     topic_partitions: int = Field(
         4, ge=1, le=1024, description="TOPIC_PARTITIONS: partitions of every topic it creates."
@@ -68,6 +69,9 @@ class Settings(BaseSettings):
     # --- worker ------------------------------------------------------------------
     web_host: str = Field("127.0.0.1", description="WEB_HOST: the worker's HTTP bind address.")
     web_port: int = Field(6066, ge=1, le=65535, description="WEB_PORT: serves GET /metrics.")
+    table_standby_replicas: int = Field(
+        0, ge=0, le=8, description="TABLE_STANDBY_REPLICAS: standby copies of each table."
+    )
     store_url: str = Field("memory://", description="STORE_URL: Faust table store.")
     data_dir: Path = Field(PROJECT_ROOT / ".run" / "worker", description="DATA_DIR: Faust data.")
     batch_max_events: int = Field(

@@ -1,0 +1,72 @@
+"""The one :class:`faust.App` of the service, built from :class:`app.config.Settings`.
+
+Run a worker with ``python -m app worker -l info`` (or ``faust -A app.main worker``);
+several workers on one machine need distinct ``--web-port`` values.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+import faust
+
+from .config import get_settings
+
+__all__ = ["app", "create_app"]
+
+
+def _credentials(settings):
+    if not settings.kafka_sasl_username:
+        return None
+    password = settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else ""
+    return faust.SASLCredentials(
+        username=settings.kafka_sasl_username,
+        password=password,
+        mechanism="PLAIN",
+        ssl_context=ssl.create_default_context() if settings.kafka_ssl else None,
+    )
+
+
+def create_app() -> faust.App:
+    """Build the Faust app from the environment's settings.
+
+    The settings that matter on the Tansu development broker: one record per producer
+    batch (``PRODUCER_MAX_BATCH_SIZE=1``) so changelog end offsets are right and table
+    recovery is complete, and short session/rebalance timeouts so a restarted worker
+    rejoins its consumer group quickly.
+    """
+    s = get_settings()
+    return faust.App(
+        s.app_id,
+        broker=s.kafka_broker_url,
+        broker_credentials=_credentials(s),
+        store=s.store_url,
+        datadir=str(s.data_dir),
+        autodiscover=False,
+        origin="app",
+        topic_partitions=s.topic_partitions,
+        topic_replication_factor=1,
+        topic_allow_declare=True,
+        consumer_auto_offset_reset="earliest",
+        producer_max_batch_size=s.producer_max_batch_size,
+        producer_acks=-1,
+        broker_session_timeout=s.broker_session_timeout_seconds,
+        broker_heartbeat_interval=s.broker_heartbeat_interval_seconds,
+        broker_rebalance_timeout=s.broker_rebalance_timeout_seconds,
+        broker_commit_every=1000,
+        broker_commit_interval=1.0,
+        stream_wait_empty=True,
+        table_standby_replicas=s.table_standby_replicas,
+        web_enabled=True,
+        web_host=s.web_host,
+        web_port=s.web_port,
+        web_in_thread=False,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+
+
+app = create_app()
+
+# agents, tables, topics and views register themselves on import
+from . import agents  # noqa: E402,F401

@@ -1,0 +1,39 @@
+"""Every topic of the service. Keys and values are raw bytes: values are JSON of the
+records in :mod:`app.events`, decoded and validated by the agents themselves so a bad
+payload becomes a dead letter instead of a crash."""
+
+from __future__ import annotations
+
+from .config import get_settings
+from .main import app
+
+__all__ = [
+    "transactions_topic",
+    "alerts_topic",
+    "scored_topic",
+    "labels_topic",
+    "dead_letter_topic",
+]
+
+_s = get_settings()
+
+#: transactions, key = account id; value :class:`app.events.Transaction`
+transactions_topic = app.topic(
+    _s.transactions_topic, key_type=bytes, value_type=bytes, partitions=_s.topic_partitions
+)
+#: fraud alerts, key = account id; value :class:`app.events.Alert`
+alerts_topic = app.topic(
+    _s.alerts_topic, key_type=bytes, value_type=bytes, partitions=_s.topic_partitions
+)
+#: every scored transaction, key = account id; value :class:`app.events.ScoredTransaction`
+scored_topic = app.topic(
+    _s.scored_topic, key_type=bytes, value_type=bytes, partitions=_s.topic_partitions
+)
+#: later verdicts, key = account id; value :class:`app.events.Label`
+labels_topic = app.topic(
+    _s.labels_topic, key_type=bytes, value_type=bytes, partitions=_s.topic_partitions
+)
+#: rejected records, key = the original key; value :class:`app.events.DeadLetter`
+dead_letter_topic = app.topic(
+    _s.dead_letter_topic, key_type=bytes, value_type=bytes, partitions=_s.topic_partitions
+)

@@ -1,0 +1,136 @@
+"""Unit tests of the pure feature code (app.features)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from app.events import Transaction
+from app.features import FEATURE_NAMES, WINDOWS_DAYS, AccountState, extract_one
+from app.features.extract import NO_HISTORY_SECONDS
+from app.features.offline import build_features
+from app.features.state import DAY_MS, HORIZON_MS
+
+T0 = 1_530_662_400_000  # 2018-07-04T00:00:00Z, a Wednesday
+
+
+def tx(i: int, t_ms: int, amount_minor: int = 1000, account: str = "a1") -> Transaction:
+    return Transaction(
+        transaction_id=f"t{i}",
+        account_id=account,
+        terminal_id="m1",
+        amount_minor=amount_minor,
+        event_time_ms=t_ms,
+    )
+
+
+def feats(state: AccountState, t: Transaction) -> dict[str, float]:
+    return dict(zip(FEATURE_NAMES, extract_one(state, t)))
+
+
+def test_names_are_built_from_windows():
+    for w in WINDOWS_DAYS:
+        assert f"account_tx_count_{w}d" in FEATURE_NAMES
+        assert f"account_amount_mean_{w}d" in FEATURE_NAMES
+    assert len(set(FEATURE_NAMES)) == len(FEATURE_NAMES)
+
+
+def test_no_history():
+    f = feats(AccountState(), tx(1, T0 + 3_600_000, 2500))
+    assert f["amount"] == 25.0
+    assert f["account_tx_count_30d"] == 0.0
+    assert f["amount_to_account_mean_7d"] == 1.0
+    assert f["seconds_since_previous_tx"] == NO_HISTORY_SECONDS
+    assert f["is_night"] == 1.0 and f["hour_of_day"] == 1.0 and f["is_weekend"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "age_ms, in_1d, in_7d, in_30d",
+    [
+        pytest.param(DAY_MS - 1, 1, 1, 1, id="just-inside-1d"),
+        pytest.param(DAY_MS, 0, 1, 1, id="exactly-1d-is-out"),
+        pytest.param(7 * DAY_MS, 0, 0, 1, id="exactly-7d-is-out"),
+        pytest.param(30 * DAY_MS - 1, 0, 0, 1, id="just-inside-30d"),
+    ],
+)
+def test_window_edges(age_ms, in_1d, in_7d, in_30d):
+    s = AccountState()
+    t = T0 + 40 * DAY_MS
+    s.update_one(tx(1, t - age_ms, 1000))
+    f = feats(s, tx(2, t, 3000))
+    assert (f["account_tx_count_1d"], f["account_tx_count_7d"], f["account_tx_count_30d"]) == (
+        in_1d, in_7d, in_30d
+    )
+    if in_7d:
+        assert f["account_amount_mean_7d"] == 10.0
+        assert f["amount_to_account_mean_7d"] == 3.0
+
+
+def test_never_sees_itself_or_later_events():
+    s = AccountState()
+    s.update_one(tx(1, T0, 1000))
+    s.update_one(tx(3, T0 + 2 * 3_600_000, 9000))  # later than the late event below
+    late = tx(2, T0 + 3_600_000, 500)
+    f = feats(s, late)
+    assert f["account_tx_count_1d"] == 1.0  # only t1, not the later t3
+    assert f["seconds_since_previous_tx"] == 3600.0
+
+
+def test_duplicate_counted_once():
+    s = AccountState()
+    assert s.update_one(tx(1, T0))
+    assert not s.update_one(tx(1, T0))
+    assert len(s) == 1
+
+
+def test_expiry_keeps_state_bounded():
+    s = AccountState()
+    for i in range(100):
+        s.update_one(tx(i, T0 + i * DAY_MS))
+    assert len(s) == 30
+    assert s.times_ms[0] > s.times_ms[-1] - HORIZON_MS
+
+
+def test_roundtrip_bytes():
+    s = AccountState()
+    for i in range(5):
+        s.update_one(tx(i, T0 + i * 1000, 100 + i))
+    assert AccountState.from_bytes(s.to_bytes()) == s
+    assert AccountState.from_bytes(None) == AccountState()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 45 * DAY_MS), st.integers(0, 10**7)), min_size=1, max_size=40
+    )
+)
+def test_matches_brute_force(events):
+    """extract_one equals a direct computation over all earlier events."""
+    events = sorted(events)
+    s = AccountState()
+    seen: list[tuple[int, int]] = []
+    for i, (dt, amt) in enumerate(events):
+        t = T0 + dt
+        f = feats(s, tx(i, t, amt))
+        for w in WINDOWS_DAYS:
+            win = [a for (u, a) in seen if t - w * DAY_MS < u <= t]
+            assert f[f"account_tx_count_{w}d"] == len(win)
+            mean = sum(win) / len(win) / 100 if win else 0.0
+            assert math.isclose(f[f"account_amount_mean_{w}d"], mean, rel_tol=1e-12)
+        s.update_one(tx(i, t, amt))
+        seen.append((t, amt))
+
+
+def test_offline_builder_equals_one_by_one():
+    txs = [tx(i, T0 + i * 3_600_000, 1000 + 37 * i, account=f"a{i % 3}") for i in range(50)]
+    X = build_features(txs)
+    states: dict[str, AccountState] = {}
+    for row, t in zip(X, txs):
+        s = states.setdefault(t.account_id, AccountState())
+        assert list(row) == extract_one(s, t)
+        s.update_one(t)
+    assert X.shape == (50, len(FEATURE_NAMES))
