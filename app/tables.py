@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import faust
+
 from .main import app
 
 __all__ = ["account_states"]
@@ -12,11 +14,9 @@ __all__ = ["account_states"]
 #: batch saw last — batches span partitions.
 account_states = app.Table(
     "account_states",
-    key_type=str,
-    value_type=bytes,
-    key_serializer="raw",
-    value_serializer="raw",
-    default=None,
+    schema=faust.Schema(
+        key_type=str, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    ),
     use_partitioner=True,
     help="Per-account transaction history of the last 30 days (feature state).",
 )

@@ -1,0 +1,35 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-full stack-up stack-down worker clean
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/activate
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed  ## virtualenv with the project and its test tools
+
+demo: install  ## stack up, a worker, replay some days, alerts + summary, stack down
+	$(BIN)/fraudctl demo
+
+test: install  ## the whole test suite (real broker, real Redis)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+stack-up: install
+	$(BIN)/fraudctl stack up
+
+stack-down: install
+	$(BIN)/fraudctl stack down
+
+worker: install  ## one worker in the foreground
+	$(BIN)/python -m app worker -l info
+
+clean:
+	rm -rf .run .pytest_cache
