@@ -6,6 +6,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ..exceptions import FraudError
 
@@ -19,12 +20,17 @@ cli = typer.Typer(
     add_completion=False,
 )
 console = Console()
+
+
+@cli.callback()
+def _root() -> None:
+    """Operate the fraud-detection service: data, replay, models, alerts, local stack."""
 err_console = Console(stderr=True)
 
 
 def fail(message: str, code: int = 2) -> None:
     """Print a one-line error to stderr and exit with ``code``."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -33,7 +39,7 @@ def run() -> None:
     try:
         cli(prog_name="fraudctl")
     except FraudError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)

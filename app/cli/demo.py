@@ -1,0 +1,280 @@
+"""``fraudctl demo``: the whole service on one machine, start to end, then cleaned up.
+
+Brings the local stack up (Tansu, Redis), starts one worker, replays some days of
+transactions (the shared handbook file when present, else simulated data), prints the
+alerts as they come and a summary, then stops the worker and what ``stack up`` started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+import typer
+from aiokafka import AIOKafkaConsumer
+from prometheus_client.parser import text_string_to_metric_families
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .. import stack
+from ..config import PROJECT_ROOT, get_settings
+from ..data.handbook import read_handbook
+from ..exceptions import StackError
+from ..replay import client_options, ensure_topics, replay_frame
+from .alerts import alert_row, decode_alert
+from .base import cli, console
+
+__all__ = ["demo", "histogram_quantile", "SHARED_DATA"]
+
+#: The public handbook file, where the project's checkout sits beside ``shared/``.
+SHARED_DATA = (
+    PROJECT_ROOT.parent / "shared" / "data" / "handbook-transactions-2018-04-01_2018-07-31.csv.gz"
+)
+
+
+def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
+    """Quantile ``q`` of a Prometheus histogram, interpolated as PromQL does.
+
+    Parameters
+    ----------
+    q : float
+        In [0, 1].
+    buckets : list of (upper_bound, cumulative_count)
+        Sorted by bound, the last bound ``inf``.
+
+    Returns
+    -------
+    float
+        In the histogram's unit; ``nan`` when it is empty.
+    """
+    if not 0 <= q <= 1:
+        raise ValueError(f"q must be in [0, 1], got {q}")
+    total = buckets[-1][1] if buckets else 0
+    if total == 0:
+        return float("nan")
+    rank = q * total
+    prev_bound, prev_count = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            if bound == float("inf"):
+                return prev_bound
+            width = count - prev_count
+            return prev_bound + (bound - prev_bound) * ((rank - prev_count) / width if width else 1)
+        prev_bound, prev_count = bound, count
+    return prev_bound
+
+
+def _metrics(port: int) -> dict[str, list]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+        text = r.read().decode()
+    out: dict[str, list] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out.setdefault(s.name, []).append(s)
+    return out
+
+
+def _value(m: dict[str, list], name: str) -> float:
+    return sum(s.value for s in m.get(name, []))
+
+
+def _buckets(m: dict[str, list], name: str) -> list[tuple[float, float]]:
+    return sorted(
+        (float(s.labels["le"]), s.value) for s in m.get(f"{name}_bucket", [])
+    )
+
+
+def _load(data: Optional[Path], days: int, start: Optional[str]) -> tuple[pd.DataFrame, str]:
+    if data is None and SHARED_DATA.exists():
+        data = SHARED_DATA
+    if data is not None:
+        first = pd.Timestamp(start or "2018-04-01")
+        end = (first + pd.Timedelta(days=days - 1)).date()
+        return read_handbook(data, first.date(), end), str(data)
+    from ..data.simulate import simulate
+
+    first = pd.Timestamp(start or "2018-04-01")
+    origin = min(first, pd.Timestamp("2018-04-01"))  # let frauds build up, then slice
+    df = simulate(n_days=(first - origin).days + days, start_date=origin.date().isoformat(), seed=42)
+    df["TX_DATETIME"] = pd.to_datetime(df["TX_DATETIME"])
+    df = df[df["TX_DATETIME"] >= first].reset_index(drop=True)
+    return df, f"simulated ({days} days from {first.date()}, seed 42)"
+
+
+@cli.command()
+def demo(
+    days: int = typer.Option(3, min=1, max=60, help="Days of transactions to replay."),
+    start: Optional[str] = typer.Option(None, help="First day, YYYY-MM-DD (default 2018-04-01)."),
+    data: Optional[Path] = typer.Option(
+        None, help="Handbook-format data; default: the shared file if present, else simulated."
+    ),
+    rate: Optional[float] = typer.Option(None, help="Transactions/s (default: as fast as possible)."),
+    show: int = typer.Option(20, min=0, help="Alerts to print as they come (then only count)."),
+    web_port: int = typer.Option(6066, help="The demo worker's web port (/metrics)."),
+) -> None:
+    """Run the service end to end on some days of data, print alerts and a summary."""
+    df, source = _load(data, days, start)
+    if df.empty:
+        raise typer.BadParameter("no transactions in that range", param_hint="--start/--days")
+    base = get_settings()
+    tag = time.strftime("demo-%Y%m%d-%H%M%S")
+    env = dict(os.environ)
+    env.update(
+        TRANSACTIONS_TOPIC=f"{tag}-transactions",
+        ALERTS_TOPIC=f"{tag}-fraud-alerts",
+        SCORED_TOPIC=f"{tag}-scored-transactions",
+        LABELS_TOPIC=f"{tag}-transaction-labels",
+        DEAD_LETTER_TOPIC=f"{tag}-dead-letter",
+        APP_ID=f"fraud-{tag}",
+        REDIS_KEY_PREFIX=f"{tag}:",
+        WEB_PORT=str(web_port),
+        DATA_DIR=str(base.run_dir / tag),
+    )
+    settings = base.model_copy(
+        update={k.lower(): env[k] for k in (
+            "TRANSACTIONS_TOPIC", "ALERTS_TOPIC", "SCORED_TOPIC", "LABELS_TOPIC", "DEAD_LETTER_TOPIC"
+        )}
+    )
+    console.print(f"[bold]demo[/]: {len(df):,} transactions from {source}; topics {tag}-*")
+    started = stack.up(base)
+    worker: subprocess.Popen | None = None
+    log_path = base.run_dir / f"{tag}-worker.log"
+    try:
+        base.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "wb") as log:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "app", "worker", "-l", "warning"],
+                cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        console.print(f"worker pid {worker.pid}, log {log_path}, metrics :{web_port}/metrics")
+        _wait_ready(worker, web_port, log_path)
+        summary = asyncio.run(_run(df, settings, rate, worker, web_port, show, log_path))
+        _print_summary(df, summary)
+    finally:
+        if worker is not None and worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGTERM)
+            try:
+                worker.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(worker.pid, signal.SIGKILL)
+                worker.wait(10)
+        stack.down(base, only=started)
+        console.print("stack down: nothing left running")
+
+
+def _wait_ready(worker: subprocess.Popen, port: int, log_path: Path, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if worker.poll() is not None:
+            raise StackError(f"worker exited ({worker.returncode}); see {log_path}")
+        try:
+            if "fraud_model_info" in _metrics(port):
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise StackError(f"worker not ready after {timeout:.0f}s; see {log_path}")
+
+
+async def _run(df, settings, rate, worker, port, show, log_path) -> dict:
+    n = len(df)
+    await ensure_topics(settings, [settings.transactions_topic, settings.alerts_topic])
+    consumer = AIOKafkaConsumer(
+        settings.alerts_topic, **client_options(settings), auto_offset_reset="earliest",
+        enable_auto_commit=False, group_id=None,
+    )
+    await consumer.start()
+    alerts: dict[str, object] = {}
+    printed = 0
+    t0 = time.monotonic()
+    first_scored = last_scored = None
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        sent = progress.add_task("replayed", total=n)
+        scored = progress.add_task("scored", total=n)
+        replay = asyncio.create_task(
+            replay_frame(
+                df, settings, rate=rate, labels=False,
+                on_progress=lambda tx, _l: progress.update(sent, completed=tx),
+            )
+        )
+        done_scoring = False
+        while not (replay.done() and done_scoring):
+            if worker.poll() is not None:
+                raise StackError(f"worker exited ({worker.returncode}); see {log_path}")
+            batch = await consumer.getmany(timeout_ms=250)
+            for recs in batch.values():
+                for r in recs:
+                    try:
+                        a = decode_alert(r.value)
+                    except Exception:  # noqa: BLE001 - a bad record is skipped, not fatal
+                        continue
+                    if a.alert_id in alerts:
+                        continue
+                    alerts[a.alert_id] = a
+                    if printed < show:
+                        progress.console.print("ALERT " + " | ".join(alert_row(a)), highlight=False)
+                        printed += 1
+            try:
+                count = _value(_metrics(port), "fraud_transactions_scored_total")
+            except OSError:
+                count = 0
+            if count and first_scored is None:
+                first_scored = time.monotonic()
+            if count >= n and last_scored is None:
+                last_scored = time.monotonic()
+            progress.update(scored, completed=min(count, n))
+            done_scoring = count >= n
+            if time.monotonic() - t0 > 900:
+                raise StackError("demo timed out after 15 minutes")
+        stats = replay.result()
+        # drain alerts produced with the last batch
+        for _ in range(8):
+            batch = await consumer.getmany(timeout_ms=250)
+            for recs in batch.values():
+                for r in recs:
+                    a = decode_alert(r.value)
+                    alerts.setdefault(a.alert_id, a)
+    await consumer.stop()
+    m = _metrics(port)
+    return {
+        "replay": stats,
+        "alerts": alerts,
+        "elapsed": (last_scored or time.monotonic()) - t0,
+        "latency": _buckets(m, "fraud_processing_latency_seconds"),
+        "alert_latency": _buckets(m, "fraud_alert_latency_seconds"),
+        "rejected": _value(m, "fraud_events_rejected_total"),
+    }
+
+
+def _print_summary(df: pd.DataFrame, s: dict) -> None:
+    alerts = s["alerts"]
+    fraud_ids = set(df.loc[df["TX_FRAUD"] == 1, "TRANSACTION_ID"].astype(str))
+    hit = sum(1 for a in alerts if a in fraud_ids)
+    n = len(df)
+    precision = hit / len(alerts) if alerts else float("nan")
+    recall = hit / len(fraud_ids) if fraud_ids else float("nan")
+    t = Table(title="demo summary", show_header=False)
+    t.add_row("transactions replayed", f"{s['replay'].transactions:,}")
+    t.add_row("frauds among them (labels)", f"{len(fraud_ids):,}")
+    t.add_row("alerts", f"{len(alerts):,}")
+    t.add_row("precision of alerts", f"{precision:.3f}")
+    t.add_row("recall of alerts", f"{recall:.3f}")
+    t.add_row("rejected events", f"{s['rejected']:.0f}")
+    t.add_row("worker throughput", f"{n / s['elapsed']:,.0f} transactions/s (replay start to last scored)")
+    for label, key in (("latency arrival->scored", "latency"), ("latency arrival->alert", "alert_latency")):
+        p50, p99 = (histogram_quantile(q, s[key]) for q in (0.5, 0.99))
+        t.add_row(label, f"p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
+    console.print(t)
