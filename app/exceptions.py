@@ -14,6 +14,7 @@ __all__ = [
     "ModelError",
     "ModelIntegrityError",
     "StackError",
+    "BrokerUnavailableError",
 ]
 
 
@@ -57,3 +58,7 @@ class ModelIntegrityError(ModelError):
 
 class StackError(FraudError):
     """The local stack (broker, Redis) cannot be started, stopped or reached."""
+
+
+class BrokerUnavailableError(FraudError):
+    """The Kafka broker cannot be reached, or refused a request (topic creation, delivery)."""

@@ -1,0 +1,348 @@
+"""``fraudctl train`` and ``fraudctl models list|show|activate``: the model registry.
+
+Training and the registry are pure (:mod:`app.scoring`); this module adds a progress
+bar, tables, and the Redis key ``{REDIS_KEY_PREFIX}model:active`` that workers read to
+pick the version they serve (written with redis-py directly, synchronously).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ..config import get_settings
+from ..exceptions import FraudError
+from ..redis_store import RedisUnavailableError, active_model_key
+from ..scoring.registry import (
+    ModelCard,
+    activate,
+    active_file_version,
+    list_models,
+    read_card,
+)
+from ..scoring.train import DEFAULT_TRAIN_END, DEFAULT_TRAIN_START, STAGES, train
+from .base import cli, console, err_console, fail
+
+__all__ = [
+    "models_cli",
+    "train_command",
+    "list_command",
+    "show_command",
+    "activate_command",
+    "set_active_in_redis",
+    "get_active_in_redis",
+]
+
+models_cli = typer.Typer(
+    name="models",
+    help="The model registry: list, show and activate versions (see `fraudctl train`).",
+    no_args_is_help=True,
+)
+cli.add_typer(models_cli, name="models")
+
+_STAGE_LABELS = {
+    "read": "reading data",
+    "features": "computing features",
+    "fit": "fitting the model",
+    "evaluate": "choosing the threshold, evaluating",
+    "save": "saving",
+}
+_REDIS_TIMEOUT_SECONDS = 3.0
+
+
+# --- Redis (the active version) --------------------------------------------------------
+
+
+def _redacted(url: str) -> str:
+    """``redis://:secret@host:6379/0`` -> ``redis://***@host:6379/0``."""
+    parts = urlsplit(url)
+    if parts.password is None and parts.username is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _client(url: str) -> redis.Redis:
+    try:
+        return redis.Redis.from_url(
+            url,
+            socket_timeout=_REDIS_TIMEOUT_SECONDS,
+            socket_connect_timeout=_REDIS_TIMEOUT_SECONDS,
+        )
+    except ValueError as exc:
+        raise RedisUnavailableError(f"bad Redis URL {_redacted(url)!r}: {exc}") from None
+
+
+def set_active_in_redis(url: str, prefix: str, version: str) -> None:
+    """Write ``version`` to ``{prefix}model:active``.
+
+    Raises
+    ------
+    RedisUnavailableError
+        Redis cannot be reached or refuses the write.
+    """
+    client = _client(url)
+    try:
+        client.set(active_model_key(prefix), version.encode())
+    except (redis.RedisError, OSError) as exc:
+        raise RedisUnavailableError(
+            f"cannot write {active_model_key(prefix)} to Redis at {_redacted(url)}: {exc}"
+        ) from None
+    finally:
+        client.close()
+
+
+def get_active_in_redis(url: str, prefix: str) -> str | None:
+    """The version in ``{prefix}model:active``, or None when unset.
+
+    Raises
+    ------
+    RedisUnavailableError
+        Redis cannot be reached.
+    """
+    client = _client(url)
+    try:
+        raw = client.get(active_model_key(prefix))
+    except (redis.RedisError, OSError) as exc:
+        raise RedisUnavailableError(
+            f"cannot read {active_model_key(prefix)} from Redis at {_redacted(url)}: {exc}"
+        ) from None
+    finally:
+        client.close()
+    return raw.decode() if raw else None
+
+
+def _activate_everywhere(version: str, models_dir: Path, redis_url: str, prefix: str) -> None:
+    read_card(version, models_dir)  # unknown version: fail before touching anything
+    set_active_in_redis(redis_url, prefix, version)  # Redis first: a failure leaves ACTIVE
+    activate(version, models_dir)
+
+
+# --- output ------------------------------------------------------------------------------
+
+
+def _fmt(x: float | None, digits: int = 3) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def _print_card(card: ModelCard, models_dir: Path) -> None:
+    m, d = card.metrics, card.data
+    table = Table(title=f"model {card.version}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("saved in", escape(str(models_dir / card.version)))
+    table.add_row("family", card.model_family.rsplit(".", 1)[-1])
+    table.add_row(
+        "artifact", f"{card.artifact_bytes / 1e6:.2f} MB, sha256 {card.artifact_sha256[:16]}…"
+    )
+    table.add_row(
+        "train window",
+        f"{d.train.start}..{d.train.end}: {d.train.transactions:,} tx, {d.train.frauds:,} frauds",
+    )
+    table.add_row(
+        "test window",
+        f"{d.test.start}..{d.test.end} (gap {d.gap_days} d): {d.test.transactions:,} tx, "
+        f"{d.test.frauds:,} frauds, {d.test_removed_known_compromised:,} tx of known "
+        "compromised cards dropped",
+    )
+    table.add_row("ROC AUC", _fmt(m.roc_auc))
+    table.add_row("average precision", _fmt(m.average_precision))
+    table.add_row("card precision@100", _fmt(m.card_precision_at_100))
+    table.add_row(
+        "alert threshold",
+        f"{card.alert_threshold:g} (test: precision {_fmt(m.threshold_precision)}, "
+        f"recall {_fmt(m.threshold_recall)}, {m.threshold_alerts_per_day:.1f} alerts/day)",
+    )
+    table.add_row("train time", f"{card.train_seconds:.1f} s")
+    console.print(table)
+    for c in card.comparison:
+        console.print(
+            f"  {c.name}: AUC {_fmt(c.roc_auc)}, AP {_fmt(c.average_precision)}, "
+            f"CP@100 {_fmt(c.card_precision_at_100)}, fit {c.fit_seconds:.1f} s, "
+            f"{c.artifact_bytes / 1e6:.2f} MB",
+            highlight=False,
+        )
+
+
+# --- commands ----------------------------------------------------------------------------
+
+
+@cli.command("train")
+def train_command(
+    path: Path = typer.Argument(..., help="Handbook data: a .csv/.csv.gz/.pkl file or a folder."),
+    train_start: str = typer.Option(
+        DEFAULT_TRAIN_START.isoformat(), "--train-start", help="First training day, YYYY-MM-DD."
+    ),
+    train_end: str = typer.Option(
+        DEFAULT_TRAIN_END.isoformat(), "--train-end", help="Last training day, YYYY-MM-DD."
+    ),
+    gap_days: int = typer.Option(
+        7, "--gap-days", help="Days between train and test (the label delay)."
+    ),
+    test_days: int = typer.Option(7, "--test-days", help="Days in the test window."),
+    activate_: bool = typer.Option(
+        False, "--activate", help="Make the new version active (Redis key and models/ACTIVE)."
+    ),
+    redis_url: str = typer.Option(
+        None, "--redis-url", help="Redis for --activate; default: REDIS_URL.", show_default=False
+    ),
+    models_dir: Path = typer.Option(
+        None, "--models-dir", help="Model registry; default: MODELS_DIR.", show_default=False
+    ),
+    compare: bool = typer.Option(
+        False, "--compare", help="Also fit a random forest and a logistic regression (slower)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Random seed of the model."),
+) -> None:
+    """Train a model on a handbook-style split, evaluate it and save it as a new version.
+
+    Default split (the handbook's): train 2018-07-04..10, gap 7 days, test 2018-07-18..24.
+    """
+    settings = get_settings()
+    models_dir = models_dir or settings.models_dir
+    url = redis_url or settings.redis_url.get_secret_value()
+    try:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+        ) as bar:
+            tasks = {s: bar.add_task(_STAGE_LABELS[s], total=None, visible=False) for s in STAGES}
+
+            def progress(stage: str, done: int, total: int) -> None:
+                bar.update(tasks[stage], completed=done, total=max(total, 1), visible=True)
+
+            card = train(
+                path, train_start, train_end, gap_days, test_days,
+                models_dir=models_dir, compare=compare, random_state=seed, progress=progress,
+            )
+        _print_card(card, models_dir)
+    except FraudError as exc:
+        fail(escape(str(exc)))
+        return
+    if activate_:
+        try:
+            _activate_everywhere(card.version, models_dir, url, settings.redis_key_prefix)
+        except FraudError as exc:
+            fail(escape(f"model {card.version} saved but not activated: {exc}"))
+            return
+        console.print(
+            f"activated {card.version} (Redis and {escape(str(models_dir / 'ACTIVE'))})",
+            highlight=False,
+        )
+
+
+@models_cli.command("list")
+def list_command(
+    models_dir: Path = typer.Option(
+        None, "--models-dir", help="Model registry; default: MODELS_DIR.", show_default=False
+    ),
+    redis_url: str = typer.Option(
+        None, "--redis-url", help="Redis to read the active version from; default: REDIS_URL.",
+        show_default=False,
+    ),
+    no_redis: bool = typer.Option(False, "--no-redis", help="Do not ask Redis."),
+) -> None:
+    """Table of model versions, their test metrics and which one is active."""
+    settings = get_settings()
+    models_dir = models_dir or settings.models_dir
+    try:
+        cards = list_models(models_dir)
+        in_file = active_file_version(models_dir)
+        in_redis: str | None = None
+        redis_note = "not asked"
+        if not no_redis:
+            url = redis_url or settings.redis_url.get_secret_value()
+            try:
+                in_redis = get_active_in_redis(url, settings.redis_key_prefix)
+                redis_note = in_redis or "unset"
+            except FraudError as exc:
+                redis_note = "unreachable"
+                err_console.print(f"warning: {escape(str(exc))}", highlight=False, soft_wrap=True)
+    except FraudError as exc:
+        fail(escape(str(exc)))
+        return
+    if not cards:
+        console.print(f"no models in {escape(str(models_dir))}", highlight=False)
+        return
+    table = Table(
+        title=f"models in {escape(str(models_dir))}", title_justify="left",
+        box=None, pad_edge=False, header_style="bold",
+    )
+    table.add_column("version", no_wrap=True, min_width=max(len(c.version) for c in cards))
+    for col in ("created", "AUC", "AP", "CP@100", "thresh", "active"):
+        table.add_column(col, overflow="fold")
+    for c in cards:
+        active = "+".join(
+            name for name, v in (("file", in_file), ("redis", in_redis)) if v == c.version
+        )
+        table.add_row(
+            c.version, c.created_at[:10],
+            _fmt(c.metrics.roc_auc), _fmt(c.metrics.average_precision),
+            _fmt(c.metrics.card_precision_at_100), f"{c.alert_threshold:g}", active,
+        )
+    console.print(table)
+    console.print(
+        f"ACTIVE file: {in_file or 'absent'}; Redis {active_model_key(settings.redis_key_prefix)}"
+        f": {redis_note}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@models_cli.command("show")
+def show_command(
+    version: str = typer.Argument(..., help="A version, as in `fraudctl models list`."),
+    models_dir: Path = typer.Option(
+        None, "--models-dir", help="Model registry; default: MODELS_DIR.", show_default=False
+    ),
+) -> None:
+    """Print a version's model card as JSON."""
+    models_dir = models_dir or get_settings().models_dir
+    try:
+        card = read_card(version, models_dir)
+    except FraudError as exc:
+        fail(escape(str(exc)))
+        return
+    typer.echo(card.model_dump_json(indent=2))
+
+
+@models_cli.command("activate")
+def activate_command(
+    version: str = typer.Argument(..., help="The version to serve."),
+    models_dir: Path = typer.Option(
+        None, "--models-dir", help="Model registry; default: MODELS_DIR.", show_default=False
+    ),
+    redis_url: str = typer.Option(
+        None, "--redis-url", help="Redis to write; default: REDIS_URL.", show_default=False
+    ),
+    no_redis: bool = typer.Option(
+        False, "--no-redis", help="Only write models/ACTIVE (the default shipped version)."
+    ),
+) -> None:
+    """Make a version active: the Redis key workers read, then models/ACTIVE."""
+    settings = get_settings()
+    models_dir = models_dir or settings.models_dir
+    url = redis_url or settings.redis_url.get_secret_value()
+    try:
+        if no_redis:
+            activate(version, models_dir)
+        else:
+            _activate_everywhere(version, models_dir, url, settings.redis_key_prefix)
+    except FraudError as exc:
+        fail(escape(str(exc)))
+        return
+    where = "" if no_redis else "Redis and "
+    console.print(
+        f"activated {version} ({where}{escape(str(models_dir / 'ACTIVE'))})", highlight=False
+    )

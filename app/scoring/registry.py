@@ -1,0 +1,469 @@
+"""Versioned models on disk: ``<models_dir>/<version>/{model.joblib,card.json}``.
+
+Layout::
+
+    models/
+      ACTIVE                        one line: the version served by default
+      v20180724-101500-1a2b3c4d/
+        model.joblib                the fitted scikit-learn estimator (joblib)
+        card.json                   its ModelCard: provenance, data, metrics, sha256
+
+Version names are ``v<UTC yyyymmdd-HHMMSS of creation>-<first 8 hex of the artifact's
+sha256>``: they sort by creation time and name their content. Any name matching
+:data:`VERSION_PATTERN` (``v1``, ``v2``) is accepted when loading.
+
+:func:`load_model` checks the artifact's sha256 against the card and the card's
+feature names against :data:`app.features.FEATURE_NAMES` *before* unpickling. The hash
+catches corruption and accidental edits; it is no defence against someone who can
+rewrite both files (a joblib file runs code when loaded: load only your own models).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import platform
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+import joblib
+import numpy as np
+import sklearn
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..exceptions import ModelError, ModelIntegrityError
+from ..features import FEATURE_NAMES
+
+__all__ = [
+    "ARTIFACT_NAME",
+    "CARD_NAME",
+    "ACTIVE_NAME",
+    "VERSION_PATTERN",
+    "CandidateResult",
+    "DataInfo",
+    "LoadedModel",
+    "ModelCard",
+    "ModelMetrics",
+    "WindowInfo",
+    "activate",
+    "default_version",
+    "active_file_version",
+    "list_models",
+    "load_model",
+    "read_card",
+    "save_model",
+]
+
+ARTIFACT_NAME = "model.joblib"
+CARD_NAME = "card.json"
+ACTIVE_NAME = "ACTIVE"
+#: Accepted version names: a ``v``, then letters, digits, ``.``, ``_`` or ``-``.
+VERSION_PATTERN = re.compile(r"^v[0-9A-Za-z][0-9A-Za-z._-]{0,79}$")
+_JOBLIB_COMPRESS = 3
+_DIR_MODE = 0o755
+_FILE_MODE = 0o644
+
+
+class _Card(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+
+class WindowInfo(_Card):
+    """A window of days (both ends inclusive) and what it holds."""
+
+    start: date
+    end: date
+    transactions: int = Field(ge=0)
+    frauds: int = Field(ge=0)
+    fraud_cards: int = Field(ge=0, description="Distinct customers with a fraud.")
+
+
+class DataInfo(_Card):
+    """Where the model's data came from and how it was split (handbook chapter 5)."""
+
+    source: str = Field(description="File or folder name of the handbook data.")
+    history_start: date = Field(description="First day read, for feature state history.")
+    train: WindowInfo
+    gap_days: int = Field(ge=0, description="Days between train and test (feedback delay).")
+    test: WindowInfo = Field(
+        description="Counts after dropping the cards known compromised on each test day."
+    )
+    test_removed_known_compromised: int = Field(
+        ge=0, description="Test-window transactions dropped: card known compromised."
+    )
+
+
+class ModelMetrics(_Card):
+    """Metrics on the test window (handbook chapter 4); higher is better for each."""
+
+    roc_auc: float | None = Field(description="None when the test window has one class.")
+    average_precision: float | None
+    card_precision_at_100: float | None = Field(
+        description="Mean daily card precision@100, detected cards removed."
+    )
+    card_precision_daily: list[float]
+    fraud_cards_daily: list[int] = Field(
+        description="Compromised cards left to find per day (bounds card precision)."
+    )
+    threshold_precision: float | None = Field(
+        description="Transaction precision at the recommended alert threshold."
+    )
+    threshold_recall: float | None
+    threshold_alerts_per_day: float = Field(description="Alerted transactions per test day.")
+
+
+class CandidateResult(_Card):
+    """One model family tried on the same split, for the card's justification."""
+
+    name: str
+    roc_auc: float | None
+    average_precision: float | None
+    card_precision_at_100: float | None
+    fit_seconds: float
+    artifact_bytes: int
+
+
+class ModelCard(_Card):
+    """Everything known about one model version; stored as ``card.json``."""
+
+    version: str
+    created_at: str = Field(description="UTC ISO 8601 time the model was saved.")
+    artifact: str = ARTIFACT_NAME
+    artifact_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    artifact_bytes: int = Field(ge=0)
+    feature_names: list[str]
+    python_version: str
+    sklearn_version: str
+    numpy_version: str
+    model_family: str = Field(description="Qualified class name of the estimator.")
+    hyperparameters: dict[str, Any]
+    data: DataInfo
+    metrics: ModelMetrics
+    baseline: dict[str, float] = Field(
+        description="Training median of each feature: the reference value for reasons."
+    )
+    alert_threshold: float = Field(ge=0.0, le=1.0, description="Recommended ALERT_THRESHOLD.")
+    threshold_rationale: str
+    justification: str
+    train_seconds: float = Field(ge=0.0)
+    comparison: list[CandidateResult] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A verified model: its card and the unpickled estimator.
+
+    Attributes
+    ----------
+    version : str
+    card : ModelCard
+    estimator : object
+        A fitted scikit-learn classifier with ``predict_proba`` and ``classes_``.
+    path : Path
+        The version's folder.
+    """
+
+    version: str
+    card: ModelCard
+    estimator: Any
+    path: Path
+
+
+def _check_version(version: str) -> str:
+    if not isinstance(version, str) or not VERSION_PATTERN.match(version):
+        raise ModelError(
+            f"invalid model version {version!r}: expected 'v' then letters, digits, "
+            "'.', '_' or '-' (e.g. v20180724-101500-1a2b3c4d)"
+        )
+    return version
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return repr(value)
+
+
+def _hyperparameters(estimator: Any) -> dict[str, Any]:
+    get = getattr(estimator, "get_params", None)
+    params = get(deep=False) if get else {}
+    return {k: _jsonable(v) for k, v in sorted(params.items())}
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.chmod(tmp, _FILE_MODE)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_model(
+    estimator: Any,
+    models_dir: str | Path,
+    *,
+    data: DataInfo,
+    metrics: ModelMetrics,
+    baseline: dict[str, float],
+    alert_threshold: float,
+    threshold_rationale: str,
+    justification: str,
+    train_seconds: float = 0.0,
+    comparison: Sequence[CandidateResult] = (),
+    feature_names: Sequence[str] = FEATURE_NAMES,
+    version: str | None = None,
+    created_at: datetime | None = None,
+) -> ModelCard:
+    """Write a fitted estimator and its card as a new version.
+
+    Parameters
+    ----------
+    estimator : object
+        Fitted classifier with ``predict_proba``; pickled with joblib.
+    models_dir : str or Path
+        The registry folder; created if missing.
+    data, metrics, baseline, alert_threshold, threshold_rationale, justification
+        Card fields, see :class:`ModelCard`. ``baseline`` needs one value per feature.
+    train_seconds : float, default=0.0
+    comparison : sequence of CandidateResult, default=()
+    feature_names : sequence of str, default=FEATURE_NAMES
+        Columns the estimator was fitted on, in order.
+    version : str, optional
+        Default: ``v<yyyymmdd-HHMMSS>-<sha8>`` from ``created_at`` and the artifact.
+    created_at : datetime, optional
+        Default: now (UTC).
+
+    Returns
+    -------
+    ModelCard
+        The card written to ``<models_dir>/<version>/card.json``.
+
+    Raises
+    ------
+    ModelError
+        The version exists already, a name is invalid or ``baseline`` lacks a feature.
+    """
+    models_dir = Path(models_dir)
+    names = list(feature_names)
+    missing = [n for n in names if n not in baseline]
+    if missing:
+        raise ModelError(f"baseline: no value for features {missing}")
+    now = (created_at or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    buf = io.BytesIO()
+    joblib.dump(estimator, buf, compress=_JOBLIB_COMPRESS)
+    artifact = buf.getvalue()
+    sha = _sha256(artifact)
+    version = _check_version(version or f"v{now:%Y%m%d-%H%M%S}-{sha[:8]}")
+    card = ModelCard(
+        version=version,
+        created_at=now.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        artifact_sha256=sha,
+        artifact_bytes=len(artifact),
+        feature_names=names,
+        python_version=platform.python_version(),
+        sklearn_version=sklearn.__version__,
+        numpy_version=np.__version__,
+        model_family=f"{type(estimator).__module__}.{type(estimator).__qualname__}",
+        hyperparameters=_hyperparameters(estimator),
+        data=data,
+        metrics=metrics,
+        baseline={n: float(baseline[n]) for n in names},
+        alert_threshold=alert_threshold,
+        threshold_rationale=threshold_rationale,
+        justification=justification,
+        train_seconds=train_seconds,
+        comparison=list(comparison),
+    )
+    models_dir.mkdir(parents=True, exist_ok=True)
+    final = models_dir / version
+    if final.exists():
+        raise ModelError(f"model version {version} already exists in {models_dir}")
+    tmp = Path(tempfile.mkdtemp(dir=models_dir, prefix=f".{version}."))
+    try:
+        os.chmod(tmp, _DIR_MODE)  # mkdtemp makes it private; a registry is shared
+        (tmp / ARTIFACT_NAME).write_bytes(artifact)
+        (tmp / CARD_NAME).write_text(card.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return card
+
+
+def _known(models_dir: Path) -> list[str]:
+    if not models_dir.is_dir():
+        return []
+    return sorted(
+        p.name for p in models_dir.iterdir()
+        if p.is_dir() and VERSION_PATTERN.match(p.name) and (p / CARD_NAME).is_file()
+    )
+
+
+def read_card(version: str, models_dir: str | Path) -> ModelCard:
+    """The card of ``version``, parsed but not checked against the artifact.
+
+    Raises
+    ------
+    ModelError
+        Unknown version (the message lists the known ones) or an unreadable card.
+    """
+    models_dir = Path(models_dir)
+    _check_version(version)
+    card_path = models_dir / version / CARD_NAME
+    if not card_path.is_file():
+        known = _known(models_dir)
+        raise ModelError(
+            f"no model version {version} in {models_dir}; known versions: "
+            f"{', '.join(known) if known else '(none)'}"
+        )
+    try:
+        card = ModelCard.model_validate_json(card_path.read_bytes())
+    except (ValidationError, OSError) as exc:
+        first = str(exc).splitlines()[0:3]
+        raise ModelError(f"model {version}: {card_path} is not a valid card ({' '.join(first)})")
+    if card.version != version:
+        raise ModelIntegrityError(
+            f"model {version}: card names version {card.version!r}, expected {version!r}"
+        )
+    return card
+
+
+def load_model(version: str | None = None, models_dir: str | Path = "models") -> LoadedModel:
+    """Load one version after verifying it.
+
+    Parameters
+    ----------
+    version : str, optional
+        Default: :func:`default_version`.
+    models_dir : str or Path, default="models"
+
+    Returns
+    -------
+    LoadedModel
+
+    Raises
+    ------
+    ModelError
+        Unknown version (known ones listed), unreadable card or artifact.
+    ModelIntegrityError
+        The artifact's sha256 differs from the card's, the card's feature names differ
+        from :data:`FEATURE_NAMES`, or the estimator does not fit them.
+    """
+    models_dir = Path(models_dir)
+    version = version or default_version(models_dir)
+    card = read_card(version, models_dir)
+    expected = list(FEATURE_NAMES)
+    if card.feature_names != expected:
+        extra = [n for n in card.feature_names if n not in expected]
+        lacking = [n for n in expected if n not in card.feature_names]
+        raise ModelIntegrityError(
+            f"model {version}: feature names differ from the code's FEATURE_NAMES "
+            f"(expected {len(expected)} names, card has {len(card.feature_names)}; "
+            f"not in code: {extra}; not in card: {lacking}"
+            + ("; same names, other order" if not extra and not lacking else "")
+            + ")"
+        )
+    missing = [n for n in expected if n not in card.baseline]
+    if missing:
+        raise ModelIntegrityError(f"model {version}: card has no baseline for {missing}")
+    artifact_path = models_dir / version / card.artifact
+    try:
+        artifact = artifact_path.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"model {version}: cannot read {artifact_path} ({exc.strerror})")
+    got = _sha256(artifact)
+    if got != card.artifact_sha256:
+        raise ModelIntegrityError(
+            f"model {version}: sha256 of {card.artifact} is {got}, "
+            f"expected {card.artifact_sha256} (the card's): the artifact was changed"
+        )
+    try:
+        estimator = joblib.load(io.BytesIO(artifact))
+    except Exception as exc:  # noqa: BLE001  (any unpickling failure)
+        raise ModelError(f"model {version}: cannot unpickle {card.artifact} ({exc!r})"[:500])
+    n_in = getattr(estimator, "n_features_in_", None)
+    if not hasattr(estimator, "predict_proba") or n_in != len(expected):
+        raise ModelIntegrityError(
+            f"model {version}: estimator expects {n_in} features with predict_proba, "
+            f"expected {len(expected)}"
+        )
+    return LoadedModel(version=version, card=card, estimator=estimator, path=artifact_path.parent)
+
+
+def list_models(models_dir: str | Path = "models") -> list[ModelCard]:
+    """Cards of every version, oldest first (by ``created_at``, then version).
+
+    Raises
+    ------
+    ModelError
+        A version folder holds an unreadable card.
+    """
+    models_dir = Path(models_dir)
+    cards = [read_card(v, models_dir) for v in _known(models_dir)]
+    return sorted(cards, key=lambda c: (c.created_at, c.version))
+
+
+def active_file_version(models_dir: str | Path = "models") -> str | None:
+    """The version named in ``<models_dir>/ACTIVE``, or None without that file."""
+    path = Path(models_dir) / ACTIVE_NAME
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    return text or None
+
+
+def default_version(models_dir: str | Path = "models") -> str:
+    """The version to serve when none is named.
+
+    The one in ``<models_dir>/ACTIVE``; without that file, the newest version.
+
+    Raises
+    ------
+    ModelError
+        ``ACTIVE`` names an unknown or invalid version, or there is no model at all.
+    """
+    models_dir = Path(models_dir)
+    named = active_file_version(models_dir)
+    if named is not None:
+        _check_version(named)
+        if named not in _known(models_dir):
+            read_card(named, models_dir)  # raises, listing the known versions
+        return named
+    cards = list_models(models_dir)
+    if not cards:
+        raise ModelError(f"no model in {models_dir}: train one with `fraudctl train PATH`")
+    return cards[-1].version
+
+
+def activate(version: str, models_dir: str | Path = "models") -> None:
+    """Write ``version`` to ``<models_dir>/ACTIVE`` (atomically) after checking it exists.
+
+    Raises
+    ------
+    ModelError
+        Unknown version.
+    """
+    models_dir = Path(models_dir)
+    read_card(version, models_dir)
+    _atomic_write_text(models_dir / ACTIVE_NAME, version + "\n")
