@@ -68,6 +68,8 @@ class BatchResult:
     arrivals_s: list[float] = field(default_factory=list)
     #: account id -> state after the batch, for every account the batch touched
     states: dict[str, AccountState] = field(default_factory=dict)
+    #: account id -> partition its transactions came from (its changelog partition)
+    partitions: dict[str, int] = field(default_factory=dict)
     duplicates: int = 0
 
 
@@ -159,6 +161,7 @@ def process_batch(
                 ids=list(before.ids),
             ) if before is not None else AccountState()
             result.states[tx.account_id] = state
+            result.partitions[tx.account_id] = rec.partition
         rows.append(features_of(state, tx))
         if not state.update_one(tx):
             result.duplicates += 1

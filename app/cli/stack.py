@@ -1,0 +1,80 @@
+"""``fraudctl stack up|down|status``: the local Tansu broker and Redis, without Docker."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from .. import stack as local_stack
+from ..config import get_settings
+from .base import cli, console
+
+__all__ = ["stack_app"]
+
+stack_app = typer.Typer(
+    name="stack",
+    help=(
+        "The local stack without Docker: a Tansu broker (KAFKA_BROKER_URL) and Redis "
+        "(REDIS_URL). Pid and log files go to RUN_DIR."
+    ),
+    no_args_is_help=True,
+)
+cli.add_typer(stack_app, name="stack")
+
+
+def _table(statuses: list[local_stack.ComponentStatus], title: str) -> Table:
+    table = Table(title=title)
+    table.add_column("component")
+    table.add_column("url", overflow="fold")
+    for column in ("running", "pid", "started by stack up"):
+        table.add_column(column)
+    for s in statuses:
+        table.add_row(
+            s.name,
+            s.url,
+            "[green]yes[/]" if s.running else "[red]no[/]",
+            str(s.pid) if s.pid is not None else "-",
+            "yes" if s.started_by_us else "no",
+        )
+    return table
+
+
+@stack_app.command("up")
+def up(
+    timeout: float = typer.Option(
+        30.0, min=1.0, help="Seconds to wait for each component to answer."
+    ),
+    topics: bool = typer.Option(
+        True,
+        help="Create the service topics with TOPIC_PARTITIONS partitions on a local broker.",
+    ),
+) -> None:
+    """Start Tansu and Redis unless they already answer; create the service topics."""
+    settings = get_settings()
+    started = local_stack.up(settings, timeout_seconds=timeout, create_topics=topics)
+    for s in started:
+        console.print(f"started {s.name} (pid {s.pid}) at {s.url}", highlight=False)
+    if not started:
+        console.print("nothing to start: everything already answers")
+    console.print(_table(local_stack.status(settings), "stack"))
+
+
+@stack_app.command("down")
+def down(
+    timeout: float = typer.Option(
+        10.0, min=0.0, help="Seconds between SIGTERM and SIGKILL for each process."
+    ),
+) -> None:
+    """Stop what `stack up` started; leave anything else running."""
+    settings = get_settings()
+    stopped = local_stack.down(settings, timeout_seconds=timeout)
+    for s in stopped:
+        console.print(f"stopped {s.name} (pid {s.pid})", highlight=False)
+    if not stopped:
+        console.print("nothing to stop: no process started by `stack up` is running")
+
+
+@stack_app.command("status")
+def status() -> None:
+    """Show whether the broker and Redis answer, and which were started by `stack up`."""
+    console.print(_table(local_stack.status(get_settings()), "stack"))

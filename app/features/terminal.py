@@ -1,0 +1,159 @@
+"""Per-terminal feature state and the terminal features of one transaction.
+
+The Fraud Detection Handbook's terminal risk (ch. 3.4): for windows of ``w`` days that
+end ``delay`` days before the transaction, the number of the terminal's transactions
+and the share of them known to be fraudulent. "Known" means a fraud label whose
+``label_time_ms`` is at or before the transaction's event time: a label that arrives
+later is never used, whatever order the stream processes labels in.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass, field
+
+import orjson
+
+from ..events import Label, Transaction
+from .state import DAY_MS
+
+__all__ = [
+    "TerminalState",
+    "TERMINAL_WINDOWS_DAYS",
+    "DEFAULT_DELAY_DAYS",
+    "terminal_feature_names",
+    "extract_terminal",
+]
+
+#: Windows, in days, of the terminal aggregates.
+TERMINAL_WINDOWS_DAYS = (1, 7, 30)
+#: Default label delay, in days: windows end this long before the transaction.
+DEFAULT_DELAY_DAYS = 7
+
+
+def terminal_feature_names(delay_days: int = DEFAULT_DELAY_DAYS) -> tuple[str, ...]:
+    """Names of :func:`extract_terminal`'s values, built from the parameters."""
+    names: list[str] = []
+    for w in TERMINAL_WINDOWS_DAYS:
+        names += [
+            f"terminal_tx_count_{w}d_delay_{delay_days}d",
+            f"terminal_risk_{w}d_delay_{delay_days}d",
+        ]
+    return tuple(names)
+
+
+@dataclass(slots=True)
+class TerminalState:
+    """A terminal's transactions and known frauds over ``delay + 30`` days.
+
+    Attributes
+    ----------
+    times_ms, ids : list
+        Event time (UTC epoch ms, non-decreasing) and id of each transaction.
+    fraud_times_ms, fraud_label_times_ms, fraud_ids : list
+        For each fraud label: the transaction's event time (non-decreasing), when the
+        label arrived, and the transaction id.
+    """
+
+    times_ms: list[int] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+    fraud_times_ms: list[int] = field(default_factory=list)
+    fraud_label_times_ms: list[int] = field(default_factory=list)
+    fraud_ids: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.times_ms)
+
+    @staticmethod
+    def _has(times: list[int], ids: list[str], t: int, tid: str) -> bool:
+        i = bisect_left(times, t)
+        while i < len(times) and times[i] == t:
+            if ids[i] == tid:
+                return True
+            i += 1
+        return False
+
+    def update_one(self, tx: Transaction, horizon_ms: int) -> bool:
+        """Add a transaction; drop what is older than ``horizon_ms`` before the newest.
+
+        Returns
+        -------
+        bool
+            False for a duplicate (same id and event time already here).
+        """
+        t = tx.event_time_ms
+        if self._has(self.times_ms, self.ids, t, tx.transaction_id):
+            return False
+        i = bisect_right(self.times_ms, t)
+        self.times_ms.insert(i, t)
+        self.ids.insert(i, tx.transaction_id)
+        cut = self.times_ms[-1] - horizon_ms
+        k = bisect_right(self.times_ms, cut)
+        if k:
+            del self.times_ms[:k], self.ids[:k]
+        k = bisect_right(self.fraud_times_ms, cut)
+        if k:
+            del self.fraud_times_ms[:k], self.fraud_label_times_ms[:k], self.fraud_ids[:k]
+        return True
+
+    def label_one(self, label: Label, horizon_ms: int) -> bool:
+        """Record a label; only fraud labels are kept (genuine is the default).
+
+        Returns
+        -------
+        bool
+            True when the state changed.
+        """
+        if not label.is_fraud:
+            return False
+        t = label.transaction_time_ms
+        if self.times_ms and t <= self.times_ms[-1] - horizon_ms:
+            return False  # too old to enter any window
+        if self._has(self.fraud_times_ms, self.fraud_ids, t, label.transaction_id):
+            return False
+        i = bisect_right(self.fraud_times_ms, t)
+        self.fraud_times_ms.insert(i, t)
+        self.fraud_label_times_ms.insert(i, label.label_time_ms)
+        self.fraud_ids.insert(i, label.transaction_id)
+        return True
+
+    def to_bytes(self) -> bytes:
+        """Compact JSON."""
+        return orjson.dumps(
+            [self.times_ms, self.ids, self.fraud_times_ms, self.fraud_label_times_ms, self.fraud_ids]
+        )
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | None) -> "TerminalState":
+        """Inverse of :meth:`to_bytes`; ``None`` gives an empty state."""
+        if not raw:
+            return cls()
+        return cls(*orjson.loads(raw))
+
+
+def extract_terminal(
+    state: TerminalState, tx: Transaction, delay_days: int = DEFAULT_DELAY_DAYS
+) -> list[float]:
+    """Terminal features of ``tx`` (see :func:`terminal_feature_names`).
+
+    For each window ``w``: transactions of the terminal with event time in
+    ``(t - delay - w, t - delay]`` and, among them, frauds whose label arrived at or
+    before ``t``; risk is frauds / transactions (0.0 without transactions).
+
+    Returns
+    -------
+    list of float of length ``2 * len(TERMINAL_WINDOWS_DAYS)``
+    """
+    t = tx.event_time_ms
+    end_t = t - delay_days * DAY_MS
+    times, ftimes, flabels = state.times_ms, state.fraud_times_ms, state.fraud_label_times_ms
+    hi = bisect_right(times, end_t)
+    fhi = bisect_right(ftimes, end_t)
+    out: list[float] = []
+    for w in TERMINAL_WINDOWS_DAYS:
+        start_t = end_t - w * DAY_MS
+        n = hi - bisect_right(times, start_t, 0, hi)
+        flo = bisect_right(ftimes, start_t, 0, fhi)
+        frauds = sum(1 for j in range(flo, fhi) if flabels[j] <= t)
+        out += [float(n), frauds / n if n else 0.0]
+    return out

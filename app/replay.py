@@ -1,0 +1,549 @@
+"""Replay handbook transactions, and their labels, onto Kafka in event-time order.
+
+The pure part plans the records: :func:`plan_records` turns a :func:`read_handbook
+<app.data.handbook.read_handbook>` frame into one stream ordered by event time, where
+each transaction's :class:`~app.events.Label` appears once the replay's event time has
+passed the transaction's time plus the labelling delay; :class:`Pacer` spaces
+transactions evenly in wall-clock time. The shell, :func:`replay_frame`, produces that
+stream with aiokafka: transactions to ``Settings.transactions_topic``, labels to
+``Settings.labels_topic``, both keyed by account id (so an account's transactions and
+labels land on the same partition number of both topics) and stamped with their event
+time (``event_time_ms`` and ``label_time_ms``), which drives every window downstream.
+
+Examples
+--------
+>>> import pandas as pd
+>>> df = pd.DataFrame({
+...     "TRANSACTION_ID": [0, 1], "CUSTOMER_ID": [7, 8], "TERMINAL_ID": [3, 3],
+...     "TX_DATETIME": pd.to_datetime(["2018-04-01 00:00:00", "2018-04-03 00:00:00"]),
+...     "TX_AMOUNT": [12.5, 3.0], "TX_FRAUD": [0, 1]})
+>>> [(r.is_label, r.key, r.timestamp_ms) for r in plan_records(df, labels_delay_ms=DAY_MS)]
+[(False, b'7', 1522540800000), (True, b'7', 1522627200000), (False, b'8', 1522713600000), (True, b'8', 1522800000000)]
+>>> [r.is_label for r in plan_records(df, labels_delay_ms=DAY_MS, tail_labels=False)]
+[False, True, False]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any, Callable, Iterator, NamedTuple
+
+import numpy as np
+import orjson
+import pandas as pd
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+from pydantic import ValidationError
+
+from .config import Settings
+from .data.handbook import DEFAULT_CURRENCY
+from .events import (
+    MAX_AMOUNT_MINOR,
+    MAX_EVENT_TIME_MS,
+    MIN_EVENT_TIME_MS,
+    Label,
+    Transaction,
+    encode,
+)
+from .exceptions import BrokerUnavailableError, DataError
+
+__all__ = [
+    "DAY_MS",
+    "DEFAULT_LABELS_DELAY_MS",
+    "PlannedRecord",
+    "ReplayStats",
+    "Pacer",
+    "select_days",
+    "plan_records",
+    "client_options",
+    "ensure_topics",
+    "replay_frame",
+]
+
+#: One day in milliseconds.
+DAY_MS = 86_400_000
+#: Default delay between a transaction and its label: 7 days, in ms.
+DEFAULT_LABELS_DELAY_MS = 7 * DAY_MS
+
+_ID_PATTERN = r"[A-Za-z0-9_.:\-]{1,64}"
+_TOPIC_ALREADY_EXISTS = 36  # Kafka error code TOPIC_ALREADY_EXISTS
+_TOPIC_LISTED_SECONDS = 10.0
+_TX_FIELDS = tuple(Transaction.model_fields)
+_LABEL_FIELDS = tuple(Label.model_fields)
+
+
+class PlannedRecord(NamedTuple):
+    """One record to produce: a transaction (``is_label=False``) or a label."""
+
+    is_label: bool
+    key: bytes
+    value: bytes
+    timestamp_ms: int
+
+
+@dataclass(frozen=True)
+class ReplayStats:
+    """What a replay produced.
+
+    Attributes
+    ----------
+    transactions, labels : int
+        Records acknowledged by the broker (``acks=all``), per topic.
+    elapsed_seconds : float
+        Wall time from the first send to the last acknowledgement.
+    """
+
+    transactions: int
+    labels: int
+    elapsed_seconds: float
+
+    @property
+    def transactions_per_second(self) -> float:
+        """Transactions produced per second of wall time (0 if nothing was produced)."""
+        return self.transactions / self.elapsed_seconds if self.elapsed_seconds > 0 else 0.0
+
+    @property
+    def records_per_second(self) -> float:
+        """Transactions plus labels produced per second of wall time."""
+        total = self.transactions + self.labels
+        return total / self.elapsed_seconds if self.elapsed_seconds > 0 else 0.0
+
+
+class Pacer:
+    """Even wall-clock spacing of events at a fixed rate.
+
+    Event ``i`` is due ``i / rate_per_second`` seconds after the first call. When the
+    caller falls more than ``max_lag_seconds`` behind (the sink is slower than the
+    rate), the schedule restarts from now instead of catching up in a burst.
+
+    Parameters
+    ----------
+    rate_per_second : float
+        Events per second, > 0.
+    max_lag_seconds : float, default=0.5
+        Largest backlog caught up on; beyond it the schedule is reset.
+    clock : callable returning float seconds, default=time.monotonic
+
+    Raises
+    ------
+    ValueError
+        If ``rate_per_second <= 0`` or ``max_lag_seconds < 0``.
+
+    Examples
+    --------
+    >>> now = [10.0]
+    >>> pacer = Pacer(4, clock=lambda: now[0])
+    >>> [pacer.wait_seconds() for _ in range(3)]
+    [0.0, 0.25, 0.5]
+    >>> now[0] = 10.6
+    >>> pacer.wait_seconds()
+    0.15
+    """
+
+    def __init__(
+        self,
+        rate_per_second: float,
+        max_lag_seconds: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not rate_per_second > 0:
+            raise ValueError(f"rate_per_second must be > 0, got {rate_per_second!r}")
+        if max_lag_seconds < 0:
+            raise ValueError(f"max_lag_seconds must be >= 0, got {max_lag_seconds!r}")
+        self.interval_seconds = 1.0 / rate_per_second
+        self.max_lag_seconds = max_lag_seconds
+        self._clock = clock
+        self._start: float | None = None
+        self._index = 0
+
+    def wait_seconds(self) -> float:
+        """Seconds to wait before the next event is due (0 if it is due); counts it."""
+        now = self._clock()
+        if self._start is None:
+            self._start = now
+        due = self._start + self._index * self.interval_seconds
+        if now - due > self.max_lag_seconds:
+            self._start, self._index, due = now, 0, now
+        self._index += 1
+        return round(max(0.0, due - now), 9)
+
+
+def select_days(df: pd.DataFrame, days: int, first_day: date | None = None) -> pd.DataFrame:
+    """Keep ``days`` whole UTC days of a handbook frame.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        A :func:`~app.data.handbook.read_handbook` frame (``TX_DATETIME`` as datetime64).
+    days : int
+        Number of days to keep, >= 1.
+    first_day : date, optional
+        The first day kept; default: the day of the earliest transaction.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The rows with ``first_day <= TX_DATETIME < first_day + days``.
+
+    Raises
+    ------
+    ValueError
+        If ``days < 1``.
+    """
+    if days < 1:
+        raise ValueError(f"days must be >= 1, got {days!r}")
+    if df.empty:
+        return df
+    first = pd.Timestamp(first_day) if first_day else df["TX_DATETIME"].min().normalize()
+    times = df["TX_DATETIME"]
+    keep = (times >= first) & (times < first + timedelta(days=days))
+    return df[keep].reset_index(drop=True)
+
+
+def _check_frame(df: pd.DataFrame, amounts_minor: np.ndarray, times_ms: np.ndarray) -> None:
+    """Raise :class:`DataError` naming the first row that is no valid wire event."""
+
+    def bad(mask: np.ndarray, what: str) -> None:
+        if mask.any():
+            i = int(np.argmax(mask))
+            tid = df["TRANSACTION_ID"].iloc[i]
+            raise DataError(f"row {i} (TRANSACTION_ID={tid}): {what}")
+
+    bad((amounts_minor < 0) | (amounts_minor > MAX_AMOUNT_MINOR), "amount out of range")
+    bad((times_ms < MIN_EVENT_TIME_MS) | (times_ms >= MAX_EVENT_TIME_MS), "time out of range")
+    for column in ("TRANSACTION_ID", "CUSTOMER_ID", "TERMINAL_ID"):
+        values = df[column]
+        if not pd.api.types.is_numeric_dtype(values):
+            ok = values.astype(str).str.fullmatch(_ID_PATTERN).to_numpy(dtype=bool)
+            bad(~ok, f"{column} is not an id of 1-64 characters [A-Za-z0-9_.:-]")
+
+
+def _same_as_model(model: type[Transaction] | type[Label], value: dict[str, Any]) -> bytes:
+    """``value`` encoded; raise :class:`DataError` if the model rejects it or encodes it
+    differently (the fast path below must produce exactly :func:`app.events.encode`)."""
+    fast = orjson.dumps(value)
+    try:
+        slow = encode(model.model_validate(value))
+    except ValidationError as exc:
+        raise DataError(f"{model.__name__} {value}: {exc.errors()[0]['msg']}") from None
+    if fast != slow:  # a field was added to the model: the fast path is out of date
+        raise DataError(f"{model.__name__} encoding differs from the model: {fast!r}")
+    return fast
+
+
+def plan_records(
+    df: pd.DataFrame,
+    labels_delay_ms: int = DEFAULT_LABELS_DELAY_MS,
+    *,
+    labels: bool = True,
+    tail_labels: bool = True,
+    currency: str = DEFAULT_CURRENCY,
+) -> Iterator[PlannedRecord]:
+    """The records of a replay, in event-time order.
+
+    Each row becomes a :class:`~app.events.Transaction` (value: its
+    :func:`~app.events.encode` JSON, key: the account id, timestamp: ``event_time_ms``).
+    With ``labels``, each row's :class:`~app.events.Label` (``label_time_ms =
+    event_time_ms + labels_delay_ms``) is merged in: it follows every transaction whose
+    time is at or before its label time and precedes the first one after. Labels timed
+    after the last transaction (the "tail") come at the end, unless ``tail_labels`` is
+    False.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame of shape (n_transactions, 9)
+        A :func:`~app.data.handbook.read_handbook` frame, sorted by event time.
+    labels_delay_ms : int, default=7 days
+        Delay from a transaction to its label, in ms, >= 0.
+    labels : bool, default=True
+        Whether to emit labels at all.
+    tail_labels : bool, default=True
+        Whether to emit labels timed after the last transaction.
+    currency : str, default="EUR"
+
+    Yields
+    ------
+    PlannedRecord
+        ``n_transactions`` transactions and up to ``n_transactions`` labels.
+
+    Raises
+    ------
+    ValueError
+        If ``labels_delay_ms < 0`` or ``df`` is not sorted by ``TX_DATETIME``.
+    DataError
+        If a row is no valid event (amount or time out of range, malformed id); checked
+        for all rows before anything is yielded.
+    """
+    if labels_delay_ms < 0:
+        raise ValueError(f"labels_delay_ms must be >= 0, got {labels_delay_ms!r}")
+    n = len(df)
+    if n == 0:
+        return
+    times_ms = df["TX_DATETIME"].to_numpy(dtype="datetime64[ms]").astype(np.int64)
+    if (np.diff(times_ms) < 0).any():
+        raise ValueError("df must be sorted by TX_DATETIME (read_handbook sorts it)")
+    amounts = np.rint(df["TX_AMOUNT"].to_numpy(dtype=float) * 100).astype(np.int64)
+    _check_frame(df, amounts, times_ms)
+    label_ms = times_ms + int(labels_delay_ms)
+    if labels and label_ms[-1] >= MAX_EVENT_TIME_MS:
+        raise DataError(f"labels_delay_ms={labels_delay_ms} puts label times past 2100")
+    tids = [str(v) for v in df["TRANSACTION_ID"].to_numpy()]
+    cids = [str(v) for v in df["CUSTOMER_ID"].to_numpy()]
+    mids = [str(v) for v in df["TERMINAL_ID"].to_numpy()]
+    frauds = df["TX_FRAUD"].to_numpy().astype(bool)
+    times, label_times, amounts_list = times_ms.tolist(), label_ms.tolist(), amounts.tolist()
+
+    def transaction(i: int) -> PlannedRecord:
+        value = (tids[i], cids[i], mids[i], amounts_list[i], currency, times[i])
+        return PlannedRecord(
+            False, cids[i].encode(), orjson.dumps(dict(zip(_TX_FIELDS, value))), times[i]
+        )
+
+    def label(j: int) -> PlannedRecord:
+        value = (tids[j], cids[j], mids[j], bool(frauds[j]), times[j], label_times[j])
+        return PlannedRecord(
+            True, cids[j].encode(), orjson.dumps(dict(zip(_LABEL_FIELDS, value))),
+            label_times[j],
+        )
+
+    first = transaction(0)
+    _same_as_model(Transaction, orjson.loads(first.value))
+    if labels:
+        _same_as_model(Label, orjson.loads(label(0).value))
+
+    # label j goes right after transaction after[j] - 1: the last one timed <= its time
+    after = np.searchsorted(times_ms, label_ms, side="right").tolist()
+    inline = int(np.searchsorted(label_ms, times_ms[-1], side="right")) if labels else 0
+    j = 0
+    for i in range(n):
+        yield first if i == 0 else transaction(i)
+        while j < inline and after[j] <= i + 1:
+            yield label(j)
+            j += 1
+    if labels and tail_labels:
+        for j in range(inline, n):
+            yield label(j)
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    """Connection keyword arguments for aiokafka clients from ``settings``.
+
+    ``bootstrap_servers`` from ``kafka_broker_url`` (all its hosts), and SASL/PLAIN
+    when ``kafka_sasl_username`` is set.
+    """
+    hosts = [
+        h.split("://", 1)[-1].strip()
+        for part in settings.kafka_broker_url.split(";")
+        for h in part.split(",")
+        if h.strip()
+    ]
+    options: dict[str, Any] = {"bootstrap_servers": hosts}
+    if settings.kafka_sasl_username:
+        password = settings.kafka_sasl_password
+        options.update(
+            security_protocol="SASL_PLAINTEXT",
+            sasl_mechanism="PLAIN",
+            sasl_plain_username=settings.kafka_sasl_username,
+            sasl_plain_password=password.get_secret_value() if password else "",
+        )
+    return options
+
+
+def _unavailable(settings: Settings, exc: BaseException) -> BrokerUnavailableError:
+    return BrokerUnavailableError(
+        f"Kafka broker {settings.kafka_broker_url} is unavailable ({exc})"
+    )
+
+
+async def ensure_topics(settings: Settings, topics: list[str]) -> list[str]:
+    """Create the missing ``topics`` with ``settings.topic_partitions`` partitions.
+
+    Returns
+    -------
+    list of str
+        The topics created (existing ones are left as they are).
+
+    Raises
+    ------
+    BrokerUnavailableError
+        If the broker cannot be reached or refuses to create a topic.
+    """
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    try:
+        await admin.start()
+        missing = [t for t in dict.fromkeys(topics) if t not in set(await admin.list_topics())]
+        if missing:
+            new = [NewTopic(t, settings.topic_partitions, 1) for t in missing]
+            response = await admin.create_topics(new)
+            for topic, code, message in (e[:3] for e in response.topic_errors):
+                if code not in (0, _TOPIC_ALREADY_EXISTS):
+                    raise BrokerUnavailableError(
+                        f"broker refused to create topic {topic!r}: error {code} {message}"
+                    )
+            # wait until they are listed: a producer's metadata request naming a topic
+            # the broker does not know yet may auto-create it with default partitions
+            deadline = time.monotonic() + _TOPIC_LISTED_SECONDS
+            while not set(missing) <= set(await admin.list_topics()):
+                if time.monotonic() > deadline:
+                    raise BrokerUnavailableError(
+                        f"topics {missing} not listed {_TOPIC_LISTED_SECONDS:.0f} s after "
+                        "their creation"
+                    )
+                await asyncio.sleep(0.05)
+        return missing
+    except KafkaError as exc:
+        raise _unavailable(settings, exc) from None
+    finally:
+        await admin.close()
+
+
+class _Deliveries:
+    """Counts acknowledged records and keeps the first delivery error."""
+
+    def __init__(self) -> None:
+        self.transactions = 0
+        self.labels = 0
+        self.failed = 0
+        self.error: BaseException | None = None
+
+    @property
+    def settled(self) -> int:
+        """Records whose delivery succeeded or failed."""
+        return self.transactions + self.labels + self.failed
+
+    def _failed(self, future: asyncio.Future) -> bool:
+        if future.cancelled() or future.exception() is not None:
+            if self.error is None:
+                self.error = future.exception() if not future.cancelled() else KafkaError(
+                    "send cancelled"
+                )
+            self.failed += 1
+            return True
+        return False
+
+    def transaction_done(self, future: asyncio.Future) -> None:
+        if not self._failed(future):
+            self.transactions += 1
+
+    def label_done(self, future: asyncio.Future) -> None:
+        if not self._failed(future):
+            self.labels += 1
+
+
+async def replay_frame(
+    df: pd.DataFrame,
+    settings: Settings,
+    rate: float | None = None,
+    labels_delay_ms: int = DEFAULT_LABELS_DELAY_MS,
+    *,
+    labels: bool = True,
+    tail_labels: bool = True,
+    create_topics: bool = True,
+    on_progress: Callable[[int, int], None] | None = None,
+    progress_every: int = 2_000,
+) -> ReplayStats:
+    """Produce a handbook frame's transactions and labels to Kafka (see :func:`plan_records`).
+
+    Parameters
+    ----------
+    df : pandas.DataFrame of shape (n_transactions, 9)
+        A :func:`~app.data.handbook.read_handbook` frame.
+    settings : Settings
+        Broker (``kafka_broker_url``), topics (``transactions_topic``, ``labels_topic``)
+        and ``topic_partitions`` for topics it creates.
+    rate : float, optional
+        Transactions per second, evenly spaced in wall-clock time (labels are not
+        counted); default: as fast as possible.
+    labels_delay_ms : int, default=7 days
+        Delay from a transaction to its label, in ms, >= 0.
+    labels, tail_labels : bool, default=True
+        See :func:`plan_records`.
+    create_topics : bool, default=True
+        Create the topics first if missing.
+    on_progress : callable(transactions_sent, labels_sent), optional
+        Called every ``progress_every`` records and once at the end.
+    progress_every : int, default=2000
+
+    Returns
+    -------
+    ReplayStats
+        Counts of records acknowledged by the broker (``acks=all``) and the elapsed time.
+
+    Raises
+    ------
+    ValueError
+        If ``rate <= 0`` or ``labels_delay_ms < 0``.
+    DataError
+        If a row is no valid event (nothing is produced then).
+    BrokerUnavailableError
+        If the broker cannot be reached, refuses a topic or fails a delivery.
+    """
+    if rate is not None and not rate > 0:
+        raise ValueError(f"rate must be > 0 transactions per second, got {rate!r}")
+    plan = plan_records(df, labels_delay_ms, labels=labels, tail_labels=tail_labels)
+    first = next(plan, None)  # validates every row before touching the broker
+    if first is None:
+        return ReplayStats(0, 0, 0.0)
+    tx_topic, label_topic = settings.transactions_topic, settings.labels_topic
+    if create_topics:
+        await ensure_topics(settings, [tx_topic, label_topic] if labels else [tx_topic])
+    producer = AIOKafkaProducer(**client_options(settings), acks="all", linger_ms=5)
+    try:
+        await producer.start()
+    except KafkaError as exc:
+        await producer.stop()
+        raise _unavailable(settings, exc) from None
+    pacer = Pacer(rate) if rate else None
+    deliveries = _Deliveries()
+    sent_tx = sent_labels = 0
+    started = time.perf_counter()
+    try:
+        for record in _chain(first, plan):
+            if record.is_label:
+                future = await producer.send(
+                    label_topic, record.value, key=record.key, timestamp_ms=record.timestamp_ms
+                )
+                future.add_done_callback(deliveries.label_done)
+                sent_labels += 1
+            else:
+                if pacer is not None:
+                    wait = pacer.wait_seconds()
+                    if wait > 0.001:
+                        await asyncio.sleep(wait)
+                future = await producer.send(
+                    tx_topic, record.value, key=record.key, timestamp_ms=record.timestamp_ms
+                )
+                future.add_done_callback(deliveries.transaction_done)
+                sent_tx += 1
+            if (sent_tx + sent_labels) % progress_every == 0:
+                if deliveries.error is not None:
+                    raise deliveries.error
+                if on_progress is not None:
+                    on_progress(sent_tx, sent_labels)
+        await producer.flush()
+        for attempt in range(500):  # let the delivery callbacks of the last batches run
+            if deliveries.settled == sent_tx + sent_labels:
+                break
+            await asyncio.sleep(0 if attempt < 10 else 0.01)
+        if deliveries.error is not None:
+            raise deliveries.error
+    except KafkaError as exc:
+        raise BrokerUnavailableError(
+            f"delivery to {settings.kafka_broker_url} failed after {sent_tx} transactions "
+            f"and {sent_labels} labels ({exc})"
+        ) from None
+    finally:
+        await producer.stop()
+    elapsed = time.perf_counter() - started
+    if on_progress is not None:
+        on_progress(sent_tx, sent_labels)
+    return ReplayStats(deliveries.transactions, deliveries.labels, elapsed)
+
+
+def _chain(first: PlannedRecord, rest: Iterator[PlannedRecord]) -> Iterator[PlannedRecord]:
+    yield first
+    yield from rest

