@@ -58,9 +58,10 @@ async def _handle_batch(rt: Runtime, scorer, events) -> None:
         for e in events
     ]
     m.transactions_consumed.inc(len(records))
+    threshold = s.alert_threshold if s.alert_threshold is not None else scorer.alert_threshold
     with m.scoring_batch_duration.time():
         result = process_batch(
-            records, _state_of, scorer, s.alert_threshold, s.top_reasons, s.max_event_bytes
+            records, _state_of, scorer, threshold, s.top_reasons, s.max_event_bytes
         )
     pending = []
     for dl in result.dead_letters:

@@ -52,18 +52,24 @@ class Settings(BaseSettings):
         1,
         ge=1,
         description=(
-            "PRODUCER_MAX_BATCH_SIZE: records per producer batch. 1 works around the Tansu "
-            "high-watermark defect (see README); raise it on a real Kafka cluster."
+            "PRODUCER_MAX_BATCH_SIZE: largest producer record batch, in bytes; 1 means one "
+            "record per batch, which works around the Tansu high-watermark defect (see "
+            "README). Use 16384 (Kafka's default) on a real Kafka cluster."
         ),
     )
     broker_session_timeout_seconds: float = Field(
-        10.0, gt=0, description="BROKER_SESSION_TIMEOUT_SECONDS: consumer group session timeout."
+        3.0,
+        gt=0,
+        description=(
+            "BROKER_SESSION_TIMEOUT_SECONDS: consumer group session timeout; it sets how "
+            "fast a restarted worker rejoins (about 1.2 x this on Tansu)."
+        ),
     )
     broker_heartbeat_interval_seconds: float = Field(
-        1.0, gt=0, description="BROKER_HEARTBEAT_INTERVAL_SECONDS."
+        0.3, gt=0, description="BROKER_HEARTBEAT_INTERVAL_SECONDS."
     )
     broker_rebalance_timeout_seconds: float = Field(
-        10.0, gt=0, description="BROKER_REBALANCE_TIMEOUT_SECONDS."
+        3.0, gt=0, description="BROKER_REBALANCE_TIMEOUT_SECONDS."
     )
 
     # --- worker ------------------------------------------------------------------
@@ -80,8 +86,14 @@ class Settings(BaseSettings):
     batch_max_wait_seconds: float = Field(
         0.05, gt=0, le=10, description="BATCH_MAX_WAIT_SECONDS: longest wait to fill a batch."
     )
-    alert_threshold: float = Field(
-        0.5, ge=0.0, le=1.0, description="ALERT_THRESHOLD: score at or above which to alert."
+    alert_threshold: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "ALERT_THRESHOLD: score at or above which to alert; default: the threshold "
+            "recommended in the model card."
+        ),
     )
     top_reasons: int = Field(3, ge=0, le=50, description="TOP_REASONS: reasons per alert.")
     max_event_bytes: int = Field(

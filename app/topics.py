@@ -1,6 +1,11 @@
 """Every topic of the service. Keys and values are raw bytes: values are JSON of the
 records in :mod:`app.events`, decoded and validated by the agents themselves so a bad
-payload becomes a dead letter instead of a crash."""
+payload becomes a dead letter instead of a crash.
+
+Every topic is declared ``internal=True`` so the worker creates it with
+``TOPIC_PARTITIONS`` partitions when it is missing: Tansu would otherwise create it on
+first use with its own default (4), and a table's source topic and changelog must
+have the same partition count."""
 
 from __future__ import annotations
 
@@ -19,21 +24,21 @@ _s = get_settings()
 
 #: transactions, key = account id; value :class:`app.events.Transaction`
 transactions_topic = app.topic(
-    _s.transactions_topic, key_type=bytes, value_type=bytes, partitions=_s.topic_partitions
+    _s.transactions_topic, key_type=bytes, value_type=bytes, partitions=_s.topic_partitions, internal=True
 )
 #: fraud alerts, key = account id; value :class:`app.events.Alert`
 alerts_topic = app.topic(
-    _s.alerts_topic, key_type=bytes, value_type=bytes, partitions=_s.topic_partitions
+    _s.alerts_topic, key_type=bytes, value_type=bytes, partitions=_s.topic_partitions, internal=True
 )
 #: every scored transaction, key = account id; value :class:`app.events.ScoredTransaction`
 scored_topic = app.topic(
-    _s.scored_topic, key_type=bytes, value_type=bytes, partitions=_s.topic_partitions
+    _s.scored_topic, key_type=bytes, value_type=bytes, partitions=_s.topic_partitions, internal=True
 )
 #: later verdicts, key = account id; value :class:`app.events.Label`
 labels_topic = app.topic(
-    _s.labels_topic, key_type=bytes, value_type=bytes, partitions=_s.topic_partitions
+    _s.labels_topic, key_type=bytes, value_type=bytes, partitions=_s.topic_partitions, internal=True
 )
 #: rejected records, key = the original key; value :class:`app.events.DeadLetter`
 dead_letter_topic = app.topic(
-    _s.dead_letter_topic, key_type=bytes, value_type=bytes, partitions=_s.topic_partitions
+    _s.dead_letter_topic, key_type=bytes, value_type=bytes, partitions=_s.topic_partitions, internal=True
 )

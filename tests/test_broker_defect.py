@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-#: The Faust settings that make Faust work on Tansu (see the report in the README):
+#: The Faust settings that make Faust work on Tansu:
 #: one record per producer batch, so end offsets are right and changelog recovery is
 #: whole; a short session timeout, because Tansu delays a group join by half the session
 #: timeout and a restarted worker's rejoin by up to ~1.8 times it.

@@ -99,8 +99,9 @@ def _settings(env: dict[str, str]) -> Settings:
 def test_cli_up_status_down_starts_and_stops_tansu_only(stack_env):
     settings = _settings(stack_env)
     try:
-        up = _invoke(stack_env, "stack", "up")
-        assert up.exit_code == 0, up.output
+        # a process of its own, as from a shell: the broker outlives it
+        up = _fraudctl(stack_env, "stack", "up")
+        assert up.returncode == 0, up.stderr
         assert "started broker" in up.stdout
         assert "started redis" not in up.stdout  # the test Redis already answers
 
@@ -235,3 +236,23 @@ def test_every_stack_command_has_help(stack_env):
         result = _invoke(stack_env, "stack", command, "--help")
         assert result.exit_code == 0, result.output
         assert "Usage:" in result.output and len(result.stdout.splitlines()) > 3
+
+
+def test_fresh_broker_is_a_broker_of_its_own(broker, fresh_broker, make_topic):
+    topic = make_topic("only-on-session-broker")
+    other = fresh_broker()
+    assert other.port != broker.port
+    assert stack.kafka_ready(other.bootstrap)
+
+    async def topics(bootstrap: str) -> set[str]:
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            return set(await admin.list_topics())
+        finally:
+            await admin.close()
+
+    assert topic in asyncio.run(topics(broker.bootstrap))
+    assert topic not in asyncio.run(topics(other.bootstrap))

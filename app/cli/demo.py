@@ -30,7 +30,7 @@ from ..config import PROJECT_ROOT, get_settings
 from ..data.handbook import read_handbook
 from ..exceptions import StackError
 from ..replay import client_options, ensure_topics, replay_frame
-from .alerts import alert_row, decode_alert
+from .alerts import decode_alert
 from .base import cli, console
 
 __all__ = ["demo", "histogram_quantile", "SHARED_DATA"]
@@ -93,6 +93,15 @@ def _buckets(m: dict[str, list], name: str) -> list[tuple[float, float]]:
     )
 
 
+def _alert_line(a) -> str:
+    tx = a.transaction
+    why = ", ".join(f"{r.feature} {r.contribution:+.2f}" for r in a.reasons[:2])
+    return (
+        f"ALERT tx {tx.transaction_id} card {tx.account_id} terminal {tx.terminal_id} "
+        f"{tx.amount:,.2f} {tx.currency} score {a.score:.3f} ({why})"
+    )
+
+
 def _load(data: Optional[Path], days: int, start: Optional[str]) -> tuple[pd.DataFrame, str]:
     if data is None and SHARED_DATA.exists():
         data = SHARED_DATA
@@ -152,7 +161,7 @@ def demo(
         base.run_dir.mkdir(parents=True, exist_ok=True)
         with open(log_path, "wb") as log:
             worker = subprocess.Popen(
-                [sys.executable, "-m", "app", "worker", "-l", "warning"],
+                [sys.executable, "-m", "app", "worker", "-l", "warn"],
                 cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
@@ -225,7 +234,7 @@ async def _run(df, settings, rate, worker, port, show, log_path) -> dict:
                         continue
                     alerts[a.alert_id] = a
                     if printed < show:
-                        progress.console.print("ALERT " + " | ".join(alert_row(a)), highlight=False)
+                        progress.console.print(_alert_line(a), highlight=False)
                         printed += 1
             try:
                 count = _value(_metrics(port), "fraud_transactions_scored_total")
