@@ -12,7 +12,10 @@ import faust
 
 from .config import get_settings
 
-__all__ = ["app", "create_app"]
+__all__ = ["app", "create_app", "DEAD_LETTER_MAX_BYTES"]
+
+#: Largest record the worker produces (and the dead-letter topic accepts), in bytes.
+DEAD_LETTER_MAX_BYTES = 4 * 2**20
 
 
 def _credentials(settings):
@@ -50,6 +53,9 @@ def create_app() -> faust.App:
         consumer_auto_offset_reset="earliest",
         producer_max_batch_size=s.producer_max_batch_size,
         producer_acks=-1,
+        # a dead letter wraps the rejected payload in base64 (4/3 of its size): leave
+        # room for a payload as large as a Kafka record can be (1 MiB by default)
+        producer_max_request_size=DEAD_LETTER_MAX_BYTES,
         broker_session_timeout=s.broker_session_timeout_seconds,
         broker_heartbeat_interval=s.broker_heartbeat_interval_seconds,
         broker_rebalance_timeout=s.broker_rebalance_timeout_seconds,

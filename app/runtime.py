@@ -10,7 +10,7 @@ import logging
 import os
 from dataclasses import dataclass
 
-from prometheus_client import REGISTRY
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 from .config import Settings, get_settings
 from .metrics import Metrics
@@ -58,11 +58,15 @@ _runtime: Runtime | None = None
 
 
 def get_runtime() -> Runtime:
-    """The process's :class:`Runtime` (metrics on the default Prometheus registry)."""
+    """The process's :class:`Runtime`, its metrics on a registry of its own (with the
+    process, platform and GC collectors)."""
     global _runtime
     if _runtime is None:
         s = get_settings()
-        metrics = Metrics(REGISTRY)
+        registry = CollectorRegistry()
+        for collector in (ProcessCollector, PlatformCollector, GCCollector):
+            collector(registry=registry)
+        metrics = Metrics(registry)
         store = RedisStore(
             s.redis_url.get_secret_value(),
             s.redis_key_prefix,

@@ -10,7 +10,7 @@ have the same partition count."""
 from __future__ import annotations
 
 from .config import get_settings
-from .main import app
+from .main import DEAD_LETTER_MAX_BYTES, app
 
 __all__ = [
     "transactions_topic",
@@ -40,5 +40,10 @@ labels_topic = app.topic(
 )
 #: rejected records, key = the original key; value :class:`app.events.DeadLetter`
 dead_letter_topic = app.topic(
-    _s.dead_letter_topic, key_type=bytes, value_type=bytes, partitions=_s.topic_partitions, internal=True
+    _s.dead_letter_topic,
+    key_type=bytes,
+    value_type=bytes,
+    partitions=_s.topic_partitions,
+    internal=True,
+    config={"max.message.bytes": str(DEAD_LETTER_MAX_BYTES)},
 )
