@@ -95,6 +95,15 @@ class Settings(BaseSettings):
             "recommended in the model card."
         ),
     )
+    label_wait_max_seconds: float = Field(
+        2.0,
+        ge=0,
+        le=60,
+        description=(
+            "LABEL_WAIT_MAX_SECONDS: longest a scoring batch waits for the labels partition "
+            "of its terminals to catch up with its event time (see README, labels)."
+        ),
+    )
     top_reasons: int = Field(3, ge=0, le=50, description="TOP_REASONS: reasons per alert.")
     max_event_bytes: int = Field(
         65_536, ge=256, description="MAX_EVENT_BYTES: larger payloads are dead-lettered."

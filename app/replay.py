@@ -6,9 +6,10 @@ each transaction's :class:`~app.events.Label` appears once the replay's event ti
 passed the transaction's time plus the labelling delay; :class:`Pacer` spaces
 transactions evenly in wall-clock time. The shell, :func:`replay_frame`, produces that
 stream with aiokafka: transactions to ``Settings.transactions_topic``, labels to
-``Settings.labels_topic``, both keyed by account id (so an account's transactions and
-labels land on the same partition number of both topics) and stamped with their event
-time (``event_time_ms`` and ``label_time_ms``), which drives every window downstream.
+``Settings.labels_topic``, transactions keyed by account id and labels by terminal id
+(the labels feed the per-terminal state, so a terminal's labels land on the partition
+number of its state), both stamped with their event time (``event_time_ms`` and
+``label_time_ms``), which drives every window downstream.
 
 Examples
 --------
@@ -18,7 +19,7 @@ Examples
 ...     "TX_DATETIME": pd.to_datetime(["2018-04-01 00:00:00", "2018-04-03 00:00:00"]),
 ...     "TX_AMOUNT": [12.5, 3.0], "TX_FRAUD": [0, 1]})
 >>> [(r.is_label, r.key, r.timestamp_ms) for r in plan_records(df, labels_delay_ms=DAY_MS)]
-[(False, b'7', 1522540800000), (True, b'7', 1522627200000), (False, b'8', 1522713600000), (True, b'8', 1522800000000)]
+[(False, b'7', 1522540800000), (True, b'3', 1522627200000), (False, b'8', 1522713600000), (True, b'3', 1522800000000)]
 >>> [r.is_label for r in plan_records(df, labels_delay_ms=DAY_MS, tail_labels=False)]
 [False, True, False]
 """
@@ -306,7 +307,7 @@ def plan_records(
     def label(j: int) -> PlannedRecord:
         value = (tids[j], cids[j], mids[j], bool(frauds[j]), times[j], label_times[j])
         return PlannedRecord(
-            True, cids[j].encode(), orjson.dumps(dict(zip(_LABEL_FIELDS, value))),
+            True, mids[j].encode(), orjson.dumps(dict(zip(_LABEL_FIELDS, value))),
             label_times[j],
         )
 

@@ -8,7 +8,7 @@ import faust
 
 from .main import app
 
-__all__ = ["PartitionedTable", "account_states"]
+__all__ = ["PartitionedTable", "account_states", "terminal_states"]
 
 
 class PartitionedTable(faust.Table):
@@ -43,9 +43,22 @@ account_states: PartitionedTable = app.tables.add(  # type: ignore[assignment]
     PartitionedTable(
         app,
         name="account_states",
-        schema=faust.Schema(
-            key_type=str, value_type=bytes, key_serializer="raw", value_serializer="raw"
-        ),
+        # types, not a Schema: Faust derives the changelog's serializers from them
+        # (str keys as JSON strings, bytes values raw) for writes and recovery alike
+        key_type=str,
+        value_type=bytes,
         help="Per-account transaction history of the last 30 days (feature state).",
+    )
+)
+
+#: terminal id -> :meth:`app.features.TerminalState.to_bytes`: its transactions and
+#: known frauds of the last ``delay + 30`` days.
+terminal_states: PartitionedTable = app.tables.add(  # type: ignore[assignment]
+    PartitionedTable(
+        app,
+        name="terminal_states",
+        key_type=str,
+        value_type=bytes,
+        help="Per-terminal transactions and known frauds (terminal-risk feature state).",
     )
 )

@@ -18,6 +18,7 @@ __all__ = [
     "scored_topic",
     "labels_topic",
     "dead_letter_topic",
+    "by_terminal_topic",
 ]
 
 _s = get_settings()
@@ -46,4 +47,14 @@ dead_letter_topic = app.topic(
     partitions=_s.topic_partitions,
     internal=True,
     config={"max.message.bytes": str(DEAD_LETTER_MAX_BYTES)},
+)
+
+#: internal: valid transactions with their account features, key = terminal id; value
+#: :meth:`app.pipeline.Enriched.to_bytes`. Named after the app id (one per consumer group).
+by_terminal_topic = app.topic(
+    f"{_s.app_id}-transactions-by-terminal",
+    key_type=bytes,
+    value_type=bytes,
+    partitions=_s.topic_partitions,
+    internal=True,
 )

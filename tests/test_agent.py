@@ -1,8 +1,9 @@
-"""The ``score_transactions`` agent with Faust's ``test_context()`` (in-memory channel).
+"""The agents with Faust's ``test_context()`` (in-memory input channel).
 
-Faust's test context runs the agent without a broker: the records that the agent sends
-to its output topics are captured here in memory (the only stand-in in this file; the
-broker itself is exercised by ``test_bad_input.py`` and ``test_e2e.py``). Redis is real.
+Faust's test context runs an agent without a broker: the records the agent sends to its
+output topics are captured here in memory (the only stand-in in this file; the broker
+itself is exercised by ``test_bad_input.py``, ``test_e2e.py`` and ``test_parity.py``).
+Redis is real.
 """
 
 from __future__ import annotations
@@ -12,32 +13,35 @@ import asyncio
 import orjson
 import pytest
 
-from app.events import Alert, DeadLetter, ScoredTransaction, Transaction, encode
+from app.events import Alert, DeadLetter, Label, ScoredTransaction, Transaction, encode
+from app.features import FEATURE_NAMES
 
 T0 = 1_530_662_400_000
+DAY_MS = 86_400_000
 
 
-def _tx(i: int, account: str = "a1", amount_minor: int = 1000) -> Transaction:
+def _tx(i: int, account: str = "a1", amount_minor: int = 1000, t_ms: int | None = None) -> Transaction:
     return Transaction(
         transaction_id=f"t{i}",
         account_id=account,
         terminal_id="m1",
         amount_minor=amount_minor,
-        event_time_ms=T0 + i * 60_000,
+        event_time_ms=T0 + i * 60_000 if t_ms is None else t_ms,
     )
 
 
 @pytest.fixture
-def faust_app(monkeypatch, redis_url, tmp_path):
+def agents(monkeypatch, redis_url, tmp_path):
     monkeypatch.setenv("REDIS_URL", redis_url)
     monkeypatch.setenv("REDIS_KEY_PREFIX", f"agent-test:{tmp_path.name}:")
+    monkeypatch.setenv("LABEL_WAIT_MAX_SECONDS", "0")
     from app import config, runtime
 
     config.get_settings.cache_clear()
     runtime._runtime = None
-    from app.agents import score_transactions
-    from app.main import app
+    from app import agents as mod
     from app import topics
+    from app.main import app
 
     app.finalize()
     app.flow_control.resume()
@@ -57,33 +61,30 @@ def faust_app(monkeypatch, redis_url, tmp_path):
         topics.scored_topic,
         topics.dead_letter_topic,
         topics.transactions_topic,
+        topics.by_terminal_topic,
     ):
         monkeypatch.setattr(t, "send", capture(t))
-    yield app, score_transactions, sent
+    yield mod, topics, sent
     runtime._runtime = None
     config.get_settings.cache_clear()
 
 
-async def _run(agent, records, wait_for: int, sent, settings):
+async def _drive(agent, records, until):
     async with agent.test_context() as ctx:
         for key, value in records:
             await ctx.put(key=key, value=value)
-        for _ in range(200):  # the agent scores in batches; wait for the last one
-            if len(sent.get(settings.scored_topic, [])) + len(
-                sent.get(settings.dead_letter_topic, [])
-            ) + len(sent.get(settings.transactions_topic, [])) >= wait_for:
+        for _ in range(200):  # the agent works in batches; wait for the last one
+            if until():
                 break
             await asyncio.sleep(0.05)
 
 
-def test_scores_valid_and_dead_letters_invalid(faust_app):
-    app, agent, sent = faust_app
-    from app.config import get_settings
+def test_featurize_accounts_validates_and_forwards(agents):
+    mod, topics, sent = agents
+    from app.features import AccountState
     from app.tables import account_states
 
-    s = get_settings()
     good = [_tx(i) for i in range(5)]
-    big = _tx(99, amount_minor=10_000_000)  # far above the account's usual amounts
     records = [(t.account_id.encode(), encode(t)) for t in good[:3]]
     records += [
         (b"a1", b"{not json"),
@@ -91,32 +92,66 @@ def test_scores_valid_and_dead_letters_invalid(faust_app):
         (b"a1", orjson.dumps({**good[0].model_dump(), "amount_minor": -1})),
     ]
     records += [(t.account_id.encode(), encode(t)) for t in good[3:]]
-    records += [(b"a1", encode(big))]
-    asyncio.run(_run(agent, records, wait_for=len(records), sent=sent, settings=s))
+    by_terminal = topics.by_terminal_topic.get_topic_name()
+    dlq = topics.dead_letter_topic.get_topic_name()
+    asyncio.run(_drive(mod.featurize_accounts_agent, records,
+                       lambda: len(sent.get(by_terminal, [])) + len(sent.get(dlq, [])) >= 8))
 
-    scored = [ScoredTransaction.model_validate_json(v) for _, v in sent[s.scored_topic]]
-    assert [x.transaction.transaction_id for x in scored] == [f"t{i}" for i in range(5)] + ["t99"]
-    dead = [DeadLetter.model_validate_json(v) for _, v in sent[s.dead_letter_topic]]
+    from app.pipeline import Enriched
+
+    fwd = [Enriched.from_bytes(v) for _, v in sent[by_terminal]]
+    assert [e.transaction.transaction_id for e in fwd] == [f"t{i}" for i in range(5)]
+    assert all(k == b"m1" for k, _ in sent[by_terminal])  # keyed by terminal for stage 2
+    assert [e.account_features[FEATURE_NAMES.index("account_tx_count_1d")] for e in fwd] == [0, 1, 2, 3, 4]
+    dead = [DeadLetter.model_validate_json(v) for _, v in sent[dlq]]
     assert [d.reason for d in dead] == ["not_json", "missing_field", "bad_amount"]
     assert dead[0].raw_value == b"{not json"
-    assert all(d.source_topic == s.transactions_topic for d in dead)
-    # the state holds the six valid transactions of a1, counted once each
-    from app.features import AccountState
-
-    state = AccountState.from_bytes(account_states["a1"])
-    assert state.ids == [f"t{i}" for i in range(5)] + ["t99"]
-    # the 100,000.00 EUR transaction on a 10 EUR card is alerted, with reasons
-    alerts = [Alert.model_validate_json(v) for _, v in sent.get(s.alerts_topic, [])]
-    assert [a.alert_id for a in alerts] == ["t99"]
-    assert alerts[0].reasons and alerts[0].score >= alerts[0].threshold
+    assert AccountState.from_bytes(account_states["a1"]).ids == [f"t{i}" for i in range(5)]
 
 
-def test_wrong_key_is_rekeyed_not_processed(faust_app):
-    app, agent, sent = faust_app
-    from app.config import get_settings
-
-    s = get_settings()
+def test_wrong_key_is_rekeyed_not_processed(agents):
+    mod, topics, sent = agents
     tx = _tx(1, account="a7")
-    asyncio.run(_run(agent, [(b"other", encode(tx))], wait_for=1, sent=sent, settings=s))
-    assert sent[s.transactions_topic] == [(b"a7", encode(tx))]
-    assert s.scored_topic not in sent
+    name = topics.transactions_topic.get_topic_name()
+    asyncio.run(_drive(mod.featurize_accounts_agent, [(b"other", encode(tx))],
+                       lambda: bool(sent.get(name))))
+    assert sent[name] == [(b"a7", encode(tx))]
+    assert topics.by_terminal_topic.get_topic_name() not in sent
+
+
+def test_labels_then_scoring_alert_on_a_known_compromised_terminal(agents, monkeypatch):
+    mod, topics, sent = agents
+    from app import config
+
+    monkeypatch.setenv("ALERT_THRESHOLD", "0")  # every scored transaction alerts
+    config.get_settings.cache_clear()
+    from app.features import TerminalState
+    from app.pipeline import Enriched
+    from app.features import AccountState, extract_account
+    from app.tables import terminal_states
+
+    # a fraud on terminal m1 eight days ago, its label arrived yesterday
+    lbl = Label(transaction_id="old", account_id="a0", terminal_id="m1", is_fraud=True,
+                transaction_time_ms=T0 - 8 * DAY_MS, label_time_ms=T0 - DAY_MS)
+    old = _tx(0, account="a0", t_ms=T0 - 8 * DAY_MS).model_copy(update={"transaction_id": "old"})
+    asyncio.run(_drive(mod.record_labels, [(b"m1", encode(lbl)), (b"m1", b"garbage")],
+                       lambda: "m1" in terminal_states))
+    assert TerminalState.from_bytes(terminal_states["m1"]).fraud_ids == ["old"]
+
+    items = [Enriched(old, extract_account(AccountState(), old), 0)]
+    items += [Enriched(_tx(i, account=f"c{i}"), extract_account(AccountState(), _tx(i)), 0)
+              for i in (1, 2)]
+    scored_name = topics.scored_topic.get_topic_name()
+    asyncio.run(_drive(mod.score_transactions, [(b"m1", e.to_bytes()) for e in items],
+                       lambda: len(sent.get(scored_name, [])) >= 3))
+    scored = {s.transaction.transaction_id: s for s in
+              (ScoredTransaction.model_validate_json(v) for _, v in sent[scored_name])}
+    assert set(scored) == {"old", "t1", "t2"}
+    assert scored["t1"].features["terminal_risk_30d_delay_7d"] == 1.0
+    assert scored["t1"].score > scored["old"].score
+    alerts = [Alert.model_validate_json(v) for _, v in sent.get(topics.alerts_topic.get_topic_name(), [])]
+    assert {a.alert_id for a in alerts} == {s for s, x in scored.items() if x.decision == "alert"}
+    assert {a.alert_id for a in alerts} == {"old", "t1", "t2"}
+    assert all(a.reasons for a in alerts)
+    dead = [DeadLetter.model_validate_json(v) for _, v in sent[topics.dead_letter_topic.get_topic_name()]]
+    assert [d.reason for d in dead] == ["not_json"]

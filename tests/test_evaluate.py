@@ -11,11 +11,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.scoring.evaluate import (
+    KnownCompromised,
     card_precision_top_k,
+    detectable_frauds,
     evaluate_scores,
     handbook_split,
+    known_compromised_cards,
+    prequential_folds,
+    scores_by_transaction,
+    summarize_folds,
     window_counts,
 )
+
+from .datasets import SHARED
 
 
 def _frame(rows: list[tuple[str, object, int]]) -> pd.DataFrame:
@@ -216,10 +224,8 @@ def test_matches_a_direct_reading_of_the_definition(rows, k):
     assert mean == pytest.approx(np.mean(expected))
 
 
-def test_split_drops_cards_known_compromised_with_the_label_delay():
-    # train 07-01, gap 1 day (07-02), test 07-03..07-04: on test day t the frauds of
-    # 07-01..t-2 are known.
-    frame = _frame(
+# train 07-01, gap 1 day (07-02), test 07-03..07-04
+LABEL_DELAY = _frame(
         [
             ("2018-06-30 12:00", "W", 1),  # before the train window: never "known"
             ("2018-07-01 12:00", "X", 1),  # train fraud: known on both test days
@@ -234,12 +240,42 @@ def test_split_drops_cards_known_compromised_with_the_label_delay():
             ("2018-07-05 12:00", "Z", 0),  # after the test window
         ]
     )
-    train, test = handbook_split(frame, date(2018, 7, 1), date(2018, 7, 1), 1, 2)
-    assert frame.index[train].tolist() == [1]
-    kept = frame.loc[test, ["TX_DATETIME", "CUSTOMER_ID"]]
-    assert [(t.day, c) for t, c in kept.itertuples(index=False)] == [
-        (3, "W"), (3, "Y"), (3, "Z"), (4, "Z"),
-    ]
+
+
+def _kept(frame, mask):
+    kept = frame.loc[mask, ["TX_DATETIME", "CUSTOMER_ID"]]
+    return [(t.day, c) for t, c in kept.itertuples(index=False)]
+
+
+def test_handbook_daily_rule_learns_gap_frauds_one_day_at_a_time():
+    # on test day t the frauds of 07-01..t-2 are known (the handbook code)
+    train, test = handbook_split(LABEL_DELAY, date(2018, 7, 1), date(2018, 7, 1), 1, 2,
+                                 known_compromised="handbook-daily")
+    assert LABEL_DELAY.index[train].tolist() == [1]
+    assert _kept(LABEL_DELAY, test) == [(3, "W"), (3, "Y"), (3, "Z"), (4, "Z")]
+
+
+def test_before_test_rule_drops_every_card_defrauded_from_train_start_on():
+    # the default: X (train fraud) and Y (gap fraud) are dropped from the whole window;
+    # W's fraud is before the train start, Z's inside the test window: both stay
+    train, test = handbook_split(LABEL_DELAY, date(2018, 7, 1), date(2018, 7, 1), 1, 2)
+    assert LABEL_DELAY.index[train].tolist() == [1]
+    assert _kept(LABEL_DELAY, test) == [(3, "W"), (3, "Z"), (4, "Z")]
+    same = handbook_split(LABEL_DELAY, date(2018, 7, 1), date(2018, 7, 1), 1, 2,
+                          known_compromised=KnownCompromised.before_test)[1]
+    assert (same == test).all()
+
+
+def test_known_compromised_cards_of_a_day_range():
+    assert sorted(known_compromised_cards(LABEL_DELAY, date(2018, 7, 1), date(2018, 7, 2))) == [
+        "X", "Y"]
+    assert len(known_compromised_cards(LABEL_DELAY, date(2018, 7, 2), date(2018, 7, 1))) == 0
+
+
+def test_unknown_rule_is_refused():
+    with pytest.raises(ValueError, match="before-test, handbook-daily"):
+        handbook_split(LABEL_DELAY, date(2018, 7, 1), date(2018, 7, 1), 1, 2,
+                       known_compromised="weekly")
 
 
 def test_split_defaults_are_the_handbooks_7_7_7():
@@ -249,11 +285,83 @@ def test_split_defaults_are_the_handbooks_7_7_7():
          ("2018-07-18 00:00", "B", 0), ("2018-07-18 00:01", "D", 0),
          ("2018-07-24 23:59", "E", 0), ("2018-07-25 00:00", "F", 0)]
     )
-    train, test = handbook_split(frame, date(2018, 7, 4), date(2018, 7, 10))
+    train, test = handbook_split(frame, date(2018, 7, 4), date(2018, 7, 10),
+                                 known_compromised="handbook-daily")
     assert frame.loc[train, "CUSTOMER_ID"].tolist() == ["A", "B"]
     # B (fraud on a train day) is dropped; D (fraud on the last gap day) is not yet known
     assert frame.loc[test, "CUSTOMER_ID"].tolist() == ["D", "E"]
+    _, test = handbook_split(frame, date(2018, 7, 4), date(2018, 7, 10))
+    assert frame.loc[test, "CUSTOMER_ID"].tolist() == ["E"]  # before-test: D is known too
 
 
 def test_window_counts():
     assert window_counts(TWO_DAYS) == {"transactions": 9, "frauds": 4, "fraud_cards": 3}
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="the shared handbook file is absent")
+@pytest.mark.parametrize(
+    ("rule", "perfect"),
+    [pytest.param("before-test", 0.299, id="before-test-is-the-issues-0.299"),
+     pytest.param("handbook-daily", 0.367, id="handbook-daily")],
+)
+def test_perfect_ranking_on_the_issues_split_of_the_shared_file(shared_split, rule, perfect):
+    frame = shared_split
+    _, test = handbook_split(frame, date(2018, 7, 4), date(2018, 7, 10), 7, 7, rule)
+    sub = frame.loc[test]
+    m = evaluate_scores(sub, sub["TX_FRAUD"].to_numpy())
+    assert m["card_precision_at_k"] == pytest.approx(perfect, abs=0.001)
+    assert m["perfect_card_precision_at_k"] == m["card_precision_at_k"]
+    assert m["roc_auc"] == 1.0 and m["average_precision"] == 1.0
+
+
+@pytest.fixture(scope="module")
+def shared_split() -> pd.DataFrame:
+    from app.data.handbook import read_handbook
+
+    return read_handbook(SHARED, "2018-07-04", "2018-07-24")
+
+
+def test_prequential_folds_move_back_by_the_test_length():
+    folds = prequential_folds(date(2018, 7, 4), date(2018, 7, 10), test_days=7, n_folds=3)
+    assert folds == [
+        (date(2018, 7, 4), date(2018, 7, 10)),
+        (date(2018, 6, 27), date(2018, 7, 3)),
+        (date(2018, 6, 20), date(2018, 6, 26)),
+    ]
+    # model selection: moved back by gap + test first, so fold 0 tests on the train week
+    [first] = prequential_folds(date(2018, 7, 4), date(2018, 7, 10), 7, 1, shift_days=14)
+    assert first == (date(2018, 6, 20), date(2018, 6, 26))
+    with pytest.raises(ValueError, match="n_folds"):
+        prequential_folds(date(2018, 7, 4), date(2018, 7, 10), 7, 0)
+
+
+def test_summarize_folds_gives_mean_and_population_std_of_defined_values():
+    folds = [
+        {"roc_auc": 0.8, "average_precision": 0.5, "card_precision_at_k": 0.2},
+        {"roc_auc": 0.9, "average_precision": None, "card_precision_at_k": 0.3},
+    ]
+    s = summarize_folds(folds)
+    assert s["roc_auc"] == pytest.approx((0.85, 0.05))
+    assert s["average_precision"] == (0.5, 0.0)
+    assert s["card_precision_at_k"] == pytest.approx((0.25, 0.05))
+    assert summarize_folds([{"roc_auc": None}])["roc_auc"] is None
+
+
+def test_scores_by_transaction_keeps_the_first_score_of_a_redelivery():
+    scores, found, duplicates = scores_by_transaction(
+        ["t1", "t2", "t3"], [("t2", 0.2), ("t1", 0.1), ("t2", 0.9), ("zz", 0.5)]
+    )
+    assert scores[:2].tolist() == [0.1, 0.2] and np.isnan(scores[2])
+    assert found.tolist() == [True, True, False]
+    assert duplicates == 1
+
+
+def test_detectable_frauds_follow_the_scenarios_and_the_terminal_risk():
+    frame = pd.DataFrame({
+        "TX_FRAUD": [0, 1, 1, 1, 1, 0],
+        "TX_FRAUD_SCENARIO": [0, 1, 2, 2, 3, 0],
+        "risk": [0.5, 0.0, 0.0, 0.2, 0.0, 0.0],
+    })
+    assert detectable_frauds(frame, "risk").tolist() == [False, True, False, True, True, False]
+    with pytest.raises(ValueError, match="nope"):
+        detectable_frauds(frame, "nope")

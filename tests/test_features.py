@@ -9,7 +9,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.events import Transaction
-from app.features import FEATURE_NAMES, WINDOWS_DAYS, AccountState, extract_one
+from app.events import Label
+from app.features import (
+    ACCOUNT_FEATURE_NAMES,
+    FEATURE_NAMES,
+    WINDOWS_DAYS,
+    AccountState,
+    TerminalState,
+    extract_account,
+    extract_one,
+    terminal_feature_names,
+)
+from app.features.terminal import extract_terminal, terminal_horizon_ms
 from app.features.extract import NO_HISTORY_SECONDS
 from app.features.offline import build_features
 from app.features.state import DAY_MS, HORIZON_MS
@@ -28,7 +39,7 @@ def tx(i: int, t_ms: int, amount_minor: int = 1000, account: str = "a1") -> Tran
 
 
 def feats(state: AccountState, t: Transaction) -> dict[str, float]:
-    return dict(zip(FEATURE_NAMES, extract_one(state, t)))
+    return dict(zip(ACCOUNT_FEATURE_NAMES, extract_account(state, t)))
 
 
 def test_names_are_built_from_windows():
@@ -129,8 +140,97 @@ def test_offline_builder_equals_one_by_one():
     txs = [tx(i, T0 + i * 3_600_000, 1000 + 37 * i, account=f"a{i % 3}") for i in range(50)]
     X = build_features(txs)
     states: dict[str, AccountState] = {}
+    terminal = TerminalState()
     for row, t in zip(X, txs):
         s = states.setdefault(t.account_id, AccountState())
-        assert list(row) == extract_one(s, t)
+        assert list(row) == extract_one(s, terminal, t)
         s.update_one(t)
+        terminal.update_one(t, terminal_horizon_ms())
     assert X.shape == (50, len(FEATURE_NAMES))
+
+
+def test_redelivered_transaction_gets_its_first_features():
+    s = AccountState()
+    first = []
+    txs = [tx(i, T0 + i * 60_000, 100 * (i + 1)) for i in range(5)]
+    for t in txs:
+        first.append(extract_account(s, t))
+        s.update_one(t)
+    assert [extract_account(s, t) for t in txs] == first
+
+
+# --- terminal features --------------------------------------------------------------
+
+H = terminal_horizon_ms(7)
+
+
+def label(i: int, t_ms: int, fraud: bool, label_ms: int, terminal: str = "m1") -> Label:
+    return Label(
+        transaction_id=f"t{i}",
+        account_id="a1",
+        terminal_id=terminal,
+        is_fraud=fraud,
+        transaction_time_ms=t_ms,
+        label_time_ms=label_ms,
+    )
+
+
+def tfeats(state: TerminalState, t: Transaction) -> dict[str, float]:
+    return dict(zip(terminal_feature_names(7), extract_terminal(state, t, 7)))
+
+
+def test_terminal_windows_end_delay_days_before():
+    s = TerminalState()
+    t = T0 + 40 * DAY_MS
+    s.update_one(tx(1, t - 7 * DAY_MS - 1000), H)  # in all windows
+    s.update_one(tx(2, t - 7 * DAY_MS + 1000), H)  # inside the delay: in none
+    s.update_one(tx(3, t - 9 * DAY_MS), H)  # in 7d and 30d
+    f = tfeats(s, tx(9, t))
+    assert f["terminal_tx_count_1d_delay_7d"] == 1
+    assert f["terminal_tx_count_7d_delay_7d"] == 2
+    assert f["terminal_tx_count_30d_delay_7d"] == 2
+    assert f["terminal_risk_7d_delay_7d"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "label_offset_ms, known",
+    [
+        pytest.param(-1, True, id="label-just-before-is-known"),
+        pytest.param(0, False, id="label-at-the-same-time-is-not-known"),
+        pytest.param(1, False, id="label-after-is-not-known-even-if-processed-first"),
+    ],
+)
+def test_terminal_risk_uses_only_labels_arrived_before(label_offset_ms, known):
+    s = TerminalState()
+    t = T0 + 40 * DAY_MS
+    s.update_one(tx(1, t - 8 * DAY_MS), H)
+    s.update_one(tx(2, t - 8 * DAY_MS + 5), H)
+    s.label_one(label(1, t - 8 * DAY_MS, True, t + label_offset_ms), H)
+    s.label_one(label(2, t - 8 * DAY_MS + 5, False, t - 10), H)  # genuine: no change
+    f = tfeats(s, tx(9, t))
+    assert f["terminal_tx_count_7d_delay_7d"] == 2
+    assert f["terminal_risk_7d_delay_7d"] == (0.5 if known else 0.0)
+
+
+def test_terminal_state_dedups_and_expires():
+    s = TerminalState()
+    assert s.update_one(tx(1, T0), H)
+    assert not s.update_one(tx(1, T0), H)
+    assert s.label_one(label(1, T0, True, T0 + 7 * DAY_MS), H)
+    assert not s.label_one(label(1, T0, True, T0 + 7 * DAY_MS), H)
+    s.update_one(tx(2, T0 + H + 1), H)
+    assert s.ids == ["t2"] and s.fraud_ids == []
+    assert TerminalState.from_bytes(s.to_bytes()) == s
+
+
+def test_offline_applies_labels_at_arrival_time():
+    """A fraud label counts for transactions after its arrival, not before."""
+    t_fraud = T0
+    txs = [tx(0, t_fraud, account="a0")]
+    txs += [tx(i, T0 + 7 * DAY_MS + i * 1000, account=f"a{i}") for i in range(1, 4)]
+    # the fraud label arrives between tx 1 and tx 2
+    lbl = [label(0, t_fraud, True, T0 + 7 * DAY_MS + 1500)]
+    X = build_features(txs, lbl)
+    risk = FEATURE_NAMES.index("terminal_risk_1d_delay_7d")
+    assert X[1, risk] == 0.0  # before the label arrived
+    assert X[2, risk] == 1.0 and X[3, risk] == 1.0

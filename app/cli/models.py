@@ -8,6 +8,7 @@ pick the version they serve (written with redis-py directly, synchronously).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -19,14 +20,23 @@ from rich.table import Table
 from ..config import get_settings
 from ..exceptions import FraudError
 from ..redis_store import RedisUnavailableError, active_model_key
+from ..scoring.evaluate import DEFAULT_KNOWN_COMPROMISED, KnownCompromised
 from ..scoring.registry import (
     ModelCard,
+    ModelMetrics,
     activate,
     active_file_version,
     list_models,
     read_card,
 )
-from ..scoring.train import DEFAULT_TRAIN_END, DEFAULT_TRAIN_START, STAGES, train
+from ..scoring.candidates import CANDIDATES, DEFAULT_MODEL
+from ..scoring.train import (
+    DEFAULT_TRAIN_END,
+    DEFAULT_TRAIN_START,
+    STAGES,
+    VALIDATION_FOLDS,
+    train,
+)
 from .base import cli, console, err_console, fail
 
 __all__ = [
@@ -49,6 +59,7 @@ cli.add_typer(models_cli, name="models")
 _STAGE_LABELS = {
     "read": "reading data",
     "features": "computing features",
+    "validate": "prequential validation",
     "fit": "fitting the model",
     "evaluate": "choosing the threshold, evaluating",
     "save": "saving",
@@ -132,6 +143,19 @@ def _fmt(x: float | None, digits: int = 3) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
 
 
+def _metrics_rows(table: Table, m: ModelMetrics) -> None:
+    table.add_row(
+        f"rule {m.known_compromised_rule}",
+        f"AUC {_fmt(m.roc_auc)}, AP {_fmt(m.average_precision)}, CP@100 "
+        f"{_fmt(m.card_precision_at_100)} (perfect ranking CP "
+        f"{_fmt(m.perfect_card_precision_at_100)}; oracle AUC {_fmt(m.oracle_roc_auc)}, AP "
+        f"{_fmt(m.oracle_average_precision)}, CP {_fmt(m.oracle_card_precision_at_100)}); "
+        + (f"{m.test_transactions:,} tx, {m.test_frauds:,} frauds, "
+           f"{m.test_removed_known_compromised:,} tx of known compromised cards dropped"
+           if m.test_transactions is not None else ""),
+    )
+
+
 def _print_card(card: ModelCard, models_dir: Path) -> None:
     m, d = card.metrics, card.data
     table = Table(title=f"model {card.version}", show_header=False, title_justify="left")
@@ -146,15 +170,23 @@ def _print_card(card: ModelCard, models_dir: Path) -> None:
         "train window",
         f"{d.train.start}..{d.train.end}: {d.train.transactions:,} tx, {d.train.frauds:,} frauds",
     )
+    if d.fit is not None:
+        table.add_row(
+            "fitted on",
+            f"{d.fit.start}..{d.fit.end}: {d.fit.transactions:,} tx, {d.fit.frauds:,} frauds",
+        )
     table.add_row(
         "test window",
         f"{d.test.start}..{d.test.end} (gap {d.gap_days} d): {d.test.transactions:,} tx, "
         f"{d.test.frauds:,} frauds, {d.test_removed_known_compromised:,} tx of known "
-        "compromised cards dropped",
+        f"compromised cards dropped (rule {m.known_compromised_rule})",
     )
     table.add_row("ROC AUC", _fmt(m.roc_auc))
     table.add_row("average precision", _fmt(m.average_precision))
     table.add_row("card precision@100", _fmt(m.card_precision_at_100))
+    table.add_row("daily CP@100", " ".join(f"{x:.2f}" for x in m.card_precision_daily))
+    for other in (m, *card.metrics_other_rules):
+        _metrics_rows(table, other)
     table.add_row(
         "alert threshold",
         f"{card.alert_threshold:g} (test: precision {_fmt(m.threshold_precision)}, "
@@ -162,6 +194,22 @@ def _print_card(card: ModelCard, models_dir: Path) -> None:
     )
     table.add_row("train time", f"{card.train_seconds:.1f} s")
     console.print(table)
+    if card.validation:
+        v = card.validation[0]
+        console.print(
+            f"prequential validation: {len(v.folds)} folds, train windows "
+            f"{v.folds[-1][0]}..{v.folds[0][1]}, rule {v.known_compromised_rule} "
+            "(mean +- std)",
+            highlight=False,
+        )
+    for r in card.validation:
+        console.print(
+            f"  {'*' if r.selected else ' '} {r.name}: AUC {_fmt(r.roc_auc_mean)} +- "
+            f"{_fmt(r.roc_auc_std)}, AP {_fmt(r.average_precision_mean)} +- "
+            f"{_fmt(r.average_precision_std)}, CP@100 {_fmt(r.card_precision_at_100_mean)} +- "
+            f"{_fmt(r.card_precision_at_100_std)}, fit {r.fit_seconds:.1f} s",
+            highlight=False,
+        )
     for c in card.comparison:
         console.print(
             f"  {c.name}: AUC {_fmt(c.roc_auc)}, AP {_fmt(c.average_precision)}, "
@@ -196,10 +244,30 @@ def train_command(
     models_dir: Path = typer.Option(
         None, "--models-dir", help="Model registry; default: MODELS_DIR.", show_default=False
     ),
+    model: Optional[list[str]] = typer.Option(
+        None, "--model", metavar="NAME",
+        help=f"Model to fit: {', '.join(CANDIDATES)}; default {DEFAULT_MODEL}. With "
+        "--compare, repeat it to name the candidates (default: all).",
+        show_default=False,
+    ),
     compare: bool = typer.Option(
-        False, "--compare", help="Also fit a random forest and a logistic regression (slower)."
+        False, "--compare",
+        help="Choose the model by prequential validation on windows before the test "
+        "window (--validation-folds folds per candidate; slower).",
+    ),
+    validation_folds: int = typer.Option(
+        VALIDATION_FOLDS, "--validation-folds", min=1, help="Folds of --compare."
+    ),
+    known_compromised: KnownCompromised = typer.Option(
+        DEFAULT_KNOWN_COMPROMISED.value, "--known-compromised",
+        help="Cards dropped from test windows: every card with a fraud from the train "
+        "start to the day before the test (before-test), or the handbook code's daily "
+        "rule (handbook-daily). The card reports both.",
     ),
     seed: int = typer.Option(0, "--seed", help="Random seed of the model."),
+    threads: int = typer.Option(
+        0, "--threads", min=0, help="Threads of the fit; 0: all cores."
+    ),
 ) -> None:
     """Train a model on a handbook-style split, evaluate it and save it as a new version.
 
@@ -224,7 +292,9 @@ def train_command(
 
             card = train(
                 path, train_start, train_end, gap_days, test_days,
-                models_dir=models_dir, compare=compare, random_state=seed, progress=progress,
+                models_dir=models_dir, model=model, compare=compare,
+                validation_folds=validation_folds, known_compromised=known_compromised,
+                random_state=seed, n_threads=threads or None, progress=progress,
             )
         _print_card(card, models_dir)
     except FraudError as exc:

@@ -84,7 +84,7 @@ def replay(
         max=3650.0,
         metavar="DAYS",
         help="A label is produced once the replay's event time passes its transaction's "
-        "time plus this delay (key: account id, timestamp: label time).",
+        "time plus this delay (key: terminal id, timestamp: label time).",
     ),
     tail_labels: bool = typer.Option(
         True,

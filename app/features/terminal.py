@@ -3,8 +3,9 @@
 The Fraud Detection Handbook's terminal risk (ch. 3.4): for windows of ``w`` days that
 end ``delay`` days before the transaction, the number of the terminal's transactions
 and the share of them known to be fraudulent. "Known" means a fraud label whose
-``label_time_ms`` is at or before the transaction's event time: a label that arrives
-later is never used, whatever order the stream processes labels in.
+``label_time_ms`` is strictly before the transaction's event time: a label that
+arrives later is never used, whatever order the stream processes labels in (and a
+label timed exactly at the transaction, which the replay emits just after it, is not).
 """
 
 from __future__ import annotations
@@ -23,12 +24,18 @@ __all__ = [
     "DEFAULT_DELAY_DAYS",
     "terminal_feature_names",
     "extract_terminal",
+    "terminal_horizon_ms",
 ]
 
 #: Windows, in days, of the terminal aggregates.
 TERMINAL_WINDOWS_DAYS = (1, 7, 30)
 #: Default label delay, in days: windows end this long before the transaction.
 DEFAULT_DELAY_DAYS = 7
+
+
+def terminal_horizon_ms(delay_days: int = DEFAULT_DELAY_DAYS) -> int:
+    """How far back a terminal's state must remember: ``delay + 30`` days, in ms."""
+    return (delay_days + max(TERMINAL_WINDOWS_DAYS)) * DAY_MS
 
 
 def terminal_feature_names(delay_days: int = DEFAULT_DELAY_DAYS) -> tuple[str, ...]:
@@ -137,8 +144,8 @@ def extract_terminal(
     """Terminal features of ``tx`` (see :func:`terminal_feature_names`).
 
     For each window ``w``: transactions of the terminal with event time in
-    ``(t - delay - w, t - delay]`` and, among them, frauds whose label arrived at or
-    before ``t``; risk is frauds / transactions (0.0 without transactions).
+    ``(t - delay - w, t - delay]`` and, among them, frauds whose label arrived before
+    ``t``; risk is frauds / transactions (0.0 without transactions).
 
     Returns
     -------
@@ -154,6 +161,6 @@ def extract_terminal(
         start_t = end_t - w * DAY_MS
         n = hi - bisect_right(times, start_t, 0, hi)
         flo = bisect_right(ftimes, start_t, 0, fhi)
-        frauds = sum(1 for j in range(flo, fhi) if flabels[j] <= t)
+        frauds = sum(1 for j in range(flo, fhi) if flabels[j] < t)
         out += [float(n), frauds / n if n else 0.0]
     return out

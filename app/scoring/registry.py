@@ -50,6 +50,7 @@ __all__ = [
     "LoadedModel",
     "ModelCard",
     "ModelMetrics",
+    "ValidationResult",
     "WindowInfo",
     "activate",
     "default_version",
@@ -90,6 +91,11 @@ class DataInfo(_Card):
     source: str = Field(description="File or folder name of the handbook data.")
     history_start: date = Field(description="First day read, for feature state history.")
     train: WindowInfo
+    fit: WindowInfo | None = Field(
+        None,
+        description="Days the model was fitted on, when not the train window (a longer "
+        "window ending on the same day); None: the train window.",
+    )
     gap_days: int = Field(ge=0, description="Days between train and test (feedback delay).")
     test: WindowInfo = Field(
         description="Counts after dropping the cards known compromised on each test day."
@@ -116,6 +122,29 @@ class ModelMetrics(_Card):
     )
     threshold_recall: float | None
     threshold_alerts_per_day: float = Field(description="Alerted transactions per test day.")
+    known_compromised_rule: str = Field(
+        "handbook-daily",
+        description="Which cards were dropped from the test window as known compromised "
+        "(see app.scoring.evaluate.KnownCompromised); cards older than this field used "
+        "the handbook's daily rule.",
+    )
+    test_transactions: int | None = Field(None, description="Test rows kept by the rule.")
+    test_frauds: int | None = None
+    test_removed_known_compromised: int | None = Field(
+        None, description="Test-window rows dropped by the rule."
+    )
+    perfect_card_precision_at_100: float | None = Field(
+        None, description="Card precision@100 of a perfect ranking of the same rows."
+    )
+    oracle_card_precision_at_100: float | None = Field(
+        None,
+        description="Card precision@100 of an oracle that ranks exactly the frauds the "
+        "features can see first (app.scoring.evaluate.detectable_frauds): a ceiling.",
+    )
+    oracle_roc_auc: float | None = Field(None, description="ROC AUC of the same oracle.")
+    oracle_average_precision: float | None = Field(
+        None, description="Average precision of the same oracle."
+    )
 
 
 class CandidateResult(_Card):
@@ -127,6 +156,27 @@ class CandidateResult(_Card):
     card_precision_at_100: float | None
     fit_seconds: float
     artifact_bytes: int
+
+
+class ValidationResult(_Card):
+    """Prequential validation of one candidate (handbook chapter 5): mean and std over
+    folds of each metric, on windows before the model's test window."""
+
+    name: str
+    folds: list[tuple[date, date]] = Field(description="Train window of each fold.")
+    fit_days: int | None = Field(
+        None, description="Days fitted, ending on each fold's last train day; None: its "
+        "train window."
+    )
+    known_compromised_rule: str
+    roc_auc_mean: float | None
+    roc_auc_std: float | None
+    average_precision_mean: float | None
+    average_precision_std: float | None
+    card_precision_at_100_mean: float | None
+    card_precision_at_100_std: float | None
+    fit_seconds: float = Field(description="Mean fit time of a fold.")
+    selected: bool = False
 
 
 class ModelCard(_Card):
@@ -153,6 +203,13 @@ class ModelCard(_Card):
     justification: str
     train_seconds: float = Field(ge=0.0)
     comparison: list[CandidateResult] = Field(default_factory=list)
+    metrics_other_rules: list[ModelMetrics] = Field(
+        default_factory=list,
+        description="The same test window under the other known-compromised rules.",
+    )
+    validation: list[ValidationResult] = Field(
+        default_factory=list, description="Model selection by prequential validation."
+    )
 
 
 @dataclass(frozen=True)
@@ -230,6 +287,8 @@ def save_model(
     justification: str,
     train_seconds: float = 0.0,
     comparison: Sequence[CandidateResult] = (),
+    metrics_other_rules: Sequence[ModelMetrics] = (),
+    validation: Sequence[ValidationResult] = (),
     feature_names: Sequence[str] = FEATURE_NAMES,
     version: str | None = None,
     created_at: datetime | None = None,
@@ -246,6 +305,8 @@ def save_model(
         Card fields, see :class:`ModelCard`. ``baseline`` needs one value per feature.
     train_seconds : float, default=0.0
     comparison : sequence of CandidateResult, default=()
+    metrics_other_rules : sequence of ModelMetrics, default=()
+    validation : sequence of ValidationResult, default=()
     feature_names : sequence of str, default=FEATURE_NAMES
         Columns the estimator was fitted on, in order.
     version : str, optional
@@ -293,6 +354,8 @@ def save_model(
         justification=justification,
         train_seconds=train_seconds,
         comparison=list(comparison),
+        metrics_other_rules=list(metrics_other_rules),
+        validation=list(validation),
     )
     models_dir.mkdir(parents=True, exist_ok=True)
     final = models_dir / version

@@ -1,0 +1,106 @@
+"""Parity: the stream computes exactly the features and scores training sees.
+
+At least 14 days of the shared handbook file (simulated data without ``../shared``) are
+replayed with their labels (7 days later, in event-time order) through the real broker
+and a real worker with ``scored-transactions`` on. Every transaction's features and
+score on that topic must equal the offline computation (``features_frame`` + the same
+model) to 1e-9, for 100 % of transactions, with the same count on both sides.
+
+CI replays the 14 days for one card in ``PARITY_CARD_SAMPLE`` (default 4): every card's
+and terminal's history within the sample is complete, so the check is as strict, on a
+quarter of the volume. The full volume: ``PARITY_CARD_SAMPLE=1 make test
+PYTEST_ARGS=tests/test_parity.py`` (about 134,000 transactions).
+
+The topics have one partition here (``PARITY_PARTITIONS``, default 1). With several,
+the terminal stage receives each terminal's transactions from every account partition;
+they are exact only while those partitions progress within 7 days of event time of
+each other (the terminal windows' slack). A bulk replay on a busy machine can exceed
+that (measured: 1,501 of 33,666 transactions with a lower terminal count at 4
+partitions); the fix, an event-time watermark across partitions in the terminal stage,
+is not built yet (README, "Limits").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import numpy as np
+import pytest
+
+from app.config import Settings
+from app.events import ScoredTransaction
+from app.features import FEATURE_NAMES
+from app.features.offline import features_frame
+from app.replay import DAY_MS, replay_frame
+from app.scoring.model import Scorer
+from app.scoring.registry import default_version, load_model
+
+from .datasets import handbook_days
+from .worker_utils import Worker, read_topic, worker_env
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+DAYS = 14
+SAMPLE = int(os.environ.get("PARITY_CARD_SAMPLE", "4"))
+#: One partition: the stages see each topic in event-time order (see the module doc).
+PARTITIONS = int(os.environ.get("PARITY_PARTITIONS", "1"))
+
+
+def test_stream_features_and_scores_equal_offline(broker, redis_url, tmp_path):
+    df = handbook_days("2018-04-01", DAYS)
+    df = df[df["CUSTOMER_ID"] % SAMPLE == 0].reset_index(drop=True)
+    n = len(df)
+    assert df["TX_DATETIME"].dt.floor("D").nunique() == DAYS
+
+    settings = Settings()
+    scorer = Scorer(load_model(default_version(settings.models_dir), settings.models_dir))
+    offline = features_frame(df, labels_delay_days=7)
+    X = offline[list(FEATURE_NAMES)].to_numpy()
+    expected_scores = scorer.score_many(X)
+    by_id = {str(t): i for i, t in enumerate(df["TRANSACTION_ID"])}
+    risk = FEATURE_NAMES.index("terminal_risk_30d_delay_7d")
+    assert (X[:, risk] > 0).sum() > 0, "the slice must exercise the label-driven features"
+
+    env = worker_env(
+        broker.url, redis_url, tmp_path, PUBLISH_SCORED="true", TOPIC_PARTITIONS=str(PARTITIONS)
+    )
+    worker = Worker(env, tmp_path / "worker.log").start()
+    try:
+        worker.wait_ready()
+        run = Settings(
+            kafka_broker_url=broker.url,
+            topic_partitions=PARTITIONS,
+            transactions_topic=env["TRANSACTIONS_TOPIC"],
+            labels_topic=env["LABELS_TOPIC"],
+        )
+        stats = asyncio.run(replay_frame(df, run, labels_delay_ms=7 * DAY_MS, tail_labels=False))
+        assert stats.transactions == n and stats.labels > 0
+        worker.wait_metric("fraud_transactions_scored_total", n, timeout=900)
+        records = read_topic(broker.bootstrap, env["SCORED_TOPIC"], idle_seconds=3)
+        timeouts = worker.metric("fraud_label_wait_timeouts_total")
+    finally:
+        worker.stop()
+
+    scored = [ScoredTransaction.model_validate_json(r.value) for r in records]
+    ids = [s.transaction.transaction_id for s in scored]
+    assert len(ids) == n and set(ids) == set(by_id), "each transaction scored exactly once"
+    worst_feature = worst_score = 0.0
+    mismatched = []
+    for s in scored:
+        i = by_id[s.transaction.transaction_id]
+        got = np.array([s.features[name] for name in FEATURE_NAMES])
+        d_feat = float(np.max(np.abs(got - X[i])))
+        d_score = abs(s.score - float(expected_scores[i]))
+        worst_feature, worst_score = max(worst_feature, d_feat), max(worst_score, d_score)
+        if d_feat > 1e-9 or d_score > 1e-9:
+            mismatched.append(s.transaction.transaction_id)
+            if len(mismatched) <= 5:
+                diff = {k: (got[j], X[i, j]) for j, k in enumerate(FEATURE_NAMES) if abs(got[j] - X[i, j]) > 1e-9}
+                print("MISMATCH", s.transaction, diff)
+    print(
+        f"parity: {n} transactions, {stats.labels} labels, {len(mismatched)} mismatched, "
+        f"max |feature diff| {worst_feature:.3g}, max |score diff| {worst_score:.3g}, "
+        f"label wait timeouts {timeouts:.0f}"
+    )
+    assert not mismatched, f"{len(mismatched)} of {n} differ, e.g. {mismatched[:5]}"
