@@ -78,12 +78,6 @@ async def _handle_batch(rt: Runtime, scorer, events) -> None:
         for st in result.scored:
             key = st.transaction.account_id.encode()
             pending.append(await scored_topic.send(key=key, value=encode(st)))
-    if result.scored:
-        m.transactions_scored.labels(model_version=scorer.version).inc(len(result.scored))
-        m.scoring_batch_size.observe(len(result.scored))
-        m.duplicate_transactions.inc(result.duplicates)
-        for st in result.scored:
-            m.scores.observe(st.score)
     if result.alerts:
         seen = await rt.store.already_alerted([a.alert_id for a in result.alerts])
         fresh = [
@@ -109,6 +103,13 @@ async def _handle_batch(rt: Runtime, scorer, events) -> None:
     for arrival in result.arrivals_s:
         m.processing_latency.observe(max(0.0, done - arrival))
     m.accounts.set(len(account_states))
+    if result.scored:
+        m.scoring_batch_size.observe(len(result.scored))
+        m.duplicate_transactions.inc(result.duplicates)
+        for st in result.scored:
+            m.scores.observe(st.score)
+        # last: a transaction counts as scored once all its output is acknowledged
+        m.transactions_scored.labels(model_version=scorer.version).inc(len(result.scored))
 
 
 @app.agent(transactions_topic, name="score_transactions")

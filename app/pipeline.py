@@ -9,13 +9,22 @@ benchmarks call it directly.
 from __future__ import annotations
 
 import base64
+import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
-from .events import Alert, DeadLetter, Reason, ScoredTransaction, Transaction, decode_transaction
+from .events import (
+    DEAD_LETTER_RAW_MAX_BYTES,
+    Alert,
+    DeadLetter,
+    Reason,
+    ScoredTransaction,
+    Transaction,
+    decode_transaction,
+)
 from .exceptions import InvalidEventError
 from .features import FEATURE_NAMES, AccountState, extract_one
 
@@ -91,14 +100,20 @@ def features_of(state: AccountState, tx: Transaction) -> list[float]:
 
 
 def _dead_letter(rec: RawRecord, err: InvalidEventError, now_ms: int) -> DeadLetter:
+    raw = rec.value or b""
+    kept = raw[:DEAD_LETTER_RAW_MAX_BYTES]
+    key = rec.key[:DEAD_LETTER_RAW_MAX_BYTES] if rec.key is not None else None
     return DeadLetter(
         source_topic=rec.topic,
         partition=rec.partition,
         offset=rec.offset,
         reason=err.reason,
         detail=err.detail,
-        raw_value_b64=base64.b64encode(rec.value or b"").decode(),
-        raw_key_b64=base64.b64encode(rec.key).decode() if rec.key is not None else None,
+        raw_value_b64=base64.b64encode(kept).decode(),
+        raw_key_b64=base64.b64encode(key).decode() if key is not None else None,
+        raw_size_bytes=len(raw),
+        raw_sha256=hashlib.sha256(raw).hexdigest(),
+        raw_truncated=len(kept) < len(raw),
         rejected_time_ms=now_ms,
     )
 

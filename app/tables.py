@@ -43,9 +43,10 @@ account_states: PartitionedTable = app.tables.add(  # type: ignore[assignment]
     PartitionedTable(
         app,
         name="account_states",
-        schema=faust.Schema(
-            key_type=str, value_type=bytes, key_serializer="raw", value_serializer="raw"
-        ),
+        # types, not a Schema: Faust derives the changelog's serializers from them (str
+        # keys as JSON strings, bytes values raw), for writes and for recovery alike
+        key_type=str,
+        value_type=bytes,
         help="Per-account transaction history of the last 30 days (feature state).",
     )
 )

@@ -64,14 +64,30 @@ def faust_app(monkeypatch, redis_url, tmp_path):
     config.get_settings.cache_clear()
 
 
+def _done(settings, sent) -> int:
+    """Records fully processed: scored (counted once all its output is written),
+    dead-lettered or re-keyed."""
+    from app.runtime import get_runtime
+
+    registry = get_runtime().metrics.registry
+    scored = sum(
+        sample.value
+        for metric in registry.collect()
+        if metric.name == "fraud_transactions_scored"
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+    )
+    return int(scored) + len(sent.get(settings.dead_letter_topic, [])) + len(
+        sent.get(settings.transactions_topic, [])
+    )
+
+
 async def _run(agent, records, wait_for: int, sent, settings):
     async with agent.test_context() as ctx:
         for key, value in records:
             await ctx.put(key=key, value=value)
-        for _ in range(200):  # the agent scores in batches; wait for the last one
-            if len(sent.get(settings.scored_topic, [])) + len(
-                sent.get(settings.dead_letter_topic, [])
-            ) + len(sent.get(settings.transactions_topic, [])) >= wait_for:
+        for _ in range(400):  # the agent works in batches; wait for the last one
+            if _done(settings, sent) >= wait_for:
                 break
             await asyncio.sleep(0.05)
 

@@ -89,3 +89,40 @@ def test_replay_alerts_exactly_once(broker, redis_url, tmp_path):
         assert worker.metric("fraud_alerts_total") == len(expected)
     finally:
         worker.stop()
+
+
+def test_restarted_worker_restores_its_table(broker, redis_url, tmp_path):
+    """A worker stopped and started again recovers ``account_states`` from its changelog
+    (with the Tansu workaround, PRODUCER_MAX_BATCH_SIZE=1) and keeps processing: the
+    same transactions replayed again are all recognised as duplicates, and no alert is
+    raised twice."""
+    df = handbook_days("2018-04-01", 2)
+    df = df[df["CUSTOMER_ID"] % 4 == 0].reset_index(drop=True)
+    n = len(df)
+    env = worker_env(broker.url, redis_url, tmp_path)
+    run = Settings(
+        kafka_broker_url=broker.url,
+        transactions_topic=env["TRANSACTIONS_TOPIC"],
+        labels_topic=env["LABELS_TOPIC"],
+    )
+    first = Worker(env, tmp_path / "worker-1.log").start()
+    try:
+        first.wait_ready()
+        asyncio.run(replay_frame(df, run, labels=False))
+        first.wait_metric("fraud_transactions_scored_total", n)
+        accounts = first.metric("fraud_table_accounts")
+        alerts = first.metric("fraud_alerts_total")
+    finally:
+        first.stop()
+    second = Worker(env, tmp_path / "worker-2.log").start()
+    try:
+        second.wait_ready()
+        asyncio.run(replay_frame(df, run, labels=False, create_topics=False))
+        second.wait_metric("fraud_transactions_scored_total", n)
+        assert second.metric("fraud_duplicate_transactions_total") == n
+        assert second.metric("fraud_table_accounts") == accounts > 0
+        assert second.metric("fraud_alerts_total") == 0
+        assert second.metric("fraud_alerts_suppressed_total") == alerts
+        second.assert_alive()
+    finally:
+        second.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
@@ -40,6 +41,12 @@ def run() -> None:
         cli(prog_name="fraudctl")
     except FraudError as exc:
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except ValidationError as exc:  # a bad environment setting (Settings)
+        err = exc.errors(include_url=False)[0]
+        where = ".".join(str(x) for x in err["loc"]).upper() or "settings"
+        message = f"setting {where}: {err['msg']} (got {err.get('input')!r})"
+        err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
