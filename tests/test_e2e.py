@@ -9,6 +9,7 @@ yield no new alert.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 
 import numpy as np
@@ -119,10 +120,15 @@ def test_restarted_worker_restores_its_table(broker, redis_url, tmp_path):
         second.wait_ready()
         asyncio.run(replay_frame(df, run, labels=False, create_topics=False))
         second.wait_metric("fraud_transactions_scored_total", n)
-        assert second.metric("fraud_duplicate_transactions_total") == n
+        time.sleep(3)  # processing is at least once: the first worker's last
+        # uncommitted events (if any) come again, before the replayed ones
+        scored = second.metric("fraud_transactions_scored_total")
+        assert scored >= n
+        # every transaction the restarted worker saw was already in its restored state
+        assert second.metric("fraud_duplicate_transactions_total") == scored
         assert second.metric("fraud_table_accounts") == accounts > 0
         assert second.metric("fraud_alerts_total") == 0
-        assert second.metric("fraud_alerts_suppressed_total") == alerts
+        assert second.metric("fraud_alerts_suppressed_total") >= alerts
         second.assert_alive()
     finally:
         second.stop()

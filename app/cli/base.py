@@ -8,10 +8,11 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from ..exceptions import FraudError
 
-__all__ = ["cli", "console", "err_console", "fail"]
+__all__ = ["cli", "console", "err_console", "fail", "stage_progress", "broker_option"]
 
 cli = typer.Typer(
     name="fraudctl",
@@ -27,6 +28,29 @@ console = Console()
 def _root() -> None:
     """Operate the fraud-detection service: data, replay, models, alerts, local stack."""
 err_console = Console(stderr=True)
+
+
+def stage_progress() -> Progress:
+    """The progress bar of long CLI work: on stderr, and gone once the work is done."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    )
+
+
+def broker_option():
+    """The ``--broker`` option of the commands that talk to Kafka."""
+    return typer.Option(
+        None,
+        "--broker",
+        metavar="HOST:PORT",
+        help="Broker host:port or kafka:// URL (default: KAFKA_BROKER_URL).",
+        show_default=False,
+    )
 
 
 def fail(message: str, code: int = 2) -> None:

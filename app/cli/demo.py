@@ -17,7 +17,6 @@ import urllib.request
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import pandas as pd
 import typer
 from aiokafka import AIOKafkaConsumer

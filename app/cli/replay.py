@@ -15,7 +15,7 @@ from ..config import Settings, check_broker_url, get_settings
 from ..data.handbook import parse_date, read_handbook
 from ..exceptions import ConfigError, DataError
 from ..replay import DAY_MS, ReplayStats, replay_frame, select_days
-from .base import cli, console, err_console
+from .base import broker_option, cli, console, err_console
 
 __all__ = ["replay"]
 
@@ -96,13 +96,7 @@ def replay(
         help="Labels timed after the last replayed transaction are flushed at the end; "
         "--no-tail-labels skips them.",
     ),
-    broker: Optional[str] = typer.Option(
-        None,
-        "--broker",
-        metavar="HOST:PORT",
-        help="Broker host:port or kafka:// URL (default: KAFKA_BROKER_URL).",
-        show_default=False,
-    ),
+    broker: Optional[str] = broker_option(),
 ) -> None:
     """Replay transactions to TRANSACTIONS_TOPIC in event-time order (key: account id,
     Kafka timestamp: event time), with their labels merged in after a delay.
