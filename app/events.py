@@ -43,6 +43,7 @@ __all__ = [
     "MIN_EVENT_TIME_MS",
     "MAX_EVENT_TIME_MS",
     "MAX_AMOUNT_MINOR",
+    "DEAD_LETTER_RAW_MAX_BYTES",
 ]
 
 #: Earliest accepted event time: 2000-01-01T00:00:00Z, in ms.
@@ -51,6 +52,9 @@ MIN_EVENT_TIME_MS = 946_684_800_000
 MAX_EVENT_TIME_MS = 4_102_444_800_000
 #: Largest accepted amount in minor units (10 billion in major units).
 MAX_AMOUNT_MINOR = 1_000_000_000_000
+
+#: Longest payload a dead letter carries whole, in bytes (2 MiB; base64 makes it 2.7 MiB).
+DEAD_LETTER_RAW_MAX_BYTES = 2 * 2**20
 
 #: Every reason code a rejected event can carry (metric label and dead-letter field).
 REJECT_REASONS = (
@@ -144,7 +148,12 @@ class Alert(_Wire):
 
 
 class DeadLetter(_Wire):
-    """A rejected payload, on the dead-letter topic: nothing is lost."""
+    """A rejected payload, on the dead-letter topic: nothing is lost.
+
+    A payload of more than :data:`DEAD_LETTER_RAW_MAX_BYTES` (which a default Kafka
+    broker would not even accept) keeps only its first that many bytes, with
+    ``raw_truncated`` set; its size and sha256 are always those of the whole payload.
+    """
 
     source_topic: str
     partition: int
@@ -153,6 +162,9 @@ class DeadLetter(_Wire):
     detail: str
     raw_value_b64: str = Field(description="The payload's bytes, base64.")
     raw_key_b64: str | None = None
+    raw_size_bytes: int = Field(ge=0, description="Size of the whole payload.")
+    raw_sha256: str = Field(description="sha256 of the whole payload, hex.")
+    raw_truncated: bool = Field(False, description="raw_value_b64 holds a prefix only.")
     rejected_time_ms: int
 
     @property

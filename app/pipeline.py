@@ -12,6 +12,7 @@ directly.
 from __future__ import annotations
 
 import base64
+import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
@@ -20,6 +21,7 @@ import numpy as np
 import orjson
 
 from .events import (
+    DEAD_LETTER_RAW_MAX_BYTES,
     Alert,
     DeadLetter,
     Reason,
@@ -157,15 +159,22 @@ class ScoreBatch:
 
 
 def dead_letter(rec: RawRecord, err: InvalidEventError, now_ms: int) -> DeadLetter:
-    """The dead-letter record of a rejected raw record."""
+    """The dead-letter record of a rejected raw record (raw bytes kept up to
+    :data:`app.events.DEAD_LETTER_RAW_MAX_BYTES`, with the full size and sha256)."""
+    raw = rec.value or b""
+    kept = raw[:DEAD_LETTER_RAW_MAX_BYTES]
+    key = rec.key[:DEAD_LETTER_RAW_MAX_BYTES] if rec.key is not None else None
     return DeadLetter(
         source_topic=rec.topic,
         partition=rec.partition,
         offset=rec.offset,
         reason=err.reason,
         detail=err.detail,
-        raw_value_b64=base64.b64encode(rec.value or b"").decode(),
-        raw_key_b64=base64.b64encode(rec.key).decode() if rec.key is not None else None,
+        raw_value_b64=base64.b64encode(kept).decode(),
+        raw_key_b64=base64.b64encode(key).decode() if key is not None else None,
+        raw_size_bytes=len(raw),
+        raw_sha256=hashlib.sha256(raw).hexdigest(),
+        raw_truncated=len(kept) < len(raw),
         rejected_time_ms=now_ms,
     )
 

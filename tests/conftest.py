@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import os
 import socket
 import time
 import uuid
@@ -30,8 +31,9 @@ from app.config import Settings
 from app.exceptions import StackError
 from app.stack import resolve_tansu_bin, spawn, stop_process, tansu_command, wait_for_kafka
 
-#: Redis of the tests: the machine's (or CI's) server, database 15.
-TEST_REDIS_URL = "redis://127.0.0.1:6379/15"
+#: Redis of the tests: the machine's (or CI's) server, database 15 (``TEST_REDIS_DB``
+#: picks another one, so that two test runs on one machine do not flush each other).
+TEST_REDIS_URL = f"redis://127.0.0.1:6379/{os.environ.get('TEST_REDIS_DB', '15')}"
 
 _STARTED_PIDS: set[int] = set()
 

@@ -43,6 +43,7 @@ BAD = [
     pytest.param(orjson.dumps({**GOOD, "currency": "euro"}), "bad_currency", id="bad-currency"),
     pytest.param(orjson.dumps({**GOOD, "account_id": "a" * 1_000_000}), "too_large", id="1MB-string"),
     pytest.param(b"", "not_json", id="empty"),
+    pytest.param(b"x" * 3_300_000, "too_large", id="3MB-payload-kept-truncated"),
 ]
 
 
@@ -51,7 +52,7 @@ def _valid(i: int) -> Transaction:
 
 
 async def _produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=4 * 2**20)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=16 * 2**20)
     await producer.start()
     try:
         for key, value in records:
@@ -79,7 +80,9 @@ def test_bad_payloads_go_to_dead_letter_topic(broker, redis_url, tmp_path):
 
         dead = [DeadLetter.model_validate_json(r.value) for r in read_topic(broker.bootstrap, env["DEAD_LETTER_TOPIC"])]
         assert [d.reason for d in dead] == [reason for _, reason, _ in bad]
-        assert [d.raw_value for d in dead] == [payload for payload, _, _ in bad]
+        assert [d.raw_value for d in dead] == [payload[:2 * 2**20] for payload, _, _ in bad]
+        assert [d.raw_size_bytes for d in dead] == [len(payload) for payload, _, _ in bad]
+        assert [d.raw_truncated for d in dead] == [len(p) > 2 * 2**20 for p, _, _ in bad]
         assert all(d.source_topic == env["TRANSACTIONS_TOPIC"] for d in dead)
         assert [d.offset for d in dead] == [2 * i + 1 for i in range(len(bad))]
         for reason in {r for _, r, _ in bad}:

@@ -7,6 +7,7 @@ accepts a record the service really produces and rejects what the code rejects.
 from __future__ import annotations
 
 import base64
+import hashlib
 import copy
 import json
 from collections.abc import Callable
@@ -90,6 +91,8 @@ def _example(name: str):
             detail="payload is not valid JSON",
             raw_value_b64=base64.b64encode(b"not json").decode(),
             raw_key_b64=None,
+            raw_size_bytes=8,
+            raw_sha256=hashlib.sha256(b"not json").hexdigest(),
             rejected_time_ms=T0_MS + 5,
         ),
     }

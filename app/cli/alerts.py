@@ -25,7 +25,7 @@ from ..config import Settings
 from ..events import Alert, encode
 from ..exceptions import BrokerUnavailableError, ConfigError
 from ..replay import client_options
-from .base import cli, console, err_console
+from .base import broker_option, cli, console, err_console
 from .replay import with_broker
 
 __all__ = ["alerts", "OutputFormat", "decode_alert", "alert_row", "ALERT_COLUMNS"]
@@ -135,13 +135,7 @@ def alerts(
     topic: Optional[str] = typer.Option(
         None, "--topic", help="Topic to read (default: ALERTS_TOPIC).", show_default=False
     ),
-    broker: Optional[str] = typer.Option(
-        None,
-        "--broker",
-        metavar="HOST:PORT",
-        help="Broker host:port or kafka:// URL (default: KAFKA_BROKER_URL).",
-        show_default=False,
-    ),
+    broker: Optional[str] = broker_option(),
 ) -> None:
     """Show fraud alerts from ALERTS_TOPIC (records that are no Alert are reported on
     stderr and skipped)."""

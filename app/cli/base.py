@@ -5,12 +5,14 @@ from __future__ import annotations
 import sys
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from ..exceptions import FraudError
 
-__all__ = ["cli", "console", "err_console", "fail"]
+__all__ = ["cli", "console", "err_console", "fail", "stage_progress", "broker_option"]
 
 cli = typer.Typer(
     name="fraudctl",
@@ -28,6 +30,29 @@ def _root() -> None:
 err_console = Console(stderr=True)
 
 
+def stage_progress() -> Progress:
+    """The progress bar of long CLI work: on stderr, and gone once the work is done."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    )
+
+
+def broker_option():
+    """The ``--broker`` option of the commands that talk to Kafka."""
+    return typer.Option(
+        None,
+        "--broker",
+        metavar="HOST:PORT",
+        help="Broker host:port or kafka:// URL (default: KAFKA_BROKER_URL).",
+        show_default=False,
+    )
+
+
 def fail(message: str, code: int = 2) -> None:
     """Print a one-line error to stderr and exit with ``code``."""
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
@@ -40,6 +65,12 @@ def run() -> None:
         cli(prog_name="fraudctl")
     except FraudError as exc:
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except ValidationError as exc:  # a bad environment setting (Settings)
+        err = exc.errors(include_url=False)[0]
+        where = ".".join(str(x) for x in err["loc"]).upper() or "settings"
+        message = f"setting {where}: {err['msg']} (got {err.get('input')!r})"
+        err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -14,7 +14,6 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ..config import get_settings
@@ -37,7 +36,7 @@ from ..scoring.train import (
     VALIDATION_FOLDS,
     train,
 )
-from .base import cli, console, err_console, fail
+from .base import cli, console, err_console, fail, stage_progress
 
 __all__ = [
     "models_cli",
@@ -277,14 +276,7 @@ def train_command(
     models_dir = models_dir or settings.models_dir
     url = redis_url or settings.redis_url.get_secret_value()
     try:
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TaskProgressColumn(),
-            TimeElapsedColumn(),
-            console=err_console,
-            transient=True,
-        ) as bar:
+        with stage_progress() as bar:
             tasks = {s: bar.add_task(_STAGE_LABELS[s], total=None, visible=False) for s in STAGES}
 
             def progress(stage: str, done: int, total: int) -> None:

@@ -11,11 +11,11 @@ import pandas as pd
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ..config import Settings, get_settings
+from ..config import Settings, check_broker_url, get_settings
 from ..data.handbook import parse_date, read_handbook
-from ..exceptions import DataError
+from ..exceptions import ConfigError, DataError
 from ..replay import DAY_MS, ReplayStats, replay_frame, select_days
-from .base import cli, console, err_console
+from .base import broker_option, cli, console, err_console
 
 __all__ = ["replay"]
 
@@ -28,6 +28,10 @@ def with_broker(broker: str | None) -> Settings:
     settings = get_settings()
     if broker:
         url = broker if "://" in broker else f"kafka://{broker}"
+        try:
+            check_broker_url(url)
+        except ValueError as exc:
+            raise ConfigError(f"--broker: {exc}") from None
         settings = settings.model_copy(update={"kafka_broker_url": url})
     return settings
 
@@ -92,13 +96,7 @@ def replay(
         help="Labels timed after the last replayed transaction are flushed at the end; "
         "--no-tail-labels skips them.",
     ),
-    broker: Optional[str] = typer.Option(
-        None,
-        "--broker",
-        metavar="HOST:PORT",
-        help="Broker host:port or kafka:// URL (default: KAFKA_BROKER_URL).",
-        show_default=False,
-    ),
+    broker: Optional[str] = broker_option(),
 ) -> None:
     """Replay transactions to TRANSACTIONS_TOPIC in event-time order (key: account id,
     Kafka timestamp: event time), with their labels merged in after a delay.

@@ -13,13 +13,6 @@ from pathlib import Path
 
 import typer
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
 
 from ..data.handbook import parse_date
 from ..data.simulate import (
@@ -31,7 +24,7 @@ from ..data.simulate import (
     write_handbook_daily,
 )
 from ..exceptions import DataError, FraudError
-from .base import cli, console, err_console, fail
+from .base import cli, console, fail, stage_progress
 
 __all__ = ["simulate_command"]
 
@@ -109,14 +102,7 @@ def simulate_command(
             raise DataError(_option_message(exc)) from None
         stale = _check_out(out, daily, force)
         began = time.monotonic()
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TaskProgressColumn(),
-            TimeElapsedColumn(),
-            console=err_console,
-            transient=True,
-        ) as bar:
+        with stage_progress() as bar:
             task = bar.add_task("simulating", total=len(SIMULATION_STEPS) + 1)
             df = simulate(
                 customers, terminals, start, days, radius, seed,

@@ -122,8 +122,33 @@ def read_handbook(
         df = df[df["TX_DATETIME"] >= pd.Timestamp(start)]
     if end:
         df = df[df["TX_DATETIME"] < pd.Timestamp(end + timedelta(days=1))]
-    if df[["TRANSACTION_ID", "CUSTOMER_ID", "TERMINAL_ID", "TX_AMOUNT"]].isna().any().any():
-        raise DataError(f"{path}: empty values in id or amount columns")
+    for col in ("TRANSACTION_ID", "CUSTOMER_ID", "TERMINAL_ID", "TX_FRAUD"):
+        values = pd.to_numeric(df[col], errors="coerce")
+        bad = values.isna() | (values != values.round()) | (values < 0)
+        if col == "TX_FRAUD":
+            bad |= ~values.isin([0, 1])
+        if bad.any():
+            row = df.loc[bad].iloc[0]
+            raise DataError(
+                f"{path}: {col} must be a non-negative integer"
+                + (" (0 or 1)" if col == "TX_FRAUD" else "")
+                + f", got {row[col]!r} (transaction at {row['TX_DATETIME']})"
+            )
+        df[col] = values.astype("int64")
+    amounts = pd.to_numeric(df["TX_AMOUNT"], errors="coerce")
+    bad = ~np.isfinite(amounts.to_numpy(dtype=float)) | (amounts < 0).to_numpy()
+    if bad.any():
+        row = df.loc[bad].iloc[0]
+        raise DataError(
+            f"{path}: TX_AMOUNT must be a finite amount >= 0, got {row['TX_AMOUNT']!r} "
+            f"(transaction {row['TRANSACTION_ID']})"
+        )
+    df["TX_AMOUNT"] = amounts.astype(float)
+    dup = df["TRANSACTION_ID"].duplicated()
+    if dup.any():
+        raise DataError(
+            f"{path}: TRANSACTION_ID {df.loc[dup, 'TRANSACTION_ID'].iloc[0]} appears twice"
+        )
     return df.sort_values(["TX_DATETIME", "TRANSACTION_ID"], kind="stable").reset_index(
         drop=True
     )

@@ -105,8 +105,9 @@ class AccountState:
         return orjson.dumps({"t": self.times_ms, "a": self.amounts_minor, "i": self.ids})
 
     @classmethod
-    def from_bytes(cls, raw: bytes | None) -> "AccountState":
-        """Inverse of :meth:`to_bytes`; ``None`` or empty gives an empty state."""
+    def from_bytes(cls, raw: bytes | str | None) -> "AccountState":
+        """Inverse of :meth:`to_bytes` (also from its ``str``); ``None`` or empty gives
+        an empty state."""
         if not raw:
             return cls()
         d = orjson.loads(raw)
