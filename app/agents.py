@@ -3,18 +3,20 @@
 - ``featurize_accounts`` (``transactions``, keyed by account): dead-letters bad records,
   updates ``account_states``, forwards each valid transaction with its account
   features to the internal ``<app id>-transactions-by-terminal`` topic, keyed by
-  terminal.
-- ``record_labels`` (``transaction-labels``, keyed by terminal): applies labels to
-  ``terminal_states``.
-- ``score_transactions`` (internal topic, keyed by terminal): waits until the labels of
-  its partition have caught up with the batch's event time, adds terminal features,
-  scores the batch, publishes scored transactions and alerts (idempotent through
-  Redis) and updates ``terminal_states``.
+  terminal, and after each batch (and every WATERMARK_INTERVAL_SECONDS when idle) a
+  watermark of each of its partitions to every partition of that topic.
+- ``score_transactions`` (the by-terminal topic and ``transaction-labels``, both keyed
+  by terminal, read as one stream): applies labels and transactions to
+  ``terminal_states`` as they arrive, holds each transaction until its terminal
+  features are complete in event time (:mod:`app.alignment`), then scores the
+  released ones in one model call, publishes scored transactions and alerts
+  (idempotent through Redis).
 
-All the work is in :mod:`app.pipeline`. Failure rule: a batch is acknowledged only after
-all its output is acknowledged by the broker; if anything fails after the bounded
-retries, the worker exits at once *without* acknowledging the batch, so it is processed
-again after a restart (Redis then suppresses alerts already raised).
+All the work is in :mod:`app.pipeline` and :mod:`app.alignment`. Failure rule: a
+record is acknowledged only after all its output is acknowledged by the broker (a held
+transaction stays unacknowledged until it is scored); if anything fails after the
+bounded retries, the worker exits at once *without* acknowledging the batch, so it is
+processed again after a restart (Redis then suppresses alerts already raised).
 """
 
 from __future__ import annotations
@@ -28,10 +30,20 @@ import time
 from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from .alignment import EventTimeAligner
+from .config import get_settings
 from .events import encode
 from .features import AccountState, TerminalState
+from .features.state import DAY_MS
+from .features.terminal import DEFAULT_DELAY_DAYS
 from .main import app
-from .pipeline import Enriched, RawRecord, apply_labels, featurize_accounts, score_enriched
+from .pipeline import (
+    RawRecord,
+    Watermark,
+    featurize_accounts,
+    receive_terminal_records,
+    score_enriched,
+)
 from .runtime import Runtime, get_runtime
 from .tables import account_states, terminal_states
 from .topics import (
@@ -40,13 +52,15 @@ from .topics import (
     dead_letter_topic,
     labels_topic,
     scored_topic,
+    scoring_inputs,
     transactions_topic,
 )
 
 __all__ = [
     "featurize_accounts_agent",
-    "record_labels",
     "score_transactions",
+    "report_idle_partitions",
+    "release_held_transactions",
     "metrics_view",
     "EXIT_BATCH_FAILED",
     "EXIT_NO_MODEL",
@@ -59,8 +73,8 @@ EXIT_BATCH_FAILED = 70
 #: Exit status of a worker that could not load its model (sysexits EX_CONFIG).
 EXIT_NO_MODEL = 78
 
-#: labels partition -> (latest label time processed, next offset to process)
-_label_progress: dict[int, tuple[int, int]] = {}
+#: transactions partition -> (latest event time forwarded, next offset, monotonic time)
+_stage1_progress: dict[int, tuple[int, int, float]] = {}
 
 
 def _account(account_id: str) -> AccountState | None:
@@ -132,9 +146,34 @@ async def _accounts_batch(events) -> None:
     m.duplicate_transactions.inc(batch.duplicates)
     for account_id, state in batch.states.items():
         account_states.set_in_partition(account_id, state.to_bytes(), batch.partitions[account_id])
+    now = time.monotonic()
+    for p, next_offset in batch.next_offsets.items():
+        latest, _, _ = _stage1_progress.get(p, (0, 0, now))
+        _stage1_progress[p] = (max(latest, batch.event_times.get(p, 0)), next_offset, now)
+        pending += await _send_watermark(p)
     for fut in pending:
         await fut
     m.accounts.set(len(account_states))
+
+
+def _caught_up(tp: TP, next_offset: int | None) -> bool:
+    """Whether everything the broker had on ``tp`` at the last fetch is processed."""
+    try:
+        highwater = app.consumer.highwater(tp)
+    except Exception:  # noqa: BLE001 - not assigned or not fetched yet
+        return False
+    if highwater is None or highwater < 0:
+        return False
+    return (next_offset or 0) >= highwater
+
+
+async def _send_watermark(partition: int) -> list:
+    """Tell every scoring-stage partition how far ``partition`` has come."""
+    latest, next_offset, _ = _stage1_progress.get(partition, (0, None, 0.0))
+    tp = TP(transactions_topic.get_topic_name(), partition)
+    wm = Watermark(partition, latest, _caught_up(tp, next_offset)).to_bytes()
+    n = get_runtime().settings.topic_partitions
+    return [await by_terminal_topic.send(value=wm, partition=q) for q in range(n)]
     if result.scored:
         m.scoring_batch_size.observe(len(result.scored))
         m.duplicate_transactions.inc(result.duplicates)
@@ -152,74 +191,93 @@ async def featurize_accounts_agent(stream):
         await _guarded("featurize_accounts", events, _accounts_batch)
 
 
-# --- labels -----------------------------------------------------------------------------
-
-
-async def _labels_batch(events) -> None:
-    rt = get_runtime()
-    s = rt.settings
-    batch = apply_labels(_records(events), _terminal, max_event_bytes=s.max_event_bytes)
+@app.timer(get_settings().watermark_interval_seconds)
+async def report_idle_partitions() -> None:
+    """Watermarks of assigned ``transactions`` partitions with no batch lately (an idle
+    partition must not hold the scoring stage back)."""
+    s = get_runtime().settings
+    topic = transactions_topic.get_topic_name()
+    now = time.monotonic()
     pending: list = []
-    await _send_dead_letters(rt, batch.dead_letters, pending)
-    for terminal_id, state in batch.states.items():
-        terminal_states.set_in_partition(terminal_id, state.to_bytes(), batch.partitions[terminal_id])
+    for tp in app.consumer.assignment():
+        if tp.topic != topic:
+            continue
+        _, next_offset, at = _stage1_progress.get(tp.partition, (0, None, 0.0))
+        if now - at < s.watermark_interval_seconds:
+            continue
+        if next_offset is None:
+            try:
+                next_offset = await app.consumer.position(tp)
+            except Exception:  # noqa: BLE001 - not fetched yet
+                continue
+            latest = _stage1_progress.get(tp.partition, (0, 0, 0.0))[0]
+            _stage1_progress[tp.partition] = (latest, next_offset, 0.0)
+        pending += await _send_watermark(tp.partition)
     for fut in pending:
         await fut
-    rt.metrics.labels_consumed.inc(batch.labels)
-    for p, next_offset in batch.next_offsets.items():
-        latest, _ = _label_progress.get(p, (0, 0))
-        _label_progress[p] = (max(latest, batch.latest_label_ms.get(p, 0)), next_offset)
-
-
-@app.agent(labels_topic, name="record_labels")
-async def record_labels(stream):
-    """Apply fraud/genuine verdicts to the terminals' state."""
-    s = get_runtime().settings
-    async for events in stream.take_events(s.batch_max_events, s.batch_max_wait_seconds):
-        await _guarded("record_labels", events, _labels_batch)
 
 
 # --- stage 2: terminals and scoring -------------------------------------------------
 
-
-def _highwater(partition: int) -> int | None:
-    try:
-        return app.consumer.highwater(TP(labels_topic.get_topic_name(), partition))
-    except Exception:  # noqa: BLE001 - not assigned or not fetched yet
-        return None
+_aligner: EventTimeAligner | None = None
+_stage2_lock = asyncio.Lock()
 
 
-def _labels_ready(partition: int, event_time_ms: int) -> bool:
-    """Whether every label timed before ``event_time_ms`` on ``partition`` is applied."""
-    latest, next_offset = _label_progress.get(partition, (0, 0))
-    if latest >= event_time_ms - 1:
-        return True
-    highwater = _highwater(partition)
-    return highwater is not None and highwater >= 0 and next_offset >= highwater
+def _get_aligner() -> EventTimeAligner:
+    global _aligner
+    if _aligner is None:
+        s = get_settings()
+        _aligner = EventTimeAligner(
+            n_sources=s.topic_partitions,
+            delay_ms=DEFAULT_DELAY_DAYS * DAY_MS,
+            label_wait_max_seconds=s.label_wait_max_seconds,
+        )
+    return _aligner
 
 
-async def _wait_for_labels(rt: Runtime, items: list[Enriched], partitions: list[int]) -> None:
-    need: dict[int, int] = {}
-    for item, p in zip(items, partitions):
-        need[p] = max(need.get(p, 0), item.transaction.event_time_ms)
-    deadline = time.monotonic() + rt.settings.label_wait_max_seconds
-    while not all(_labels_ready(p, t) for p, t in need.items()):
-        if time.monotonic() >= deadline:
-            rt.metrics.label_wait_timeouts.inc()
-            log.info(
-                "labels not caught up after %.1fs: %s", rt.settings.label_wait_max_seconds,
-                {p: (t, _label_progress.get(p), _highwater(p)) for p, t in need.items()},
-            )
-            return
-        await asyncio.sleep(0.01)
-
-
-async def _score_batch(events, scorer) -> None:
+async def _intake(events) -> None:
+    """Apply a batch to terminal state and hold its transactions for alignment."""
     rt = get_runtime()
     s, m = rt.settings, rt.metrics
-    items = [Enriched.from_bytes(e.message.value) for e in events]
-    partitions = [e.message.partition for e in events]
-    await _wait_for_labels(rt, items, partitions)
+    aligner = _get_aligner()
+    records = _records(events)
+    intake = receive_terminal_records(
+        records,
+        _terminal,
+        labels_topic.get_topic_name(),
+        aligner.oldest_pending_ms,
+        max_event_bytes=s.max_event_bytes,
+    )
+    pending: list = []
+    await _send_dead_letters(rt, intake.dead_letters, pending)
+    for terminal_id, state in intake.states.items():
+        terminal_states.set_in_partition(terminal_id, state.to_bytes(), intake.partitions[terminal_id])
+    for fut in pending:
+        await fut
+    for q, wm in intake.watermarks:
+        aligner.on_watermark(q, wm.source, wm.event_time_ms, wm.caught_up)
+    for q, t in intake.label_times.items():
+        aligner.on_label_time(q, t)
+    now = time.monotonic()
+    for q, item, i in intake.arrived:
+        event = events[i]
+        event.message.incref()  # acknowledged once scored (see _release)
+        aligner.add(q, (item, event), item.transaction.event_time_ms, now)
+    m.labels_consumed.inc(intake.labels)
+    m.duplicate_terminal_transactions.inc(intake.duplicates)
+    m.terminals.set(len(terminal_states))
+
+
+async def _release(scorer) -> None:
+    """Score every transaction the aligner lets through, then acknowledge them."""
+    rt = get_runtime()
+    s, m = rt.settings, rt.metrics
+    aligner = _get_aligner()
+    released = aligner.release(time.monotonic())
+    m.alignment_pending.set(aligner.pending())
+    if not released:
+        return
+    items = [r.item[0] for r in released]
     threshold = s.alert_threshold if s.alert_threshold is not None else scorer.alert_threshold
     with m.scoring_batch_duration.time():
         batch = score_enriched(items, _terminal, scorer, threshold, s.top_reasons)
@@ -243,9 +301,6 @@ async def _score_batch(events, scorer) -> None:
             m.alert_latency.observe(max(0.0, time.time() - received / 1000))
             m.alerts.labels(model_version=a.model_version).inc()
         await rt.store.mark_alerted([a.alert_id for a, _ in fresh], s.alert_dedup_ttl_seconds)
-    partition_of = {i.transaction.terminal_id: p for i, p in zip(items, partitions)}
-    for terminal_id, state in batch.states.items():
-        terminal_states.set_in_partition(terminal_id, state.to_bytes(), partition_of[terminal_id])
     for fut in pending:
         await fut
     done = time.time()
@@ -253,15 +308,20 @@ async def _score_batch(events, scorer) -> None:
         m.processing_latency.observe(max(0.0, done - received / 1000))
     for st in batch.scored:
         m.scores.observe(st.score)
+    timeouts = 0
+    for r in released:
+        m.alignment_wait.observe(r.waited_seconds)
+        timeouts += r.timed_out
+        r.item[1].ack()
+    m.alignment_timeouts.inc(timeouts)
     m.scoring_batch_size.observe(len(batch.scored))
-    m.terminals.set(len(terminal_states))
     # last: a transaction counts as scored once all its output is acknowledged
     m.transactions_scored.labels(model_version=scorer.version).inc(len(batch.scored))
 
 
-@app.agent(by_terminal_topic, name="score_transactions")
+@app.agent(scoring_inputs, name="score_transactions")
 async def score_transactions(stream):
-    """Add terminal features, score every transaction, alert at the threshold."""
+    """Terminal state, event-time alignment, scoring and alerts."""
     rt = get_runtime()
     try:
         scorer = rt.scorer or await rt.load_model()
@@ -272,10 +332,43 @@ async def score_transactions(stream):
     s = rt.settings
 
     async def handle(events):
-        await _score_batch(events, scorer)
+        async with _stage2_lock:
+            await _intake(events)
+            await _release(scorer)
 
     async for events in stream.take_events(s.batch_max_events, s.batch_max_wait_seconds):
         await _guarded("score_transactions", events, handle)
+
+
+@app.timer(0.1)
+async def release_held_transactions() -> None:
+    """Release transactions whose alignment completed, or timed out, without new input."""
+    rt = get_runtime()
+    if rt.scorer is None or _aligner is None or not _aligner.pending():
+        return
+
+    async def handle(_events):
+        async with _stage2_lock:
+            await _release(rt.scorer)
+
+    await _guarded("release_held_transactions", [], handle)
+
+
+@app.on_partitions_revoked.connect
+async def _forget_revoked(app_, revoked, **kwargs) -> None:  # noqa: ANN001
+    """Held transactions of revoked partitions are dropped unacknowledged: their new
+    owner reads them again from the last committed offset."""
+    if _aligner is None:
+        return
+    names = {by_terminal_topic.get_topic_name(), labels_topic.get_topic_name()}
+    qs = {tp.partition for tp in revoked if tp.topic in names}
+    async with _stage2_lock:
+        dropped = _aligner.revoke(qs)
+    if dropped:
+        log.info("rebalance: %d held transactions of partitions %s dropped", len(dropped), sorted(qs))
+    for tp in revoked:
+        if tp.topic == transactions_topic.get_topic_name():
+            _stage1_progress.pop(tp.partition, None)
 
 
 @app.page("/metrics")

@@ -68,12 +68,20 @@ class Settings(BaseSettings):
         True, description="PUBLISH_SCORED: also write every scored transaction to SCORED_TOPIC."
     )
     producer_max_batch_size: int = Field(
-        1,
+        16384,
         ge=1,
         description=(
-            "PRODUCER_MAX_BATCH_SIZE: largest producer record batch, in bytes; 1 means one "
-            "record per batch, which works around the Tansu high-watermark defect (see "
-            "README). Use 16384 (Kafka's default) on a real Kafka cluster."
+            "PRODUCER_MAX_BATCH_SIZE: largest producer record batch, in bytes (Kafka's "
+            "default). 1 (one record per batch) was the earlier Tansu workaround; table "
+            "recovery now probes the true end offsets instead (FIX_END_OFFSETS)."
+        ),
+    )
+    fix_end_offsets: bool = Field(
+        True,
+        description=(
+            "FIX_END_OFFSETS: table recovery probes each changelog partition's true end "
+            "past the broker's answer (Tansu answers too low an end offset when the last "
+            "record batch holds several records; see README). Harmless on Kafka."
         ),
     )
     broker_session_timeout_seconds: float = Field(
@@ -115,12 +123,24 @@ class Settings(BaseSettings):
         ),
     )
     label_wait_max_seconds: float = Field(
-        2.0,
+        5.0,
         ge=0,
+        le=300,
+        description=(
+            "LABEL_WAIT_MAX_SECONDS: longest (wall clock) the scoring stage holds a "
+            "transaction until its terminal features are complete: every first-stage "
+            "partition past its time minus the delay, and a label timed at or after it "
+            "seen (see README, event time). Past it, the transaction is scored anyway and "
+            "fraud_alignment_timeouts_total counts it; 0 disables the alignment."
+        ),
+    )
+    watermark_interval_seconds: float = Field(
+        0.5,
+        gt=0,
         le=60,
         description=(
-            "LABEL_WAIT_MAX_SECONDS: longest a scoring batch waits for the labels partition "
-            "of its terminals to catch up with its event time (see README, labels)."
+            "WATERMARK_INTERVAL_SECONDS: how often an idle first-stage partition reports "
+            "its progress to the scoring stage."
         ),
     )
     top_reasons: int = Field(3, ge=0, le=50, description="TOP_REASONS: reasons per alert.")

@@ -11,6 +11,7 @@ import ssl
 import faust
 
 from .config import get_settings
+from .offsets import client_options, fix_recovery_end_offsets
 
 __all__ = ["app", "create_app", "DEAD_LETTER_MAX_BYTES"]
 
@@ -33,12 +34,14 @@ def _credentials(settings):
 def create_app() -> faust.App:
     """Build the Faust app from the environment's settings.
 
-    The settings that matter on the Tansu development broker: one record per producer
-    batch (``PRODUCER_MAX_BATCH_SIZE=1``) so changelog end offsets are right and table
-    recovery is complete, and short session/rebalance timeouts so a restarted worker
-    rejoins its consumer group quickly.
+    The settings that matter on the Tansu development broker: table recovery probes
+    the true end of each changelog partition (``FIX_END_OFFSETS``, see
+    :mod:`app.offsets`), and short session/rebalance timeouts let a restarted worker
+    rejoin its consumer group quickly.
     """
     s = get_settings()
+    if s.fix_end_offsets:
+        fix_recovery_end_offsets(client_options(s))
     return faust.App(
         s.app_id,
         broker=s.kafka_broker_url,

@@ -126,10 +126,28 @@ class Metrics:
             "Valid labels applied to terminal state.",
             registry=registry,
         )
-        self.label_wait_timeouts = Counter(
-            "fraud_label_wait_timeouts_total",
-            "Scoring batches that stopped waiting for their labels partition to catch "
-            "up (LABEL_WAIT_MAX_SECONDS) and were scored with the labels applied so far.",
+        self.alignment_timeouts = Counter(
+            "fraud_alignment_timeouts_total",
+            "Transactions scored after LABEL_WAIT_MAX_SECONDS although their terminal "
+            "features were not known to be complete (watermarks or labels behind).",
+            registry=registry,
+        )
+        self.alignment_pending = Gauge(
+            "fraud_alignment_pending",
+            "Transactions held by the scoring stage until their terminal features are "
+            "complete (event-time alignment).",
+            registry=registry,
+        )
+        self.alignment_wait = Histogram(
+            "fraud_alignment_wait_seconds",
+            "Wall-clock time a transaction was held by the event-time alignment.",
+            buckets=LATENCY_BUCKETS_SECONDS,
+            registry=registry,
+        )
+        self.duplicate_terminal_transactions = Counter(
+            "fraud_duplicate_terminal_transactions_total",
+            "Transactions the scoring stage had already added to their terminal's state "
+            "(redelivery after a restart or rebalance).",
             registry=registry,
         )
         self.redis_errors = Counter(

@@ -24,6 +24,7 @@ from .events import (
     DEAD_LETTER_RAW_MAX_BYTES,
     Alert,
     DeadLetter,
+    Label,
     Reason,
     ScoredTransaction,
     Transaction,
@@ -45,12 +46,13 @@ __all__ = [
     "RawRecord",
     "Enriched",
     "AccountBatch",
-    "LabelBatch",
+    "Watermark",
+    "TerminalIntake",
     "ScoreBatch",
     "ScorerLike",
     "featurize_accounts",
     "score_enriched",
-    "apply_labels",
+    "receive_terminal_records",
     "dead_letter",
 ]
 
@@ -124,23 +126,45 @@ class AccountBatch:
     #: account id -> partition its transactions came from (its changelog partition)
     partitions: dict[str, int] = field(default_factory=dict)
     duplicates: int = 0
+    #: partition -> latest event time among its valid transactions in the batch
+    event_times: dict[int, int] = field(default_factory=dict)
+    #: partition -> offset after the batch's last record of that partition
+    next_offsets: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Watermark:
+    """A first-stage partition's progress, sent to every scoring-stage partition.
+
+    On the wire (the internal by-terminal topic, no key): ``{"wm": source, "t":
+    event_time_ms, "c": caught_up}``. See :mod:`app.alignment`.
+    """
+
+    source: int
+    event_time_ms: int
+    caught_up: bool
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps({"wm": self.source, "t": self.event_time_ms, "c": self.caught_up})
 
 
 @dataclass
-class LabelBatch:
-    """What :func:`apply_labels` did with one batch."""
+class TerminalIntake:
+    """What the scoring stage took in from one batch, before anything is scored."""
 
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    #: (partition, transaction with account features, index of its record in the batch)
+    arrived: list[tuple[int, Enriched, int]] = field(default_factory=list)
+    #: (partition, watermark)
+    watermarks: list[tuple[int, Watermark]] = field(default_factory=list)
+    #: partition -> latest ``label_time_ms`` among its valid labels in the batch
+    label_times: dict[int, int] = field(default_factory=dict)
     #: terminal id -> state after the batch, for every terminal whose state changed
     states: dict[str, TerminalState] = field(default_factory=dict)
-    #: terminal id -> partition its labels came from (its changelog partition)
+    #: terminal id -> partition of its records (its changelog partition)
     partitions: dict[str, int] = field(default_factory=dict)
-    dead_letters: list[DeadLetter] = field(default_factory=list)
-    #: valid labels in the batch
     labels: int = 0
-    #: partition -> latest ``label_time_ms`` among its valid labels in the batch
-    latest_label_ms: dict[int, int] = field(default_factory=dict)
-    #: partition -> offset after the batch's last record of that partition
-    next_offsets: dict[int, int] = field(default_factory=dict)
+    duplicates: int = 0
 
 
 @dataclass
@@ -154,8 +178,6 @@ class ScoreBatch:
     received_ms: list[int] = field(default_factory=list)
     #: wall-clock receipt time (ms) of each alert candidate, aligned with ``alerts``
     alert_received_ms: list[int] = field(default_factory=list)
-    #: terminal id -> state after the batch, for every terminal the batch touched
-    states: dict[str, TerminalState] = field(default_factory=dict)
 
 
 def dead_letter(rec: RawRecord, err: InvalidEventError, now_ms: int) -> DeadLetter:
@@ -224,6 +246,7 @@ def featurize_accounts(
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     out = AccountBatch()
     for rec in records:
+        out.next_offsets[rec.partition] = rec.offset + 1
         try:
             tx = decode_transaction(rec.value, max_event_bytes)
         except InvalidEventError as err:
@@ -236,6 +259,8 @@ def featurize_accounts(
         if state is None:
             state = out.states[tx.account_id] = _copy_account(get_state(tx.account_id))
             out.partitions[tx.account_id] = rec.partition
+        t = tx.event_time_ms
+        out.event_times[rec.partition] = max(out.event_times.get(rec.partition, t), t)
         feats = extract_account(state, tx)
         if not state.update_one(tx):
             out.duplicates += 1
@@ -243,46 +268,85 @@ def featurize_accounts(
     return out
 
 
-def apply_labels(
+def receive_terminal_records(
     records: Sequence[RawRecord],
     get_state: Callable[[str], TerminalState | None],
+    labels_topic: str,
+    oldest_pending_ms: Callable[[int], int | None] = lambda partition: None,
     delay_days: int = DEFAULT_DELAY_DAYS,
     max_event_bytes: int = 65_536,
     now_ms: int | None = None,
-) -> LabelBatch:
-    """Apply a batch of ``transaction-labels`` records to terminal states.
+) -> TerminalIntake:
+    """Scoring stage, intake: apply labels and transactions to terminal states.
+
+    Features are computed later, when :class:`app.alignment.EventTimeAligner`
+    releases each transaction; they read only state older than the transaction, so
+    updating state as records arrive changes none of them.
 
     Parameters
     ----------
     records : sequence of RawRecord
-        In partition order (labels of a partition come in ``label_time_ms`` order).
+        Records of ``labels_topic`` (labels, keyed by terminal) and of the internal
+        by-terminal topic (:class:`Enriched` transactions and :class:`Watermark`
+        records), in the order consumed.
     get_state : callable
         ``terminal_id -> TerminalState or None``: the state before this batch.
+    labels_topic : str
+        Name of the labels topic (its records are labels).
+    oldest_pending_ms : callable, default=no pending transactions
+        ``partition -> event time of its oldest transaction not yet featurized``:
+        state needed by it is kept (see :meth:`TerminalState.update_one`).
+    delay_days : int, default=7
+    max_event_bytes : int, default=65536
+        Larger labels are dead-lettered (reason ``too_large``).
+    now_ms : int, optional
+        Time to stamp dead letters with, UTC epoch ms; default: now.
 
     Returns
     -------
-    LabelBatch
+    TerminalIntake
     """
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     horizon = terminal_horizon_ms(delay_days)
-    out = LabelBatch()
-    touched: dict[str, TerminalState] = {}
-    for rec in records:
-        out.next_offsets[rec.partition] = rec.offset + 1
-        try:
-            label = decode_label(rec.value, max_event_bytes)
-        except InvalidEventError as err:
-            out.dead_letters.append(dead_letter(rec, err, now_ms))
-            continue
-        out.labels += 1
+    out = TerminalIntake()
+    decoded: list[tuple[int, int, Label | Enriched]] = []
+    ref: dict[int, int] = {}
+    for i, rec in enumerate(records):
         p = rec.partition
-        out.latest_label_ms[p] = max(out.latest_label_ms.get(p, 0), label.label_time_ms)
-        state = touched.get(label.terminal_id)
+        if rec.topic == labels_topic:
+            try:
+                label = decode_label(rec.value, max_event_bytes)
+            except InvalidEventError as err:
+                out.dead_letters.append(dead_letter(rec, err, now_ms))
+                continue
+            out.labels += 1
+            out.label_times[p] = max(out.label_times.get(p, label.label_time_ms), label.label_time_ms)
+            decoded.append((p, i, label))
+            continue
+        body = orjson.loads(rec.value)  # internal records, written by this service
+        if "wm" in body:
+            out.watermarks.append((p, Watermark(body["wm"], body["t"], body["c"])))
+            continue
+        item = Enriched(Transaction.model_construct(**body["tx"]), body["f"], body["r"])
+        t = item.transaction.event_time_ms
+        ref[p] = min(ref.get(p, t), t)
+        decoded.append((p, i, item))
+    for p in list(ref):
+        oldest = oldest_pending_ms(p)
+        if oldest is not None:
+            ref[p] = min(ref[p], oldest)
+    for p, i, obj in decoded:
+        terminal_id = obj.terminal_id if isinstance(obj, Label) else obj.transaction.terminal_id
+        state = out.states.get(terminal_id)
         if state is None:
-            state = touched[label.terminal_id] = _copy_terminal(get_state(label.terminal_id))
-        if state.label_one(label, horizon):
-            out.states[label.terminal_id] = state
-            out.partitions[label.terminal_id] = p
+            state = out.states[terminal_id] = _copy_terminal(get_state(terminal_id))
+            out.partitions[terminal_id] = p
+        if isinstance(obj, Label):
+            state.label_one(obj, horizon, ref.get(p))
+        else:
+            if not state.update_one(obj.transaction, horizon, ref.get(p)):
+                out.duplicates += 1
+            out.arrived.append((p, obj, i))
     return out
 
 
@@ -300,9 +364,11 @@ def score_enriched(
     Parameters
     ----------
     items : sequence of Enriched
-        Stage 1's output, in the order consumed.
+        Transactions whose terminal state is complete (released by
+        :class:`app.alignment.EventTimeAligner`), in any order.
     get_state : callable
-        ``terminal_id -> TerminalState or None``: the state before this batch.
+        ``terminal_id -> TerminalState or None``: the terminal's current state (it
+        already holds these transactions; features read only what is older).
     scorer : ScorerLike
         One ``score_many`` call per batch; ``explain_many`` only on alert rows.
     threshold : float
@@ -324,15 +390,14 @@ def score_enriched(
     out = ScoreBatch()
     if not items:
         return out
-    horizon = terminal_horizon_ms(delay_days)
     rows: list[list[float]] = []
+    states: dict[str, TerminalState | None] = {}
     for item in items:
         tx = item.transaction
-        state = out.states.get(tx.terminal_id)
-        if state is None:
-            state = out.states[tx.terminal_id] = _copy_terminal(get_state(tx.terminal_id))
+        if tx.terminal_id not in states:
+            states[tx.terminal_id] = get_state(tx.terminal_id)
+        state = states[tx.terminal_id] or TerminalState()
         rows.append(item.account_features + extract_terminal(state, tx, delay_days))
-        state.update_one(tx, horizon)
     X = np.asarray(rows, dtype=np.float64)
     scores = scorer.score_many(X)
     hits = np.flatnonzero(scores >= threshold)

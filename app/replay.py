@@ -38,6 +38,8 @@ import pandas as pd
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
+
+from .offsets import client_options
 from pydantic import ValidationError
 
 from .config import Settings
@@ -328,30 +330,6 @@ def plan_records(
     if labels and tail_labels:
         for j in range(inline, n):
             yield label(j)
-
-
-def client_options(settings: Settings) -> dict[str, Any]:
-    """Connection keyword arguments for aiokafka clients from ``settings``.
-
-    ``bootstrap_servers`` from ``kafka_broker_url`` (all its hosts), and SASL/PLAIN
-    when ``kafka_sasl_username`` is set.
-    """
-    hosts = [
-        h.split("://", 1)[-1].strip()
-        for part in settings.kafka_broker_url.split(";")
-        for h in part.split(",")
-        if h.strip()
-    ]
-    options: dict[str, Any] = {"bootstrap_servers": hosts}
-    if settings.kafka_sasl_username:
-        password = settings.kafka_sasl_password
-        options.update(
-            security_protocol="SASL_PLAINTEXT",
-            sasl_mechanism="PLAIN",
-            sasl_plain_username=settings.kafka_sasl_username,
-            sasl_plain_password=password.get_secret_value() if password else "",
-        )
-    return options
 
 
 def _unavailable(settings: Settings, exc: BaseException) -> BrokerUnavailableError:

@@ -19,6 +19,7 @@ __all__ = [
     "labels_topic",
     "dead_letter_topic",
     "by_terminal_topic",
+    "scoring_inputs",
 ]
 
 _s = get_settings()
@@ -35,7 +36,7 @@ alerts_topic = app.topic(
 scored_topic = app.topic(
     _s.scored_topic, key_type=bytes, value_type=bytes, partitions=_s.topic_partitions, internal=True
 )
-#: later verdicts, key = account id; value :class:`app.events.Label`
+#: later verdicts, key = terminal id; value :class:`app.events.Label`
 labels_topic = app.topic(
     _s.labels_topic, key_type=bytes, value_type=bytes, partitions=_s.topic_partitions, internal=True
 )
@@ -53,6 +54,17 @@ dead_letter_topic = app.topic(
 #: :meth:`app.pipeline.Enriched.to_bytes`. Named after the app id (one per consumer group).
 by_terminal_topic = app.topic(
     f"{_s.app_id}-transactions-by-terminal",
+    key_type=bytes,
+    value_type=bytes,
+    partitions=_s.topic_partitions,
+    internal=True,
+)
+
+#: the scoring stage reads both of these in one stream (partition ``q`` of each goes to
+#: the same worker: Faust co-partitions topics of equal partition counts)
+scoring_inputs = app.topic(
+    by_terminal_topic.get_topic_name(),
+    _s.labels_topic,
     key_type=bytes,
     value_type=bytes,
     partitions=_s.topic_partitions,

@@ -11,13 +11,10 @@ and terminal's history within the sample is complete, so the check is as strict,
 quarter of the volume. The full volume: ``PARITY_CARD_SAMPLE=1 make test
 PYTEST_ARGS=tests/test_parity.py`` (about 134,000 transactions).
 
-The topics have one partition here (``PARITY_PARTITIONS``, default 1). With several,
-the terminal stage receives each terminal's transactions from every account partition;
-they are exact only while those partitions progress within 7 days of event time of
-each other (the terminal windows' slack). A bulk replay on a busy machine can exceed
-that (measured: 1,501 of 33,666 transactions with a lower terminal count at 4
-partitions); the fix, an event-time watermark across partitions in the terminal stage,
-is not built yet (README, "Limits").
+The topics have 4 partitions (``PARITY_PARTITIONS``), as in production: the scoring
+stage receives each terminal's transactions from every account partition, and the
+event-time alignment (:mod:`app.alignment`) holds each transaction until every one of
+them has passed its time minus the delay and its labels partition has passed its time.
 """
 
 from __future__ import annotations
@@ -43,8 +40,7 @@ pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 DAYS = 14
 SAMPLE = int(os.environ.get("PARITY_CARD_SAMPLE", "4"))
-#: One partition: the stages see each topic in event-time order (see the module doc).
-PARTITIONS = int(os.environ.get("PARITY_PARTITIONS", "1"))
+PARTITIONS = int(os.environ.get("PARITY_PARTITIONS", "4"))
 
 
 def test_stream_features_and_scores_equal_offline(broker, redis_url, tmp_path):
@@ -74,11 +70,11 @@ def test_stream_features_and_scores_equal_offline(broker, redis_url, tmp_path):
             transactions_topic=env["TRANSACTIONS_TOPIC"],
             labels_topic=env["LABELS_TOPIC"],
         )
-        stats = asyncio.run(replay_frame(df, run, labels_delay_ms=7 * DAY_MS, tail_labels=False))
+        stats = asyncio.run(replay_frame(df, run, labels_delay_ms=7 * DAY_MS))
         assert stats.transactions == n and stats.labels > 0
         worker.wait_metric("fraud_transactions_scored_total", n, timeout=900)
         records = read_topic(broker.bootstrap, env["SCORED_TOPIC"], idle_seconds=3)
-        timeouts = worker.metric("fraud_label_wait_timeouts_total")
+        timeouts = worker.metric("fraud_alignment_timeouts_total")
     finally:
         worker.stop()
 
@@ -101,6 +97,6 @@ def test_stream_features_and_scores_equal_offline(broker, redis_url, tmp_path):
     print(
         f"parity: {n} transactions, {stats.labels} labels, {len(mismatched)} mismatched, "
         f"max |feature diff| {worst_feature:.3g}, max |score diff| {worst_score:.3g}, "
-        f"label wait timeouts {timeouts:.0f}"
+        f"alignment timeouts {timeouts:.0f}"
     )
     assert not mismatched, f"{len(mismatched)} of {n} differ, e.g. {mismatched[:5]}"

@@ -24,6 +24,7 @@ from rich.table import Table
 from ..config import Settings
 from ..events import Alert, encode
 from ..exceptions import BrokerUnavailableError, ConfigError
+from ..offsets import true_end_offsets
 from ..replay import client_options
 from .base import broker_option, cli, console, err_console
 from .replay import with_broker
@@ -217,30 +218,6 @@ class _Printer:
         self._flush_rows()
 
 
-async def _true_end_offsets(
-    consumer: AIOKafkaConsumer, partitions: list[TopicPartition]
-) -> dict[TopicPartition, int]:
-    """End offsets, corrected for brokers that report the last batch's base offset + 1.
-
-    Tansu answers too low an end offset when a partition's last record batch holds
-    several records. Reading from the reported end - 1 returns that whole batch; its
-    last offset + 1 is the true end.
-    """
-    ends = await consumer.end_offsets(partitions)
-    starts = await consumer.beginning_offsets(partitions)
-    pending = [tp for tp in partitions if ends[tp] > starts[tp]]
-    for tp in pending:
-        consumer.seek(tp, ends[tp] - 1)
-    deadline = time.monotonic() + _PROBE_SECONDS
-    while pending and time.monotonic() < deadline:
-        batch = await consumer.getmany(*pending, timeout_ms=_POLL_MS)
-        for tp, records in batch.items():
-            if records:
-                ends[tp] = max(ends[tp], records[-1].offset + 1)
-                pending.remove(tp)
-    return ends
-
-
 async def _consume(
     settings: Settings,
     topic: str,
@@ -273,7 +250,7 @@ async def _consume(
             )
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
-        ends = await _true_end_offsets(consumer, tps)
+        ends = await true_end_offsets(consumer, tps, _PROBE_SECONDS)
         if from_beginning:
             starts = await consumer.beginning_offsets(tps)
         else:

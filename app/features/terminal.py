@@ -80,8 +80,19 @@ class TerminalState:
             i += 1
         return False
 
-    def update_one(self, tx: Transaction, horizon_ms: int) -> bool:
-        """Add a transaction; drop what is older than ``horizon_ms`` before the newest.
+    def update_one(self, tx: Transaction, horizon_ms: int, ref_ms: int | None = None) -> bool:
+        """Add a transaction; drop what is older than ``horizon_ms`` before ``ref_ms``.
+
+        Parameters
+        ----------
+        tx : Transaction
+        horizon_ms : int
+            How much history to keep, in ms (:func:`terminal_horizon_ms`).
+        ref_ms : int, optional
+            Event time (UTC epoch ms) of the oldest transaction still to be featurized
+            with this state; default: the newest one held. A stream that featurizes
+            transactions later than it adds them passes its oldest pending one, so
+            nothing they need is dropped; dropping later never changes a feature.
 
         Returns
         -------
@@ -94,7 +105,8 @@ class TerminalState:
         i = bisect_right(self.times_ms, t)
         self.times_ms.insert(i, t)
         self.ids.insert(i, tx.transaction_id)
-        cut = self.times_ms[-1] - horizon_ms
+        ref = self.times_ms[-1] if ref_ms is None else min(ref_ms, self.times_ms[-1])
+        cut = ref - horizon_ms
         k = bisect_right(self.times_ms, cut)
         if k:
             del self.times_ms[:k], self.ids[:k]
@@ -103,8 +115,11 @@ class TerminalState:
             del self.fraud_times_ms[:k], self.fraud_label_times_ms[:k], self.fraud_ids[:k]
         return True
 
-    def label_one(self, label: Label, horizon_ms: int) -> bool:
+    def label_one(self, label: Label, horizon_ms: int, ref_ms: int | None = None) -> bool:
         """Record a label; only fraud labels are kept (genuine is the default).
+
+        ``ref_ms`` as in :meth:`update_one`: a fraud older than ``horizon_ms`` before it
+        cannot enter any window and is not kept.
 
         Returns
         -------
@@ -114,8 +129,10 @@ class TerminalState:
         if not label.is_fraud:
             return False
         t = label.transaction_time_ms
-        if self.times_ms and t <= self.times_ms[-1] - horizon_ms:
-            return False  # too old to enter any window
+        if self.times_ms:
+            ref = self.times_ms[-1] if ref_ms is None else min(ref_ms, self.times_ms[-1])
+            if t <= ref - horizon_ms:
+                return False  # too old to enter any window
         if self._has(self.fraud_times_ms, self.fraud_ids, t, label.transaction_id):
             return False
         i = bisect_right(self.fraud_times_ms, t)

