@@ -43,6 +43,9 @@ def agents(monkeypatch, redis_url, tmp_path):
     from app import topics
     from app.main import app
 
+    mod._aligner = None  # built from this test's settings
+    mod._stage1_progress.clear()
+
     app.finalize()
     app.flow_control.resume()
     sent: dict[str, list[tuple[bytes | None, bytes]]] = {}
@@ -69,9 +72,19 @@ def agents(monkeypatch, redis_url, tmp_path):
     config.get_settings.cache_clear()
 
 
-async def _drive(agent, records, until):
+async def _drive(agent, records, until, topics_of=None):
+    """Put ``records`` ((key, value) pairs) on the agent's channel; ``topics_of``: the
+    topic name of each record, for an agent that reads several topics."""
     async with agent.test_context() as ctx:
-        for key, value in records:
+        to_message = ctx.to_message
+        for i, (key, value) in enumerate(records):
+            if topics_of is not None:
+                def with_topic(*args, _topic=topics_of[i], **kwargs):
+                    message = to_message(*args, **kwargs)
+                    message.topic = _topic
+                    return message
+
+                ctx.to_message = with_topic
             await ctx.put(key=key, value=value)
         for _ in range(200):  # the agent works in batches; wait for the last one
             if until():
@@ -99,9 +112,12 @@ def test_featurize_accounts_validates_and_forwards(agents):
 
     from app.pipeline import Enriched
 
-    fwd = [Enriched.from_bytes(v) for _, v in sent[by_terminal]]
+    fwd = [Enriched.from_bytes(v) for k, v in sent[by_terminal] if k is not None]
+    marks = [orjson.loads(v) for k, v in sent[by_terminal] if k is None]
+    # after the batch, partition 0's progress goes to every scoring-stage partition
+    assert marks and all(m["wm"] == 0 and m["t"] == T0 + 4 * 60_000 for m in marks)
     assert [e.transaction.transaction_id for e in fwd] == [f"t{i}" for i in range(5)]
-    assert all(k == b"m1" for k, _ in sent[by_terminal])  # keyed by terminal for stage 2
+    assert all(k == b"m1" for k, _ in sent[by_terminal] if k is not None)  # by terminal
     assert [e.account_features[FEATURE_NAMES.index("account_tx_count_1d")] for e in fwd] == [0, 1, 2, 3, 4]
     dead = [DeadLetter.model_validate_json(v) for _, v in sent[dlq]]
     assert [d.reason for d in dead] == ["not_json", "missing_field", "bad_amount"]
@@ -116,7 +132,8 @@ def test_wrong_key_is_rekeyed_not_processed(agents):
     asyncio.run(_drive(mod.featurize_accounts_agent, [(b"other", encode(tx))],
                        lambda: bool(sent.get(name))))
     assert sent[name] == [(b"a7", encode(tx))]
-    assert topics.by_terminal_topic.get_topic_name() not in sent
+    # nothing forwarded to the scoring stage but watermarks (key None)
+    assert all(k is None for k, _ in sent.get(topics.by_terminal_topic.get_topic_name(), []))
 
 
 def test_labels_then_scoring_alert_on_a_known_compromised_terminal(agents, monkeypatch):
@@ -134,16 +151,18 @@ def test_labels_then_scoring_alert_on_a_known_compromised_terminal(agents, monke
     lbl = Label(transaction_id="old", account_id="a0", terminal_id="m1", is_fraud=True,
                 transaction_time_ms=T0 - 8 * DAY_MS, label_time_ms=T0 - DAY_MS)
     old = _tx(0, account="a0", t_ms=T0 - 8 * DAY_MS).model_copy(update={"transaction_id": "old"})
-    asyncio.run(_drive(mod.record_labels, [(b"m1", encode(lbl)), (b"m1", b"garbage")],
-                       lambda: "m1" in terminal_states))
-    assert TerminalState.from_bytes(terminal_states["m1"]).fraud_ids == ["old"]
-
     items = [Enriched(old, extract_account(AccountState(), old), 0)]
     items += [Enriched(_tx(i, account=f"c{i}"), extract_account(AccountState(), _tx(i)), 0)
               for i in (1, 2)]
+    labels_name = topics.labels_topic.get_topic_name()
+    by_terminal = topics.by_terminal_topic.get_topic_name()
+    records = [(b"m1", encode(lbl)), (b"m1", b"garbage")] + [(b"m1", e.to_bytes()) for e in items]
     scored_name = topics.scored_topic.get_topic_name()
-    asyncio.run(_drive(mod.score_transactions, [(b"m1", e.to_bytes()) for e in items],
-                       lambda: len(sent.get(scored_name, [])) >= 3))
+    asyncio.run(_drive(mod.score_transactions, records,
+                       lambda: len(sent.get(scored_name, [])) >= 3,
+                       topics_of=[labels_name, labels_name] + [by_terminal] * 3))
+    state = TerminalState.from_bytes(terminal_states["m1"])
+    assert state.fraud_ids == ["old"] and state.ids == ["old", "t1", "t2"]
     scored = {s.transaction.transaction_id: s for s in
               (ScoredTransaction.model_validate_json(v) for _, v in sent[scored_name])}
     assert set(scored) == {"old", "t1", "t2"}

@@ -8,7 +8,10 @@ watermark is wrong, and only when the last batch holds several records.
 Faust restores a table by reading its changelog up to that watermark, so a worker that
 restarts loses the updates written in the last multi-record batch. With
 ``producer_max_batch_size=1`` (bytes: every batch holds one record) the watermark is
-right and the table is restored whole.
+right and the table is restored whole, at a cost in throughput. The service's
+workaround instead: recovery probes the true end (read from the reported end − 1, the
+last batch's base offset; its last record + 1 is the end), :mod:`app.offsets`; then
+producers batch normally and the table is restored whole too.
 
 This module is also the worker of the Faust tests: ``python test_broker_defect.py CONFIG``
 runs the counting app described by the JSON ``CONFIG``.
@@ -60,6 +63,10 @@ def _worker_main(config: dict) -> None:
     """
     import faust
 
+    if config.get("fix_end_offsets"):
+        from app.offsets import fix_recovery_end_offsets
+
+        fix_recovery_end_offsets({"bootstrap_servers": config["broker_url"].split("://", 1)[-1]})
     started = time.monotonic()
     out = Path(config["out"])
 
@@ -283,18 +290,27 @@ def test_one_record_per_batch_gives_right_end_offset(broker, make_topic, one_awa
 @pytest.mark.broker
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("settings", "restored_whole"),
+    ("settings", "fix_end_offsets", "restored_whole"),
     [
-        pytest.param(TANSU_FAUST_SETTINGS, True, id="max_batch_size-1-restores-all"),
+        pytest.param(TANSU_FAUST_SETTINGS, False, True, id="max_batch_size-1-restores-all"),
         pytest.param(
-            {**TANSU_FAUST_SETTINGS, **DEFAULT_BATCHING}, False, id="default-batching-loses"
+            {**TANSU_FAUST_SETTINGS, **DEFAULT_BATCHING}, False, False,
+            id="default-batching-loses",
+        ),
+        pytest.param(
+            {**TANSU_FAUST_SETTINGS, **DEFAULT_BATCHING}, True, True,
+            id="default-batching-with-true-end-probe-restores-all",
         ),
     ],
 )
 def test_restarted_faust_worker_recovers_table(
-    broker, make_topic, tmp_path, new_topic_name, settings, restored_whole
+    broker, make_topic, tmp_path, new_topic_name, settings, fix_end_offsets, restored_whole
 ):
-    """A worker counts 100 events in a table and stops; a new one restores the count."""
+    """A worker counts 100 events in a table and stops; a new one restores the count.
+
+    The service's workaround is the third case: producers batch normally and
+    :func:`app.offsets.fix_recovery_end_offsets` makes recovery read each changelog
+    partition to its true end."""
     topic = make_topic("defect-faust-events")
     asyncio.run(_produce_one_per_batch(broker.bootstrap, topic, EVENTS, KEY.encode()))
 
@@ -306,6 +322,7 @@ def test_restarted_faust_worker_recovers_table(
             "datadir": str(tmp_path),
             "out": str(tmp_path / f"worker-{n}.jsonl"),
             "settings": settings,
+            "fix_end_offsets": fix_end_offsets,
         }
 
     app_id = new_topic_name("defect-faust")

@@ -94,7 +94,8 @@ def test_replay_alerts_exactly_once(broker, redis_url, tmp_path):
 
 def test_restarted_worker_restores_its_table(broker, redis_url, tmp_path):
     """A worker stopped and started again recovers ``account_states`` from its changelog
-    (with the Tansu workaround, PRODUCER_MAX_BATCH_SIZE=1) and keeps processing: the
+    (with normal producer batching: recovery probes the true end offsets on Tansu) and
+    keeps processing: the
     same transactions replayed again are all recognised as duplicates, and no alert is
     raised twice."""
     df = handbook_days("2018-04-01", 2)

@@ -60,7 +60,7 @@ from ..scoring.train import (
     read_features,
     split_windows,
 )
-from .alerts import _true_end_offsets
+from ..offsets import true_end_offsets
 from .base import cli, console, err_console, fail
 from .replay import with_broker
 
@@ -144,7 +144,7 @@ async def read_scored(settings: Settings, topic: str) -> tuple[list[tuple[str, f
             raise ConfigError(f"topic {topic!r} does not exist on {settings.kafka_broker_url}")
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
-        ends = await _true_end_offsets(consumer, tps)
+        ends = await true_end_offsets(consumer, tps)
         starts = await consumer.beginning_offsets(tps)
         pending = {tp for tp in tps if ends[tp] > starts[tp]}
         for tp in tps:
