@@ -145,7 +145,9 @@ async def _accounts_batch(events) -> None:
         pending.append(await by_terminal_topic.send(key=key, value=item.to_bytes()))
     m.duplicate_transactions.inc(batch.duplicates)
     for account_id, state in batch.states.items():
-        account_states.set_in_partition(account_id, state.to_bytes(), batch.partitions[account_id])
+        pending.append(
+            await account_states.put(account_id, state.to_bytes(), batch.partitions[account_id])
+        )
     now = time.monotonic()
     for p, next_offset in batch.next_offsets.items():
         latest, _, _ = _stage1_progress.get(p, (0, 0, now))
@@ -251,7 +253,9 @@ async def _intake(events) -> None:
     pending: list = []
     await _send_dead_letters(rt, intake.dead_letters, pending)
     for terminal_id, state in intake.states.items():
-        terminal_states.set_in_partition(terminal_id, state.to_bytes(), intake.partitions[terminal_id])
+        pending.append(
+            await terminal_states.put(terminal_id, state.to_bytes(), intake.partitions[terminal_id])
+        )
     for fut in pending:
         await fut
     for q, wm in intake.watermarks:

@@ -67,6 +67,10 @@ def agents(monkeypatch, redis_url, tmp_path):
         topics.by_terminal_topic,
     ):
         monkeypatch.setattr(t, "send", capture(t))
+    from app.tables import account_states, terminal_states
+
+    for table in (account_states, terminal_states):
+        monkeypatch.setattr(table.changelog_topic, "send", capture(table.changelog_topic))
     yield mod, topics, sent
     runtime._runtime = None
     config.get_settings.cache_clear()
@@ -159,7 +163,7 @@ def test_labels_then_scoring_alert_on_a_known_compromised_terminal(agents, monke
     records = [(b"m1", encode(lbl)), (b"m1", b"garbage")] + [(b"m1", e.to_bytes()) for e in items]
     scored_name = topics.scored_topic.get_topic_name()
     asyncio.run(_drive(mod.score_transactions, records,
-                       lambda: len(sent.get(scored_name, [])) >= 3,
+                       lambda: len(sent.get(topics.alerts_topic.get_topic_name(), [])) >= 3,
                        topics_of=[labels_name, labels_name] + [by_terminal] * 3))
     state = TerminalState.from_bytes(terminal_states["m1"])
     assert state.fraud_ids == ["old"] and state.ids == ["old", "t1", "t2"]
