@@ -223,6 +223,8 @@ async def report_idle_partitions() -> None:
 
 _aligner: EventTimeAligner | None = None
 _stage2_lock = asyncio.Lock()
+#: labels partition -> (next offset to read, monotonic time of its last label)
+_labels_progress: dict[int, tuple[int, float]] = {}
 
 
 def _get_aligner() -> EventTimeAligner:
@@ -263,6 +265,10 @@ async def _intake(events) -> None:
     for q, t in intake.label_times.items():
         aligner.on_label_time(q, t)
     now = time.monotonic()
+    labels_name = labels_topic.get_topic_name()
+    for rec in records:
+        if rec.topic == labels_name:
+            _labels_progress[rec.partition] = (rec.offset + 1, now)
     for q, item, i in intake.arrived:
         event = events[i]
         event.message.incref()  # acknowledged once scored (see _release)
@@ -277,7 +283,13 @@ async def _release(scorer) -> None:
     rt = get_runtime()
     s, m = rt.settings, rt.metrics
     aligner = _get_aligner()
-    released = aligner.release(time.monotonic())
+    now = time.monotonic()
+    for q in aligner.pending_partitions():
+        next_offset, last = _labels_progress.get(q, (0, 0.0))
+        tp = TP(labels_topic.get_topic_name(), q)
+        idle = now - last >= s.label_idle_seconds and _caught_up(tp, next_offset)
+        aligner.on_labels_idle(q, idle)
+    released = aligner.release(now)
     m.alignment_pending.set(aligner.pending())
     if not released:
         return
@@ -373,6 +385,8 @@ async def _forget_revoked(app_, revoked, **kwargs) -> None:  # noqa: ANN001
     for tp in revoked:
         if tp.topic == transactions_topic.get_topic_name():
             _stage1_progress.pop(tp.partition, None)
+        if tp.topic == labels_topic.get_topic_name():
+            _labels_progress.pop(tp.partition, None)
 
 
 @app.page("/metrics")

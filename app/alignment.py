@@ -10,7 +10,9 @@ featurized only when its terminal's state holds
   are in event-time order), or that it is caught up (nothing left to read); a
   watermark ``> t - delay`` is needed, as more records may share its time;
 * every label with ``label_time_ms < t``: labels of a partition come in label-time
-  order, so once a label timed ``>= t`` has been seen, every earlier one has.
+  order, so once a label timed ``>= t`` has been seen, every earlier one has; or the
+  labels partition is caught up and idle (live traffic, where labels are sparse and
+  arrive in real time: nothing to wait for).
 
 :class:`EventTimeAligner` holds transactions until both hold (or until a wall-clock
 limit passes, counted as a timeout) and releases them. Features of a held transaction
@@ -78,6 +80,8 @@ class _Partition:
     watermarks: dict[int, float] = field(default_factory=dict)
     #: latest label time seen
     label_time_ms: float = -_INF
+    #: the labels partition is read to its end and quiet
+    labels_idle: bool = False
     #: (event time, seq, added at (s), item)
     pending: list[tuple[int, int, float, Any]] = field(default_factory=list)
 
@@ -139,6 +143,12 @@ class EventTimeAligner(Generic[T]):
         """A label timed ``label_time_ms`` was applied on ``partition``."""
         p = self._part(partition)
         p.label_time_ms = max(p.label_time_ms, float(label_time_ms))
+        p.labels_idle = False
+
+    def on_labels_idle(self, partition: int, idle: bool) -> None:
+        """Whether the labels partition is read to its end and quiet: then held
+        transactions do not wait for a later label."""
+        self._part(partition).labels_idle = idle
 
     def add(self, partition: int, item: T, event_time_ms: int, now_s: float) -> None:
         """Hold ``item``, a transaction at ``event_time_ms`` (``now_s``: wall clock, s)."""
@@ -163,6 +173,10 @@ class EventTimeAligner(Generic[T]):
         p = self._parts.get(partition)
         return p.pending[0][0] if p and p.pending else None
 
+    def pending_partitions(self) -> list[int]:
+        """Partitions holding transactions."""
+        return [q for q, p in self._parts.items() if p.pending]
+
     def pending(self) -> int:
         """Transactions held, all partitions."""
         return sum(len(p.pending) for p in self._parts.values())
@@ -176,14 +190,14 @@ class EventTimeAligner(Generic[T]):
         return min(p.watermarks.values())
 
     def _ready(self, p: _Partition, wm: float, t: int) -> bool:
-        return wm > t - self.delay_ms and p.label_time_ms >= t
+        return wm > t - self.delay_ms and (p.label_time_ms >= t or p.labels_idle)
 
     def release(self, now_s: float) -> list[Released[T]]:
         """Transactions whose features are complete, or held too long.
 
         A transaction at ``t`` is complete when every first-stage watermark of its
         partition is ``> t - delay_ms`` (or caught up) and a label timed ``>= t`` has
-        been seen on its partition. Oldest first within a partition; within a
+        been seen on its partition (or its labels partition is idle). Oldest first within a partition; within a
         partition, a complete transaction behind an incomplete one waits for it.
         """
         out: list[Released[T]] = []

@@ -76,6 +76,15 @@ class Settings(BaseSettings):
             "recovery now probes the true end offsets instead (FIX_END_OFFSETS)."
         ),
     )
+    producer_linger_seconds: float = Field(
+        0.005,
+        ge=0,
+        le=1,
+        description=(
+            "PRODUCER_LINGER_SECONDS: how long the producer waits to fill a record batch; "
+            "a few ms turn a batch's hundreds of sends into a few produce requests."
+        ),
+    )
     fix_end_offsets: bool = Field(
         True,
         description=(
@@ -132,6 +141,16 @@ class Settings(BaseSettings):
             "partition past its time minus the delay, and a label timed at or after it "
             "seen (see README, event time). Past it, the transaction is scored anyway and "
             "fraud_alignment_timeouts_total counts it; 0 disables the alignment."
+        ),
+    )
+    label_idle_seconds: float = Field(
+        0.5,
+        ge=0,
+        le=60,
+        description=(
+            "LABEL_IDLE_SECONDS: a labels partition read to its end with no label for "
+            "this long is idle; held transactions then do not wait for a later label "
+            "(live traffic)."
         ),
     )
     watermark_interval_seconds: float = Field(

@@ -55,6 +55,7 @@ def create_app() -> faust.App:
         topic_allow_declare=True,
         consumer_auto_offset_reset="earliest",
         producer_max_batch_size=s.producer_max_batch_size,
+        producer_linger=s.producer_linger_seconds,
         producer_acks=-1,
         # a dead letter wraps the rejected payload in base64 (4/3 of its size): leave
         # room for a payload as large as a Kafka record can be (1 MiB by default)
