@@ -20,15 +20,36 @@ import time
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from .config import get_settings
 from .events import encode
 from .features import AccountState
 from .main import app
+from .monitoring.worker import (
+    MetricsSensor,
+    count_label_verdicts,
+    observe_alerts,
+    observe_scored,
+    sample_gauges,
+)
 from .pipeline import RawRecord, process_batch
 from .runtime import Runtime, get_runtime
 from .tables import account_states
-from .topics import alerts_topic, dead_letter_topic, scored_topic, transactions_topic
+from .topics import (
+    alerts_topic,
+    dead_letter_topic,
+    labels_topic,
+    scored_topic,
+    transactions_topic,
+)
 
-__all__ = ["score_transactions", "metrics_view", "EXIT_BATCH_FAILED", "EXIT_NO_MODEL"]
+__all__ = [
+    "score_transactions",
+    "count_labels",
+    "sample_worker_gauges",
+    "metrics_view",
+    "EXIT_BATCH_FAILED",
+    "EXIT_NO_MODEL",
+]
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +114,7 @@ async def _handle_batch(rt: Runtime, scorer, events) -> None:
             m.alert_latency.observe(max(0.0, time.monotonic() - arrival))
             m.alerts.labels(model_version=a.model_version).inc()
         await rt.store.mark_alerted([a.alert_id for a, _ in fresh], s.alert_dedup_ttl_seconds)
+        observe_alerts(m, len(fresh))
     for account_id, state in result.states.items():
         account_states.set_in_partition(
             account_id, state.to_bytes(), result.partitions[account_id]
@@ -108,6 +130,7 @@ async def _handle_batch(rt: Runtime, scorer, events) -> None:
         m.duplicate_transactions.inc(result.duplicates)
         for st in result.scored:
             m.scores.observe(st.score)
+        observe_scored(m, result.scored, scorer.feature_names, rt.drift)
         # last: a transaction counts as scored once all its output is acknowledged
         m.transactions_scored.labels(model_version=scorer.version).inc(len(result.scored))
 
@@ -133,6 +156,32 @@ async def score_transactions(stream):
             )
             logging.shutdown()
             os._exit(EXIT_BATCH_FAILED)
+
+
+@app.agent(labels_topic, name="count_labels")
+async def count_labels(stream):
+    """Count labels by verdict and by whether their transaction was alerted (live
+    precision); a monitoring path, so a failed batch is logged and skipped."""
+    rt = get_runtime()
+    s = rt.settings
+    async for events in stream.take_events(s.batch_max_events, s.batch_max_wait_seconds):
+        try:
+            await count_label_verdicts(rt.metrics, rt.store, [e.message.value for e in events])
+        except Exception:  # noqa: BLE001
+            log.exception("could not count %d labels", len(events))
+
+
+app.sensors.add(MetricsSensor(lambda: get_runtime().metrics))
+_lag_series: set = set()
+
+
+@app.timer(interval=get_settings().metrics_interval_seconds)
+async def sample_worker_gauges():
+    """Sample consumer lag, assigned partitions and table state bytes."""
+    try:
+        sample_gauges(app, get_runtime().metrics, {"account_states": account_states}, _lag_series)
+    except Exception:  # noqa: BLE001 - not started or rebalancing: next time
+        log.debug("gauges not sampled", exc_info=True)
 
 
 @app.page("/metrics")
