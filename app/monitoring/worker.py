@@ -38,6 +38,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _CHANGELOG_SUFFIX = "-changelog"
+_ASSIGNOR_MARK = "__assignor"  # Faust's leader-election topic
 
 
 class MetricsSensor(faust.Sensor):
@@ -72,7 +73,8 @@ def sample_gauges(
     app: faust.App, metrics: Metrics, tables: Mapping[str, Any], exported: set
 ) -> None:
     """Set the sampled gauges: lag of every assigned partition of a source topic
-    (changelogs excluded), assigned partitions, state bytes of each table.
+    (changelogs and Faust's leader topic excluded), assigned partitions, state bytes of
+    each table.
 
     Parameters
     ----------
@@ -88,7 +90,11 @@ def sample_gauges(
     consumer = app.consumer
     assigned = set(consumer.assignment())
     metrics.assigned_partitions.set(len(assigned))
-    sources = [tp for tp in assigned if not tp.topic.endswith(_CHANGELOG_SUFFIX)]
+    sources = [
+        tp
+        for tp in assigned
+        if not tp.topic.endswith(_CHANGELOG_SUFFIX) and _ASSIGNOR_MARK not in tp.topic
+    ]
     ends = {}
     for tp in sources:
         try:
