@@ -26,6 +26,9 @@ import pytest
 import yaml
 from aiokafka import AIOKafkaProducer
 
+from typer.testing import CliRunner
+
+from app.cli import cli
 from app.cli.dashboards import DASHBOARDS_DIR, load_dashboards
 from app.config import PROJECT_ROOT, Settings
 from app.dashboards.prometheus import instant_query
@@ -196,6 +199,15 @@ def test_every_dashboard_query_returns_data_on_real_prometheus(broker, redis_url
         for q in queries:
             if (q.dashboard, q.panel) in INCIDENT_ONLY:
                 assert instant_query(prometheus.url, expand(q.expr, RATE_INTERVAL, RANGE)) == [], q.name
+
+        # what a reviewer runs against their Prometheus: every query returns series
+        verify = CliRunner().invoke(
+            cli,
+            ["dashboards", "verify", "--prometheus", prometheus.url,
+             "--rate-interval", RATE_INTERVAL, "--range", RANGE],
+        )
+        assert verify.exit_code == 0, verify.output
+        assert "Model quality" in verify.output and "Fraud operations" in verify.output
 
         # the project's rules were loaded and evaluate without error on real series
         def rules() -> list[dict]:

@@ -96,7 +96,10 @@ def push_command(
         fail("no Grafana token: pass --token or set GRAFANA_TOKEN")
     results = push_dashboards(url, token, load_dashboards(source), folder_uid, folder_title)
     for r in results:
-        console.print(f"{escape(r.title)}: {url.rstrip('/')}{escape(r.url)} (version {r.version})")
+        console.print(
+            f"{escape(r.title)}: {url.rstrip('/')}{escape(r.url)} (version {r.version})",
+            soft_wrap=True,
+        )
 
 
 @dashboards_cli.command("verify")
