@@ -375,3 +375,34 @@ def test_compose_provisions_the_dashboards_and_the_rules():
     assert provider["type"] == "file" and provider["folderUid"] == "fraud-stream"
     prometheus = compose["services"]["prometheus"]["volumes"]
     assert "./ops/rules:/etc/prometheus/rules:ro" in prometheus  # rule_files: rules/*.rules.yml
+
+
+def test_drift_reference_command_writes_a_valid_card(tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    from app.config import get_settings
+    from app.data.simulate import simulate
+
+    version = default_version(Settings().models_dir)
+    models = tmp_path / "models"
+    shutil.copytree(Settings().models_dir / version, models / version)
+    card_path = models / version / "card.json"
+    raw = json.loads(card_path.read_text())
+    del raw["drift_reference"]
+    card_path.write_text(json.dumps(raw))
+    df = simulate(n_customers=40, n_terminals=80, start_date="2018-06-04", n_days=37, seed=5)
+    df.to_csv(tmp_path / "sim.csv.gz", index=False)
+    monkeypatch.setenv("MODELS_DIR", str(models))
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(
+            cli, ["drift", "reference", version, "--data", str(tmp_path / "sim.csv.gz"), "--bins", "5"]
+        )
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert "drift reference of 16 features" in result.output
+    card = read_card(version, models)  # still a valid card, now with the reference
+    assert set(card.drift_reference) == set(FEATURE_NAMES)
+    assert all(len(ref.edges) <= 4 for ref in card.drift_reference.values())
