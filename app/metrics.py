@@ -137,12 +137,6 @@ class Metrics:
             "Valid labels applied to terminal state.",
             registry=registry,
         )
-        self.label_wait_timeouts = Counter(
-            "fraud_label_wait_timeouts_total",
-            "Scoring batches that stopped waiting for their labels partition to catch "
-            "up (LABEL_WAIT_MAX_SECONDS) and were scored with the labels applied so far.",
-            registry=registry,
-        )
         self.redis_errors = Counter(
             "fraud_redis_errors_total",
             "Failed Redis calls (each is retried).",
