@@ -3,7 +3,9 @@
 ``score_transactions`` reads ``transactions`` in batches (``stream.take_events``), lets
 :func:`app.pipeline.process_batch` do all the work, then sends dead letters, scored
 transactions and alerts, records alert ids in Redis and writes each touched account's
-state once per batch.
+state once per batch. ``count_labels`` counts the verdicts of ``transaction-labels`` by
+whether their transaction was alerted (live precision); a Faust sensor and a timer feed
+the throughput, rebalance, lag and state-size metrics (:mod:`app.monitoring.worker`).
 
 Failure rule: a batch is acknowledged only after all its output is acknowledged by the
 broker. If anything fails after the bounded retries (broker, Redis), the worker exits
