@@ -37,6 +37,13 @@ from .features import AccountState, TerminalState
 from .features.state import DAY_MS
 from .features.terminal import DEFAULT_DELAY_DAYS
 from .main import app
+from .monitoring.worker import (
+    MetricsSensor,
+    count_label_verdicts,
+    observe_alerts,
+    observe_scored,
+    sample_gauges,
+)
 from .pipeline import (
     RawRecord,
     Watermark,
@@ -61,6 +68,8 @@ __all__ = [
     "score_transactions",
     "report_idle_partitions",
     "release_held_transactions",
+    "count_labels",
+    "sample_worker_gauges",
     "metrics_view",
     "EXIT_BATCH_FAILED",
     "EXIT_NO_MODEL",
@@ -181,6 +190,7 @@ async def _send_watermark(partition: int) -> list:
         m.duplicate_transactions.inc(result.duplicates)
         for st in result.scored:
             m.scores.observe(st.score)
+        observe_scored(m, result.scored, scorer.feature_names, rt.drift)
         # last: a transaction counts as scored once all its output is acknowledged
         m.transactions_scored.labels(model_version=scorer.version).inc(len(result.scored))
 
@@ -317,6 +327,7 @@ async def _release(scorer) -> None:
             m.alert_latency.observe(max(0.0, time.time() - received / 1000))
             m.alerts.labels(model_version=a.model_version).inc()
         await rt.store.mark_alerted([a.alert_id for a, _ in fresh], s.alert_dedup_ttl_seconds)
+        observe_alerts(m, len(fresh))
     for fut in pending:
         await fut
     done = time.time()
@@ -324,6 +335,7 @@ async def _release(scorer) -> None:
         m.processing_latency.observe(max(0.0, done - received / 1000))
     for st in batch.scored:
         m.scores.observe(st.score)
+    observe_scored(m, batch.scored, scorer.feature_names, rt.drift)
     timeouts = 0
     for r in released:
         m.alignment_wait.observe(r.waited_seconds)
@@ -387,6 +399,63 @@ async def _forget_revoked(app_, revoked, **kwargs) -> None:  # noqa: ANN001
             _stage1_progress.pop(tp.partition, None)
         if tp.topic == labels_topic.get_topic_name():
             _labels_progress.pop(tp.partition, None)
+
+
+@app.agent(labels_topic, name="count_labels")
+async def count_labels(stream):
+    """Count labels by verdict and by whether their transaction was alerted (live
+    precision); a monitoring path, so a failed batch is logged and skipped."""
+    rt = get_runtime()
+    s = rt.settings
+    async for events in stream.take_events(s.batch_max_events, s.batch_max_wait_seconds):
+        try:
+            await count_label_verdicts(rt.metrics, rt.store, [e.message.value for e in events])
+        except Exception:  # noqa: BLE001
+            log.exception("could not count %d labels", len(events))
+
+
+app.sensors.add(MetricsSensor(lambda: get_runtime().metrics))
+_lag_series: set = set()
+
+
+@app.timer(interval=get_settings().metrics_interval_seconds)
+async def sample_worker_gauges():
+    """Sample consumer lag, assigned partitions and table state bytes."""
+    try:
+        sample_gauges(app, get_runtime().metrics, {"account_states": account_states}, _lag_series)
+    except Exception:  # noqa: BLE001 - not started or rebalancing: next time
+        log.debug("gauges not sampled", exc_info=True)
+
+
+@app.agent(labels_topic, name="count_labels")
+async def count_labels(stream):
+    """Count labels by verdict and by whether their transaction was alerted (live
+    precision); a monitoring path, so a failed batch is logged and skipped."""
+    rt = get_runtime()
+    s = rt.settings
+    async for events in stream.take_events(s.batch_max_events, s.batch_max_wait_seconds):
+        try:
+            await count_label_verdicts(rt.metrics, rt.store, [e.message.value for e in events])
+        except Exception:  # noqa: BLE001
+            log.exception("could not count %d labels", len(events))
+
+
+app.sensors.add(MetricsSensor(lambda: get_runtime().metrics))
+_lag_series: set = set()
+
+
+@app.timer(interval=get_settings().metrics_interval_seconds)
+async def sample_worker_gauges():
+    """Sample consumer lag, assigned partitions and table state bytes."""
+    try:
+        sample_gauges(
+            app,
+            get_runtime().metrics,
+            {"account_states": account_states, "terminal_states": terminal_states},
+            _lag_series,
+        )
+    except Exception:  # noqa: BLE001 - not started or rebalancing: next time
+        log.debug("gauges not sampled", exc_info=True)
 
 
 @app.page("/metrics")

@@ -186,6 +186,41 @@ class Settings(BaseSettings):
         90 * 86_400, ge=1, description="ALERT_DEDUP_TTL_SECONDS: how long an alert id is kept."
     )
 
+    # --- monitoring ----------------------------------------------------------------
+    metrics_interval_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description=(
+            "METRICS_INTERVAL_SECONDS: how often a worker samples its consumer lag, "
+            "assigned partitions and table state bytes."
+        ),
+    )
+    drift_half_life_events: float = Field(
+        20_000,
+        gt=0,
+        description=(
+            "DRIFT_HALF_LIFE_EVENTS: transactions after which a served feature weighs half "
+            "in the drift (PSI) counts; the PSI follows about twice as many."
+        ),
+    )
+    prometheus_url: str = Field(
+        "http://127.0.0.1:9090",
+        description="PROMETHEUS_URL: the Prometheus `fraudctl dashboards verify` queries.",
+    )
+    grafana_url: str = Field(
+        "http://127.0.0.1:3000",
+        description="GRAFANA_URL: the Grafana `fraudctl dashboards push` uploads to.",
+    )
+    grafana_token: SecretStr | None = Field(
+        None, description="GRAFANA_TOKEN: service-account token for `dashboards push`."
+    )
+    drift_min_events: float = Field(
+        1_000,
+        ge=1,
+        description="DRIFT_MIN_EVENTS: transactions counted before a PSI is reported.",
+    )
+
     # --- local stack ---------------------------------------------------------------
     run_dir: Path = Field(PROJECT_ROOT / ".run", description="RUN_DIR: pid and log files.")
     tansu_bin: str | None = Field(

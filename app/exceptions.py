@@ -15,6 +15,7 @@ __all__ = [
     "ModelIntegrityError",
     "StackError",
     "BrokerUnavailableError",
+    "ObservabilityError",
 ]
 
 
@@ -62,3 +63,7 @@ class StackError(FraudError):
 
 class BrokerUnavailableError(FraudError):
     """The Kafka broker cannot be reached, or refused a request (topic creation, delivery)."""
+
+
+class ObservabilityError(FraudError):
+    """Dashboards cannot be built, pushed to Grafana or checked against Prometheus."""

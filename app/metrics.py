@@ -11,8 +11,15 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from .events import REJECT_REASONS
+from .monitoring.outcomes import OUTCOMES, RULES, VERDICTS
 
-__all__ = ["Metrics", "LATENCY_BUCKETS_SECONDS", "BATCH_BUCKETS_SECONDS"]
+__all__ = [
+    "Metrics",
+    "LATENCY_BUCKETS_SECONDS",
+    "BATCH_BUCKETS_SECONDS",
+    "REDIS_OPERATIONS",
+    "STATE_TABLES",
+]
 
 #: Buckets of the end-to-end latency histogram, in seconds (1 ms .. 10 s).
 LATENCY_BUCKETS_SECONDS = (
@@ -21,6 +28,10 @@ LATENCY_BUCKETS_SECONDS = (
 #: Buckets of the scoring batch duration histogram, in seconds.
 BATCH_BUCKETS_SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 _SCORE_BUCKETS = tuple(i / 20 for i in range(1, 21))
+#: Operations of :class:`app.redis_store.RedisStore` (label ``operation``).
+REDIS_OPERATIONS = ("get", "set", "mget", "mark_alerted")
+#: Tables whose state size is reported (label ``table``).
+STATE_TABLES = ("account_states", "terminal_states")
 
 
 class Metrics:
@@ -154,5 +165,85 @@ class Metrics:
             "fraud_redis_errors_total",
             "Failed Redis calls (each is retried).",
             ["operation"],
+            registry=registry,
+        )
+        for operation in REDIS_OPERATIONS:
+            self.redis_errors.labels(operation=operation)
+        self._observability(registry)
+
+    def _observability(self, registry: CollectorRegistry) -> None:
+        """Throughput, lag, rebalances, state size, decisions and model health."""
+        self.messages_consumed = Counter(
+            "fraud_messages_consumed_total",
+            "Records read by this worker, by topic (every topic it consumes, changelogs "
+            "during recovery included).",
+            ["topic"],
+            registry=registry,
+        )
+        self.messages_produced = Counter(
+            "fraud_messages_produced_total",
+            "Records acknowledged by the broker, by topic (alerts, scored transactions, "
+            "dead letters, changelogs, internal topics).",
+            ["topic"],
+            registry=registry,
+        )
+        self.consumer_lag = Gauge(
+            "fraud_consumer_lag",
+            "Records in a partition assigned to this worker that it has not read yet "
+            "(end offset minus next offset to read), sampled every "
+            "METRICS_INTERVAL_SECONDS.",
+            ["topic", "partition"],
+            registry=registry,
+        )
+        self.assigned_partitions = Gauge(
+            "fraud_assigned_partitions",
+            "Topic partitions assigned to this worker's consumer (all topics).",
+            registry=registry,
+        )
+        self.rebalances = Counter(
+            "fraud_rebalances_total",
+            "Consumer group rebalances this worker took part in.",
+            registry=registry,
+        )
+        self.state_bytes = Gauge(
+            "fraud_state_bytes",
+            "Bytes of the serialized values held in a table of this worker (keys "
+            "excluded), sampled every METRICS_INTERVAL_SECONDS.",
+            ["table"],
+            registry=registry,
+        )
+        self.decisions = Counter(
+            "fraud_decisions_total",
+            "Scored transactions by outcome: approve (below the threshold), review (an "
+            "alert), block (reserved for the decision engine).",
+            ["outcome"],
+            registry=registry,
+        )
+        for outcome in OUTCOMES:
+            self.decisions.labels(outcome=outcome)
+        self.alerts_by_rule = Counter(
+            "fraud_alerts_by_rule_total",
+            "Alerts published, by the rule that raised them (score_threshold: the model "
+            "score at or above the alert threshold).",
+            ["rule"],
+            registry=registry,
+        )
+        for rule in RULES:
+            self.alerts_by_rule.labels(rule=rule)
+        self.labelled_transactions = Counter(
+            "fraud_labelled_transactions_total",
+            "Labels received, by verdict (fraud, genuine) and whether the transaction had "
+            "been alerted (true, false); live precision = fraud & alerted / alerted.",
+            ["verdict", "alerted"],
+            registry=registry,
+        )
+        for verdict in VERDICTS:
+            for alerted in ("true", "false"):
+                self.labelled_transactions.labels(verdict=verdict, alerted=alerted)
+        self.feature_psi = Gauge(
+            "fraud_feature_psi",
+            "Population stability index of a served feature against the model's training "
+            "distribution (recent transactions, decayed); > 0.25 is a significant shift.",
+            ["feature"],
             registry=registry,
         )

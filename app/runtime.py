@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 
 from .config import Settings, get_settings
 from .metrics import Metrics
+from .monitoring.drift import DriftMonitor
 from .redis_store import RedisStore
 
 __all__ = ["Runtime", "get_runtime"]
@@ -29,6 +30,8 @@ class Runtime:
     metrics: Metrics
     store: RedisStore
     scorer: object | None = None
+    #: drift counts of the served features, when the model card has a drift reference
+    drift: DriftMonitor | None = None
 
     async def load_model(self):
         """Load the active model: Redis ``model:active``, else MODEL_VERSION, else
@@ -49,6 +52,16 @@ class Runtime:
             version, source = s.model_version or default_version(s.models_dir), "settings"
         scorer = Scorer(load_model(version, s.models_dir))
         self.scorer = scorer
+        reference = scorer.card.drift_reference
+        if reference:
+            self.drift = DriftMonitor(
+                reference,
+                scorer.feature_names,
+                half_life_events=s.drift_half_life_events,
+                min_events=s.drift_min_events,
+            )
+        else:
+            log.warning("model %s has no drift reference: no drift metric", scorer.version)
         self.metrics.model_info.info({"version": scorer.version, "source": source})
         log.info("serving model %s (from %s), pid %s", scorer.version, source, os.getpid())
         return scorer

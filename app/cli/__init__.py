@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import alerts, demo, evaluate, models, replay, schemas, simulate, stack  # noqa: F401  (register)
+from . import dashboards, drift  # noqa: F401  (register: observability)
 from .base import cli, run
 
 __all__ = ["cli", "main"]

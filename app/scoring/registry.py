@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..exceptions import ModelError, ModelIntegrityError
 from ..features import FEATURE_NAMES
+from ..monitoring.drift import FeatureReference
 
 __all__ = [
     "ARTIFACT_NAME",
@@ -197,6 +198,11 @@ class ModelCard(_Card):
     metrics: ModelMetrics
     baseline: dict[str, float] = Field(
         description="Training median of each feature: the reference value for reasons."
+    )
+    drift_reference: dict[str, FeatureReference] | None = Field(
+        None,
+        description="Training distribution of each feature (quantile bins and shares) for "
+        "the drift metric (app.monitoring.drift); None: no drift is reported.",
     )
     alert_threshold: float = Field(ge=0.0, le=1.0, description="Recommended ALERT_THRESHOLD.")
     threshold_rationale: str
