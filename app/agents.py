@@ -259,7 +259,7 @@ async def _intake(events) -> None:
         records,
         _terminal,
         labels_topic.get_topic_name(),
-        aligner.oldest_pending_ms,
+        aligner.keep_from_ms,
         max_event_bytes=s.max_event_bytes,
     )
     pending: list = []

@@ -173,6 +173,18 @@ class EventTimeAligner(Generic[T]):
         p = self._parts.get(partition)
         return p.pending[0][0] if p and p.pending else None
 
+    def keep_from_ms(self, partition: int) -> int | None:
+        """Oldest event time a transaction of ``partition`` may still be featurized
+        at: its oldest held one, or the lowest first-stage watermark (later records
+        of an in-order source are not older); state before it minus the windows can
+        go. None: no constraint (everything is caught up and nothing is held)."""
+        p = self._parts.get(partition)
+        oldest = float(p.pending[0][0]) if p and p.pending else _INF
+        low = min(oldest, self.watermark_ms(partition))
+        if low == _INF:
+            return None
+        return -(2**62) if low == -_INF else int(low)
+
     def pending_partitions(self) -> list[int]:
         """Partitions holding transactions."""
         return [q for q, p in self._parts.items() if p.pending]

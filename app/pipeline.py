@@ -272,7 +272,7 @@ def receive_terminal_records(
     records: Sequence[RawRecord],
     get_state: Callable[[str], TerminalState | None],
     labels_topic: str,
-    oldest_pending_ms: Callable[[int], int | None] = lambda partition: None,
+    keep_from_ms: Callable[[int], int | None] = lambda partition: None,
     delay_days: int = DEFAULT_DELAY_DAYS,
     max_event_bytes: int = 65_536,
     now_ms: int | None = None,
@@ -293,9 +293,10 @@ def receive_terminal_records(
         ``terminal_id -> TerminalState or None``: the state before this batch.
     labels_topic : str
         Name of the labels topic (its records are labels).
-    oldest_pending_ms : callable, default=no pending transactions
-        ``partition -> event time of its oldest transaction not yet featurized``:
-        state needed by it is kept (see :meth:`TerminalState.update_one`).
+    keep_from_ms : callable, default=no constraint
+        ``partition -> oldest event time a transaction of it may still be featurized
+        at, or None`` (:meth:`app.alignment.EventTimeAligner.keep_from_ms`): state
+        such a transaction needs is kept (see :meth:`TerminalState.update_one`).
     delay_days : int, default=7
     max_event_bytes : int, default=65536
         Larger labels are dead-lettered (reason ``too_large``).
@@ -331,10 +332,10 @@ def receive_terminal_records(
         t = item.transaction.event_time_ms
         ref[p] = min(ref.get(p, t), t)
         decoded.append((p, i, item))
-    for p in list(ref):
-        oldest = oldest_pending_ms(p)
-        if oldest is not None:
-            ref[p] = min(ref[p], oldest)
+    for p in {p for p, _, _ in decoded}:
+        keep = keep_from_ms(p)
+        if keep is not None:
+            ref[p] = min(ref.get(p, keep), keep)
     for p, i, obj in decoded:
         terminal_id = obj.terminal_id if isinstance(obj, Label) else obj.transaction.terminal_id
         state = out.states.get(terminal_id)

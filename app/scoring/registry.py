@@ -298,6 +298,7 @@ def save_model(
     feature_names: Sequence[str] = FEATURE_NAMES,
     version: str | None = None,
     created_at: datetime | None = None,
+    drift_reference: dict[str, Any] | None = None,
 ) -> ModelCard:
     """Write a fitted estimator and its card as a new version.
 
@@ -342,6 +343,7 @@ def save_model(
     sha = _sha256(artifact)
     version = _check_version(version or f"v{now:%Y%m%d-%H%M%S}-{sha[:8]}")
     card = ModelCard(
+        drift_reference=drift_reference,
         version=version,
         created_at=now.isoformat(timespec="seconds").replace("+00:00", "Z"),
         artifact_sha256=sha,

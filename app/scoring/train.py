@@ -30,6 +30,7 @@ from threadpoolctl import threadpool_limits
 
 from ..data.handbook import parse_date, read_handbook
 from ..exceptions import DataError
+from ..monitoring.drift import reference_from_matrix
 from ..features import DEFAULT_DELAY_DAYS, FEATURE_NAMES, TERMINAL_WINDOWS_DAYS, WINDOWS_DAYS
 from ..features.offline import features_frame
 from .candidates import CANDIDATES, DEFAULT_MODEL, candidate
@@ -536,6 +537,7 @@ def train(
         metrics_other_rules=others,
         validation=validation,
         baseline=dict(zip(FEATURE_NAMES, np.median(X_fit, axis=0).tolist())),
+        drift_reference=reference_from_matrix(X_fit, FEATURE_NAMES),
         alert_threshold=threshold,
         threshold_rationale=rationale,
         justification=justification(name, validation, metrics, others, default_split,

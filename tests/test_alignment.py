@@ -1,0 +1,198 @@
+"""Event-time alignment of the scoring stage (:mod:`app.alignment`), with the pure
+pipeline functions the agents call, under adversarial delivery orders.
+
+A simulated handbook history is split as the service splits it: transactions into
+account partitions (first stage), labels and the first stage's output into terminal
+partitions (scoring stage). A seeded scheduler then delivers batches in a random
+order: one account partition runs days ahead of another, labels overtake or trail the
+transactions, batches have random sizes. Whatever the order, every transaction must
+be released once, with exactly the features of the offline builder that training
+uses (:func:`app.features.offline.build_features`). The broker version of this check
+is ``tests/test_parity.py``.
+"""
+
+from __future__ import annotations
+
+import random
+import zlib
+from collections import deque
+
+import numpy as np
+import orjson
+import pytest
+
+from app.alignment import EventTimeAligner
+from app.data.handbook import to_labels, to_transactions
+from app.data.simulate import simulate
+from app.events import encode
+from app.features import FEATURE_NAMES, AccountState, TerminalState
+from app.features.offline import build_features
+from app.features.state import DAY_MS
+from app.pipeline import (
+    RawRecord,
+    Watermark,
+    featurize_accounts,
+    receive_terminal_records,
+    score_enriched,
+)
+
+TX, LABELS, BY_TERMINAL = "transactions", "transaction-labels", "by-terminal"
+DELAY_MS = 7 * DAY_MS
+
+
+class _ZeroScorer:
+    version = "test"
+
+    def score_many(self, X):
+        return np.zeros(len(X))
+
+    def explain_many(self, X, top_k=3):
+        return [[] for _ in range(len(X))]
+
+
+def _partition(key: str, n: int) -> int:
+    return zlib.crc32(key.encode()) % n
+
+
+@pytest.fixture(scope="module")
+def history():
+    df = simulate(n_customers=60, n_terminals=40, start_date="2018-04-01", n_days=50, seed=3)
+    txs = list(to_transactions(df))
+    labels = sorted(to_labels(df, DELAY_MS), key=lambda lb: lb.label_time_ms)
+    expected = build_features(txs, labels)
+    return txs, labels, expected
+
+
+def _run(txs, labels, seed: int, n_src: int = 3, n_dst: int = 2):
+    rng = random.Random(seed)
+    src = [deque() for _ in range(n_src)]  # (offset, raw) per account partition
+    for tx in txs:
+        p = _partition(tx.account_id, n_src)
+        src[p].append(encode(tx))
+    dst: list[deque] = [deque() for _ in range(n_dst)]  # (topic, raw) per scoring partition
+    label_q = [deque() for _ in range(n_dst)]
+    for lb in labels:
+        label_q[_partition(lb.terminal_id, n_dst)].append(encode(lb))
+    offsets = {}
+
+    def record(topic, p, raw):
+        off = offsets.get((topic, p), 0)
+        offsets[(topic, p)] = off + 1
+        return RawRecord(raw, None, topic, p, off, 0)
+
+    accounts: dict[str, AccountState] = {}
+    terminals: dict[str, TerminalState] = {}
+    latest = [0] * n_src
+    aligner = EventTimeAligner(n_sources=n_src, delay_ms=DELAY_MS, label_wait_max_seconds=1e9)
+    released: dict[str, dict[str, float]] = {}
+
+    def stage1(p: int) -> None:
+        batch = [record(TX, p, src[p].popleft()) for _ in range(min(len(src[p]), rng.randint(1, 400)))]
+        for rec in batch:  # featurize_accounts keys records by account id
+            rec.key = orjson.loads(rec.value)["account_id"].encode()
+        out = featurize_accounts(batch, accounts.get, now_ms=0)
+        accounts.update(out.states)
+        for item in out.enriched:
+            dst[_partition(item.transaction.terminal_id, n_dst)].append(item.to_bytes())
+        latest[p] = max(latest[p], out.event_times.get(p, 0))
+        wm = Watermark(p, latest[p], caught_up=not src[p]).to_bytes()
+        for q in range(n_dst):
+            dst[q].append(wm)
+
+    def stage2(q: int, from_labels: bool) -> None:
+        queue, topic = (label_q[q], LABELS) if from_labels else (dst[q], BY_TERMINAL)
+        batch = [record(topic, q, queue.popleft()) for _ in range(min(len(queue), rng.randint(1, 300)))]
+        intake = receive_terminal_records(batch, terminals.get, LABELS, aligner.keep_from_ms, now_ms=0)
+        terminals.update(intake.states)
+        for p, wm in intake.watermarks:
+            aligner.on_watermark(p, wm.source, wm.event_time_ms, wm.caught_up)
+        for p, t in intake.label_times.items():
+            aligner.on_label_time(p, t)
+        for p, item, _ in intake.arrived:
+            aligner.add(p, item, item.transaction.event_time_ms, now_s=0.0)
+        done = aligner.release(now_s=0.0)
+        assert not any(r.timed_out for r in done)
+        scored = score_enriched([r.item for r in done], terminals.get, _ZeroScorer(), 1.0, 0)
+        for st in scored.scored:
+            assert st.transaction.transaction_id not in released, "released twice"
+            released[st.transaction.transaction_id] = st.features
+
+    # skewed speeds: each partition (and the labels) progress at their own random pace
+    speed_src = [rng.uniform(0.2, 3.0) for _ in range(n_src)]
+    speed_dst = [rng.uniform(0.2, 3.0) for _ in range(2 * n_dst)]
+    while any(src) or any(dst) or any(label_q):
+        actions = [(w, ("s1", p)) for p, w in enumerate(speed_src) if src[p]]
+        actions += [(speed_dst[q], ("s2", q, False)) for q in range(n_dst) if dst[q]]
+        actions += [(speed_dst[n_dst + q], ("s2", q, True)) for q in range(n_dst) if label_q[q]]
+        weights, choices = zip(*actions)
+        action = rng.choices(choices, weights)[0]
+        if action[0] == "s1":
+            stage1(action[1])
+        else:
+            stage2(action[1], action[2])
+    assert aligner.pending() == 0
+    return released
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
+def test_any_delivery_order_gives_the_offline_features(history, seed):
+    txs, labels, expected = history
+    released = _run(txs, labels, seed)
+    assert len(released) == len(txs)
+    got = np.array([[released[tx.transaction_id][n] for n in FEATURE_NAMES] for tx in txs])
+    risk = FEATURE_NAMES.index("terminal_risk_30d_delay_7d")
+    assert (expected[:, risk] > 0).any(), "the history must exercise the label-driven features"
+    mismatched = np.flatnonzero(np.abs(got - expected).max(axis=1) > 1e-9)
+    assert mismatched.size == 0, f"{mismatched.size} of {len(txs)} differ"
+
+
+def test_without_alignment_skew_changes_features(history):
+    """The control: released at once (no waiting), the same skewed deliveries give
+    other features — the alignment above is what makes them exact."""
+    txs, labels, expected = history
+    import app.alignment as alignment
+
+    original = alignment.EventTimeAligner._ready
+    alignment.EventTimeAligner._ready = lambda self, p, wm, t: True
+    try:
+        released = _run(txs, labels, seed=0)
+    finally:
+        alignment.EventTimeAligner._ready = original
+    got = np.array([[released[tx.transaction_id][n] for n in FEATURE_NAMES] for tx in txs])
+    assert (np.abs(got - expected).max(axis=1) > 1e-9).sum() > 0
+
+
+def test_aligner_rejects_bad_parameters():
+    with pytest.raises(ValueError, match="n_sources"):
+        EventTimeAligner(0, 1, 1.0)
+    with pytest.raises(ValueError, match="delay_ms"):
+        EventTimeAligner(1, -1, 1.0)
+    with pytest.raises(ValueError, match="label_wait_max_seconds"):
+        EventTimeAligner(1, 1, -1.0)
+    with pytest.raises(ValueError, match="source"):
+        EventTimeAligner(2, 1, 1.0).on_watermark(0, source=2, event_time_ms=0, caught_up=False)
+
+
+def test_held_too_long_is_released_and_flagged():
+    a = EventTimeAligner(n_sources=1, delay_ms=10, label_wait_max_seconds=2.0)
+    a.add(0, "x", event_time_ms=100, now_s=0.0)
+    assert a.release(now_s=1.0) == []
+    [r] = a.release(now_s=2.5)
+    assert (r.item, r.timed_out, r.waited_seconds) == ("x", True, 2.5)
+
+
+def test_idle_labels_partition_does_not_hold_live_traffic():
+    a = EventTimeAligner(n_sources=1, delay_ms=10, label_wait_max_seconds=60.0)
+    a.on_watermark(0, source=0, event_time_ms=0, caught_up=True)
+    a.add(0, "live", event_time_ms=100, now_s=0.0)
+    assert a.release(now_s=0.1) == []  # no label timed >= 100 seen
+    a.on_labels_idle(0, True)
+    assert [r.item for r in a.release(now_s=0.2)] == ["live"]
+
+
+def test_revoked_partitions_drop_their_held_transactions():
+    a = EventTimeAligner(n_sources=1, delay_ms=10, label_wait_max_seconds=60.0)
+    a.add(0, "a", 100, 0.0)
+    a.add(1, "b", 100, 0.0)
+    assert a.revoke([1]) == ["b"]
+    assert a.pending() == 1 and a.pending_partitions() == [0]
