@@ -21,7 +21,7 @@ from app.events import ScoredTransaction, encode
 from app.features import AccountState, TerminalState
 from app.features.offline import event_order
 from app.features.state import DAY_MS
-from app.pipeline import RawRecord, featurize_accounts, score_enriched
+from app.pipeline import RawRecord, featurize_accounts, receive_terminal_records, score_enriched
 from app.scoring import Scorer
 from app.scoring.evaluate import evaluate_scores, handbook_split, prequential_folds
 from app.scoring.train import HISTORY_DAYS, prequential, read_features, train
@@ -74,9 +74,13 @@ def _stream_scored(df: pd.DataFrame, scorer: Scorer) -> list[ScoredTransaction]:
             return
         stage1 = featurize_accounts(pending, accounts.get, now_ms=0)
         accounts.update(stage1.states)
-        stage2 = score_enriched(stage1.enriched, terminals.get, scorer, 0.5, top_reasons=0,
-                                now_ms=0)
-        terminals.update(stage2.states)
+        records = [RawRecord(e.to_bytes(), None, "by-terminal", 0, i, 0)
+                   for i, e in enumerate(stage1.enriched)]
+        intake = receive_terminal_records(records, terminals.get, "transaction-labels",
+                                          now_ms=0)
+        terminals.update(intake.states)
+        stage2 = score_enriched([item for _, item, _ in intake.arrived], terminals.get,
+                                scorer, 0.5, top_reasons=0, now_ms=0)
         out.extend(stage2.scored)
         pending.clear()
         pending_terminals.clear()
