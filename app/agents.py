@@ -143,7 +143,12 @@ async def _accounts_batch(events) -> None:
     s, m = rt.settings, rt.metrics
     records = _records(events)
     m.transactions_consumed.inc(len(records))
-    batch = featurize_accounts(records, _account, s.max_event_bytes)
+    batch = featurize_accounts(
+        records,
+        _account,
+        s.max_event_bytes,
+        allowed_lateness_ms=int(s.allowed_lateness_seconds * 1000),
+    )
     pending: list = []
     await _send_dead_letters(rt, batch.dead_letters, pending)
     for account_id, raw in batch.rekeyed:
@@ -153,6 +158,7 @@ async def _accounts_batch(events) -> None:
         key = item.transaction.terminal_id.encode()
         pending.append(await by_terminal_topic.send(key=key, value=item.to_bytes()))
     m.duplicate_transactions.inc(batch.duplicates)
+    m.late_transactions.inc(batch.late)
     for account_id, state in batch.states.items():
         pending.append(
             await account_states.put(account_id, state.to_bytes(), batch.partitions[account_id])

@@ -143,6 +143,15 @@ class Settings(BaseSettings):
             "fraud_alignment_timeouts_total counts it; 0 disables the alignment."
         ),
     )
+    allowed_lateness_seconds: float = Field(
+        3600.0,
+        ge=0,
+        description=(
+            "ALLOWED_LATENESS_SECONDS: a transaction older than its account's newest one "
+            "by more than this is late: still processed with the history known now, and "
+            "counted in fraud_late_transactions_total (see README, event time)."
+        ),
+    )
     label_idle_seconds: float = Field(
         0.5,
         ge=0,

@@ -137,6 +137,12 @@ class Metrics:
             "Valid labels applied to terminal state.",
             registry=registry,
         )
+        self.late_transactions = Counter(
+            "fraud_late_transactions_total",
+            "Transactions older than their account's newest by more than "
+            "ALLOWED_LATENESS_SECONDS (processed; earlier scores did not see them).",
+            registry=registry,
+        )
         self.alignment_timeouts = Counter(
             "fraud_alignment_timeouts_total",
             "Transactions scored after LABEL_WAIT_MAX_SECONDS although their terminal "

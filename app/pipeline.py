@@ -126,6 +126,8 @@ class AccountBatch:
     #: account id -> partition its transactions came from (its changelog partition)
     partitions: dict[str, int] = field(default_factory=dict)
     duplicates: int = 0
+    #: transactions older than their account's newest by more than the allowed lateness
+    late: int = 0
     #: partition -> latest event time among its valid transactions in the batch
     event_times: dict[int, int] = field(default_factory=dict)
     #: partition -> offset after the batch's last record of that partition
@@ -224,6 +226,7 @@ def featurize_accounts(
     get_state: Callable[[str], AccountState | None],
     max_event_bytes: int = 65_536,
     now_ms: int | None = None,
+    allowed_lateness_ms: int | None = None,
 ) -> AccountBatch:
     """Stage 1: decode, validate and add account features to one batch.
 
@@ -238,6 +241,11 @@ def featurize_accounts(
         Larger payloads are dead-lettered (reason ``too_large``).
     now_ms : int, optional
         Time to stamp dead letters with, UTC epoch ms; default: now.
+    allowed_lateness_ms : int, optional
+        A transaction older than its account's newest one by more than this is *late*:
+        it is still processed (inserted in event-time order, scored with the history
+        known now) and counted in ``AccountBatch.late``; the account's transactions
+        scored before it did not see it. None: nothing is counted late.
 
     Returns
     -------
@@ -261,6 +269,10 @@ def featurize_accounts(
             out.partitions[tx.account_id] = rec.partition
         t = tx.event_time_ms
         out.event_times[rec.partition] = max(out.event_times.get(rec.partition, t), t)
+        if allowed_lateness_ms is not None and state.times_ms and (
+            t < state.times_ms[-1] - allowed_lateness_ms
+        ):
+            out.late += 1
         feats = extract_account(state, tx)
         if not state.update_one(tx):
             out.duplicates += 1

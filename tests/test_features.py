@@ -234,3 +234,22 @@ def test_offline_applies_labels_at_arrival_time():
     risk = FEATURE_NAMES.index("terminal_risk_1d_delay_7d")
     assert X[1, risk] == 0.0  # before the label arrived
     assert X[2, risk] == 1.0 and X[3, risk] == 1.0
+
+
+def test_late_transactions_are_processed_and_counted():
+    """The allowed-lateness rule (issue 6): older than the account's newest by more than
+    the allowed lateness -> late, but still in state and featurized; a duplicate is not."""
+    from app.events import Transaction, encode
+    from app.pipeline import RawRecord, featurize_accounts
+
+    def tx(i: int, minutes: int) -> Transaction:
+        return Transaction(transaction_id=f"t{i}", account_id="a", terminal_id="m",
+                           amount_minor=100, event_time_ms=1_530_000_000_000 + minutes * 60_000)
+
+    txs = [tx(0, 0), tx(1, 120), tx(2, 115), tx(3, 30), tx(1, 120)]
+    records = [RawRecord(encode(t), b"a", "transactions", 0, i, 0) for i, t in enumerate(txs)]
+    out = featurize_accounts(records, lambda _: None, allowed_lateness_ms=60 * 60_000)
+    assert out.late == 1  # t3 is 90 min behind t1; t2 only 5 min
+    assert out.duplicates == 1
+    assert out.states["a"].ids == ["t0", "t3", "t2", "t1"]
+    assert len(out.enriched) == 5
