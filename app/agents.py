@@ -191,14 +191,6 @@ async def _send_watermark(partition: int) -> list:
     wm = Watermark(partition, latest, _caught_up(tp, next_offset)).to_bytes()
     n = get_runtime().settings.topic_partitions
     return [await by_terminal_topic.send(value=wm, partition=q) for q in range(n)]
-    if result.scored:
-        m.scoring_batch_size.observe(len(result.scored))
-        m.duplicate_transactions.inc(result.duplicates)
-        for st in result.scored:
-            m.scores.observe(st.score)
-        observe_scored(m, result.scored, scorer.feature_names, rt.drift)
-        # last: a transaction counts as scored once all its output is acknowledged
-        m.transactions_scored.labels(model_version=scorer.version).inc(len(result.scored))
 
 
 @app.agent(transactions_topic, name="featurize_accounts")
@@ -405,32 +397,6 @@ async def _forget_revoked(app_, revoked, **kwargs) -> None:  # noqa: ANN001
             _stage1_progress.pop(tp.partition, None)
         if tp.topic == labels_topic.get_topic_name():
             _labels_progress.pop(tp.partition, None)
-
-
-@app.agent(labels_topic, name="count_labels")
-async def count_labels(stream):
-    """Count labels by verdict and by whether their transaction was alerted (live
-    precision); a monitoring path, so a failed batch is logged and skipped."""
-    rt = get_runtime()
-    s = rt.settings
-    async for events in stream.take_events(s.batch_max_events, s.batch_max_wait_seconds):
-        try:
-            await count_label_verdicts(rt.metrics, rt.store, [e.message.value for e in events])
-        except Exception:  # noqa: BLE001
-            log.exception("could not count %d labels", len(events))
-
-
-app.sensors.add(MetricsSensor(lambda: get_runtime().metrics))
-_lag_series: set = set()
-
-
-@app.timer(interval=get_settings().metrics_interval_seconds)
-async def sample_worker_gauges():
-    """Sample consumer lag, assigned partitions and table state bytes."""
-    try:
-        sample_gauges(app, get_runtime().metrics, {"account_states": account_states}, _lag_series)
-    except Exception:  # noqa: BLE001 - not started or rebalancing: next time
-        log.debug("gauges not sampled", exc_info=True)
 
 
 @app.agent(labels_topic, name="count_labels")
