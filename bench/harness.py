@@ -299,8 +299,11 @@ class Harness:
     # --- phases -------------------------------------------------------------------
 
     def run(self) -> dict:
-        """Run the configured phases; the results (also on failure of a phase: its
-        ``error``)."""
+        """Run the configured phases; the results.
+
+        A phase that fails has an ``error`` (type and message) instead of its numbers,
+        and the next phases still run.
+        """
         c = self.config
         results: dict = {
             "tag": self.tag,
@@ -318,7 +321,11 @@ class Harness:
                 self.say(f"phase {phase}")
                 load_before = os.getloadavg()[0]
                 started = time.perf_counter()
-                out = getattr(self, f"_phase_{phase}")()
+                try:
+                    out = getattr(self, f"_phase_{phase}")()
+                except Exception as exc:  # noqa: BLE001 - record it, go on with the others
+                    self.say(f"phase {phase} failed: {exc}")
+                    out = {"error": f"{type(exc).__name__}: {exc}"}
                 out["wall_seconds"] = round(time.perf_counter() - started, 1)
                 out["load_avg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
                 results[phase] = out
@@ -416,7 +423,7 @@ class Harness:
             self._stop(w)
         return out
 
-    def _phase_memory(self) -> list[dict]:
+    def _phase_memory(self) -> dict:
         c = self.config
         rows = []
         for accounts in c.memory_accounts:
@@ -454,7 +461,7 @@ class Harness:
                 "produce": produced,
                 "throughput": _throughput_dict(t),
             })
-        return rows
+        return {"runs": rows}
 
     def _phase_scaleout(self) -> dict:
         c = self.config

@@ -25,6 +25,8 @@ __all__ = ["bench", "results_table", "DEFAULT_REDIS_URL"]
 
 #: Redis of the harness's workers when ``REDIS_URL`` is unset: the machine's, database 7.
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/7"
+#: The phases of the harness (``bench.harness.PHASES``).
+PHASE_NAMES = ("throughput", "profile", "latency", "memory", "scaleout")
 
 
 def _harness():
@@ -74,7 +76,7 @@ def results_table(results: dict) -> Table:
               f"{m.get('memory_gib')} GiB, Python {m.get('python')}, "
               f"load {m.get('load_avg_1m')} at start")
     tp = results.get("throughput")
-    if tp:
+    if tp and "error" not in tp:
         t.add_row("produce", _rate(tp["produce"]["per_second"]),
                   f"{tp['n']:,} transactions to {tp['topic']}")
         for key, label in (("bare_aiokafka", "(a) bare aiokafka"), ("bare_faust", "(b) bare Faust"),
@@ -88,11 +90,11 @@ def results_table(results: dict) -> Table:
         t.add_row("c/a", f"{tp['ratios']['c_over_a']:.3f}", "")
         t.add_row("c/b", f"{tp['ratios']['c_over_b']:.3f}", "target >= 0.8")
     prof = results.get("profile")
-    if prof:
+    if prof and "error" not in prof:
         top = ", ".join(f"{e['function']} {e['share']:.0%}" for e in prof["self"][:3])
         t.add_row("profile (self)", f"{prof['samples']:,} samples", top)
     lat = results.get("latency")
-    if lat:
+    if lat and "error" not in lat:
         if "p99_ms" in lat:
             t.add_row("latency p50 / p95 / p99",
                       f"{lat['p50_ms']:.0f} / {lat['p95_ms']:.0f} / {lat['p99_ms']:.0f} ms",
@@ -101,13 +103,17 @@ def results_table(results: dict) -> Table:
                       "target p99 <= 50 ms")
         else:
             t.add_row("latency", "no alert", f"{lat['sent']:,} sent")
-    for row in results.get("memory") or []:
+    for phase in PHASE_NAMES:
+        error = (results.get(phase) or {}).get("error")
+        if error:
+            t.add_row(phase, "[red]failed[/]", error)
+    for row in (results.get("memory") or {}).get("runs", []):
         t.add_row(f"memory, {row['accounts']:,} accounts",
                   f"{row['bytes_per_account']:,.0f} B/account",
                   f"{row['tx_per_account']} tx each; RSS {row['rss_before_bytes'] / 2**20:.0f} -> "
                   f"{row['rss_after_bytes'] / 2**20:.0f} MiB; target <= 2 KB at ~100 tx/account")
     sc = results.get("scaleout")
-    if sc:
+    if sc and "error" not in sc:
         t.add_row("1 worker", _rate(sc["one"]["events_per_second"]), f"{sc['n']:,} transactions")
         t.add_row("2 workers", _rate(sc["two"]["events_per_second"]),
                   f"per worker {sc['two']['per_worker']}")
@@ -204,3 +210,5 @@ def bench(
     out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     console.print(results_table(results))
     console.print(f"results: {out}", highlight=False)
+    if any("error" in (results.get(p) or {}) for p in PHASE_NAMES):
+        raise typer.Exit(1)
