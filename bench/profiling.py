@@ -50,7 +50,21 @@ def record(pid: int, seconds: float, out_path: Path, rate_hz: int = 100) -> Path
     return out_path
 
 
-def top_entries(raw_text: str, limit: int = 15) -> dict:
+def _package(frame: str) -> str:
+    """The top-level package or module of a frame ``"function (path/file.py)"``.
+
+    >>> _package("score (app/scoring/model.py)"), _package("loads (json/decoder.py)")
+    ('app', 'json')
+    >>> _package("select (selectors.py)"), _package("<module> (<frozen runpy>)")
+    ('selectors', '<frozen runpy>')
+    """
+    _, _, where = frame.rpartition(" (")
+    where = where.rstrip(")")
+    head = where.split("/", 1)[0]
+    return head[:-3] if head.endswith(".py") else head
+
+
+def top_entries(raw_text: str, limit: int = 15, own_package: str = "app") -> dict:
     """The functions with the most self and total samples in collapsed stacks.
 
     Parameters
@@ -58,21 +72,30 @@ def top_entries(raw_text: str, limit: int = 15) -> dict:
     raw_text : str
         py-spy ``--format raw`` output: one ``frame;frame;... count`` per line.
     limit : int, default=15
+    own_package : str, default="app"
+        The project's package: ``total`` lists only its functions (the frames that
+        every sample shares, the event loop and Faust's worker, would fill it
+        otherwise).
 
     Returns
     -------
     dict
-        ``samples`` (all counted), ``self`` and ``total``: lists of
-        ``{"function", "samples", "share"}``, most samples first.
+        ``samples`` (all counted); ``self`` (functions on the CPU), ``self_by_package``
+        (the same summed by top-level package: where the time goes, by library) and
+        ``total`` (the project's functions, inclusive): lists of ``{"function" or
+        "package", "samples", "share"}``, most samples first.
 
     Examples
     --------
     >>> raw = "main (a.py);work (b.py);loads (c.py) 3\\nmain (a.py);work (b.py) 1\\n"
     >>> top = top_entries(raw, limit=2)
-    >>> top["samples"], top["self"][0]["function"], top["total"][0]["share"]
-    (4, 'loads (c.py)', 1.0)
+    >>> top["samples"], top["self"][0]["function"], top["self_by_package"][0]["package"]
+    (4, 'loads (c.py)', 'c')
+    >>> top_entries(raw, own_package="b")["total"]
+    [{'function': 'work (b.py)', 'samples': 4, 'share': 1.0}]
     """
     self_counts: Counter[str] = Counter()
+    package_counts: Counter[str] = Counter()
     total_counts: Counter[str] = Counter()
     samples = 0
     for line in raw_text.splitlines():
@@ -85,13 +108,20 @@ def top_entries(raw_text: str, limit: int = 15) -> dict:
             continue
         samples += count
         self_counts[frames[-1]] += count
+        package_counts[_package(frames[-1])] += count
         for frame in set(frames):
-            total_counts[frame] += count
+            if _package(frame) == own_package:
+                total_counts[frame] += count
 
-    def rows(counter: Counter[str]) -> list[dict]:
+    def rows(counter: Counter[str], what: str = "function") -> list[dict]:
         return [
-            {"function": f, "samples": c, "share": round(c / samples, 4) if samples else 0.0}
+            {what: f, "samples": c, "share": round(c / samples, 4) if samples else 0.0}
             for f, c in counter.most_common(limit)
         ]
 
-    return {"samples": samples, "self": rows(self_counts), "total": rows(total_counts)}
+    return {
+        "samples": samples,
+        "self": rows(self_counts),
+        "self_by_package": rows(package_counts, "package"),
+        "total": rows(total_counts),
+    }
