@@ -42,7 +42,14 @@ def test_top_entries_sums_self_and_total_samples():
         "score (app/scoring.py)", "loads (orjson)", "run (faust/worker.py)"
     ]
     assert top["self"][0]["share"] == 0.6
-    assert {e["function"]: e["samples"] for e in top["total"]}["run (faust/worker.py)"] == 10
+    assert {e["package"]: e["samples"] for e in top["self_by_package"]} == {
+        "app": 6, "orjson": 3, "faust": 1
+    }
+    # inclusive samples of the project's own functions only
+    assert top["total"] == [
+        {"function": "<module> (app/__main__.py)", "samples": 10, "share": 1.0},
+        {"function": "score (app/scoring.py)", "samples": 6, "share": 0.6},
+    ]
 
 
 def test_bench_config_checks_its_ranges(tmp_path):
