@@ -86,6 +86,10 @@ class BenchConfig:
         Offered rate of the latency phase, transactions/s.
     duration_s : float, default=60
         Length of the latency phase's offered load.
+    latency_sink : {"alerts", "scored"}, default="alerts"
+        ``alerts``: the worker alerts on every transaction (``ALERT_THRESHOLD=0``) and
+        latency ends at the alert; ``scored``: the model's own threshold, and latency
+        ends at the transaction's record on the scored topic (``PUBLISH_SCORED=true``).
     memory_accounts : tuple of int, default=(100_000, 1_000_000)
     memory_tx_per_account : int, default=3
     phases : tuple of str
@@ -109,6 +113,7 @@ class BenchConfig:
     data: Path | None = None
     rate: float = 2_000.0
     duration_s: float = 60.0
+    latency_sink: str = "alerts"
     memory_accounts: tuple[int, ...] = (100_000, 1_000_000)
     memory_tx_per_account: int = 3
     phases: tuple[str, ...] = ("throughput", "latency", "memory", "scaleout")
@@ -128,6 +133,8 @@ class BenchConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.rate > 0 or not self.duration_s > 0:
             raise ValueError(f"rate and duration_s must be > 0, got {self.rate}, {self.duration_s}")
+        if self.latency_sink not in ("alerts", "scored"):
+            raise ValueError(f"latency_sink must be 'alerts' or 'scored', got {self.latency_sink!r}")
         if any(a < 1 for a in self.memory_accounts):
             raise ValueError(f"memory_accounts must be >= 1, got {self.memory_accounts}")
 
@@ -411,14 +418,19 @@ class Harness:
     def _phase_latency(self) -> dict:
         c = self.config
         s = self.settings("lat")
-        w = self._start(s, PROJECT_WORKER, "lat-worker", ALERT_THRESHOLD="0.0")
+        if c.latency_sink == "alerts":
+            extra, sink_topic = {"ALERT_THRESHOLD": "0.0"}, s.alerts_topic
+        else:
+            extra, sink_topic = {"PUBLISH_SCORED": "true"}, s.scored_topic
+        w = self._start(s, PROJECT_WORKER, "lat-worker", **extra)
         try:
             w.wait_ready(_READY_MARKER)
             self._gate([w], s)
             count = int(c.rate * c.duration_s)
             df = self.frame().head(count)
             self.say(f"offering {c.rate:,.0f} transactions/s for {c.duration_s:.0f} s")
-            out = asyncio.run(_paced_latency(s, df, c.rate, c.duration_s, w, self.tag))
+            out = asyncio.run(_paced_latency(s, sink_topic, df, c.rate, c.duration_s, w))
+            out["sink"] = c.latency_sink
         finally:
             self._stop(w)
         return out
@@ -539,12 +551,12 @@ def _alert_transaction_id(value: bytes) -> str | None:
 
 
 async def _paced_latency(
-    settings: Settings, df: pd.DataFrame, rate: float, duration_s: float,
-    worker: WorkerProcess, tag: str, drain_timeout_s: float = 300.0,
+    settings: Settings, alerts_topic: str, df: pd.DataFrame, rate: float, duration_s: float,
+    worker: WorkerProcess, drain_timeout_s: float = 300.0,
 ) -> dict:
     """Send ``df`` at ``rate`` for ``duration_s`` (timestamps = send time) while reading
-    the alerts topic; latency of each transaction = its alert's timestamp - its own."""
-    alerts_topic = settings.alerts_topic
+    ``alerts_topic`` (alerts or scored transactions); latency of each transaction = the
+    timestamp of its first output record there - its own."""
     consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False,
                                 group_id=None, auto_offset_reset="earliest")
     producer = AIOKafkaProducer(**client_options(settings), acks="all", linger_ms=0)

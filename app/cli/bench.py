@@ -99,7 +99,8 @@ def results_table(results: dict) -> Table:
             t.add_row("latency p50 / p95 / p99",
                       f"{lat['p50_ms']:.0f} / {lat['p95_ms']:.0f} / {lat['p99_ms']:.0f} ms",
                       f"{lat['achieved_rate']:,.0f}/s offered for {lat['offered_seconds']:.0f} s, "
-                      f"{lat['alerts_matched']:,} alerts, {lat['missing']:,} missing; "
+                      f"{lat['alerts_matched']:,} {lat.get('sink', 'alerts')} records, "
+                      f"{lat['missing']:,} missing; "
                       "target p99 <= 50 ms")
         else:
             t.add_row("latency", "no alert", f"{lat['sent']:,} sent")
@@ -126,6 +127,11 @@ def bench(
     n: int = typer.Option(200_000, "--n", min=1, help="Transactions of the throughput topic."),
     rate: float = typer.Option(2_000.0, min=1.0, help="Latency phase: offered transactions/s."),
     duration: float = typer.Option(60.0, min=1.0, help="Latency phase: seconds of offered load."),
+    latency_sink: str = typer.Option(
+        "alerts",
+        help="Latency phase: 'alerts' (ALERT_THRESHOLD=0, every transaction alerts) or "
+        "'scored' (the model's threshold; latency to the scored-transactions record).",
+    ),
     memory_accounts: str = typer.Option(
         "100000,1000000", help="Memory phase: comma-separated numbers of accounts."
     ),
@@ -189,7 +195,7 @@ def bench(
     try:
         config = harness.BenchConfig(
             broker_url=broker_url, redis_url=redis_url, n=n, partitions=partitions, data=data,
-            rate=rate, duration_s=duration,
+            rate=rate, duration_s=duration, latency_sink=latency_sink,
             memory_accounts=_ints(memory_accounts, "--memory-accounts"),
             memory_tx_per_account=tx_per_account, phases=chosen, faust_table=faust_table,
             profile_seconds=profile_seconds, poll_interval_s=poll_interval,
