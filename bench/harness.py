@@ -99,6 +99,10 @@ class BenchConfig:
     profile_seconds : float, default=20
         py-spy sampling time of the ``profile`` phase.
     poll_interval_s : float, default=0.1
+    log_level : str, default="warn"
+        Faust ``-l`` of every worker. At ``warn`` and above Faust's worker sets the
+        root logger to DEBUG for its terminal spinner (handlers stay at the level), so
+        every ``log.debug`` call in Faust and aiokafka builds a record; ``info`` does not.
     worker_env : dict of str to str
         Extra environment of every worker (e.g. ``PUBLISH_SCORED=false``).
     work_dir : Path
@@ -120,6 +124,7 @@ class BenchConfig:
     faust_table: bool = False
     profile_seconds: float = 20.0
     poll_interval_s: float = 0.1
+    log_level: str = "warn"
     worker_env: dict[str, str] = field(default_factory=dict)
     work_dir: Path = PROJECT_ROOT / ".run" / "bench"
     phase_timeout_s: float = 3600.0
@@ -133,6 +138,8 @@ class BenchConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.rate > 0 or not self.duration_s > 0:
             raise ValueError(f"rate and duration_s must be > 0, got {self.rate}, {self.duration_s}")
+        if self.log_level not in ("crit", "error", "warn", "info", "debug"):
+            raise ValueError(f"log_level must be crit/error/warn/info/debug, got {self.log_level!r}")
         if self.latency_sink not in ("alerts", "scored"):
             raise ValueError(f"latency_sink must be 'alerts' or 'scored', got {self.latency_sink!r}")
         if any(a < 1 for a in self.memory_accounts):
@@ -228,7 +235,7 @@ class Harness:
         self._create_topics(settings)
         worker = WorkerProcess(
             name=name,
-            argv=argv,
+            argv=(*argv, "-l", self.config.log_level),
             env=self._env(settings, **extra),
             log_path=self.dir / f"{name}.log",
         ).start()

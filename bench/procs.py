@@ -34,10 +34,10 @@ __all__ = [
     "BARE_FAUST",
 ]
 
-#: Command of the project's worker (after ``python``).
-PROJECT_WORKER = ("-m", "app", "worker", "-l", "warn")
-#: Command of the reference Faust app (after ``python``).
-BARE_FAUST = ("-m", "bench.bare_faust", "worker", "-l", "warn")
+#: Command of the project's worker (after ``python``; the harness appends ``-l LEVEL``).
+PROJECT_WORKER = ("-m", "app", "worker")
+#: Command of the reference Faust app (after ``python``; the harness appends ``-l LEVEL``).
+BARE_FAUST = ("-m", "bench.bare_faust", "worker")
 
 
 class BenchError(FraudError):

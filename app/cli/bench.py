@@ -159,6 +159,9 @@ def bench(
         [], "--worker-env", metavar="KEY=VALUE", help="Extra environment of every worker."
     ),
     poll_interval: float = typer.Option(0.1, min=0.01, help="Seconds between /metrics polls."),
+    log_level: str = typer.Option(
+        "warn", help="Faust -l of every worker: crit, error, warn, info or debug."
+    ),
     results_dir: Optional[Path] = typer.Option(None, help="Default: bench/results/."),
 ) -> None:
     """Measure throughput (bare aiokafka, bare Faust, the worker), latency at a fixed rate,
@@ -198,7 +201,7 @@ def bench(
             rate=rate, duration_s=duration, latency_sink=latency_sink,
             memory_accounts=_ints(memory_accounts, "--memory-accounts"),
             memory_tx_per_account=tx_per_account, phases=chosen, faust_table=faust_table,
-            profile_seconds=profile_seconds, poll_interval_s=poll_interval,
+            profile_seconds=profile_seconds, poll_interval_s=poll_interval, log_level=log_level,
             worker_env=_env_pairs(worker_env),
         )
     except ValueError as exc:
