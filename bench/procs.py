@@ -229,6 +229,7 @@ def wait_for_count(
     poll_interval_s: float = 0.1,
     timeout_s: float = 3600.0,
     from_zero: bool = False,
+    on_start=None,
     on_poll=None,
 ) -> Throughput:
     """Poll ``workers`` until their ``done_metric`` rose by ``events``; the throughput.
@@ -248,6 +249,8 @@ def wait_for_count(
         Count from zero rather than from the first poll, and read a worker whose
         ``/metrics`` does not answer yet as zero: for workers just started on a topic
         that already holds the events (they may start consuming before any poll).
+    on_start : callable(), optional
+        Called once the starting values are read, e.g. to start producing the events.
     on_poll : callable(done_so_far), optional
         Progress callback.
 
@@ -260,6 +263,8 @@ def wait_for_count(
         c0, d0, each0 = 0.0, 0.0, [0.0] * len(workers)
     else:
         c0, d0, each0 = _sums(workers, consumed_metric, done_metric, False)
+    if on_start is not None:
+        on_start()
     prev = time.perf_counter()
     first = None
     deadline = prev + timeout_s

@@ -95,9 +95,10 @@ def results_table(results: dict) -> Table:
         t.add_row("profile (self)", f"{prof['samples']:,} samples", top)
     lat = results.get("latency")
     if lat and "error" not in lat:
-        if "p99_ms" in lat:
-            t.add_row("latency p50 / p95 / p99",
-                      f"{lat['p50_ms']:.0f} / {lat['p95_ms']:.0f} / {lat['p99_ms']:.0f} ms",
+        if lat.get("sent"):
+            ms = " / ".join("never" if lat.get(k) is None else f"{lat[k]:,.0f}"
+                            for k in ("p50_ms", "p95_ms", "p99_ms"))
+            t.add_row("latency p50 / p95 / p99", f"{ms} ms",
                       f"{lat['achieved_rate']:,.0f}/s offered for {lat['offered_seconds']:.0f} s, "
                       f"{lat['alerts_matched']:,} {lat.get('sink', 'alerts')} records, "
                       f"{lat['missing']:,} missing; "
