@@ -157,6 +157,8 @@ def _throughput_dict(t: Throughput) -> dict:
         "seconds": round(t.seconds, 3),
         "events_per_second": round(t.events_per_second, 1),
         "poll_interval_s": t.poll_interval_s,
+        "cpu_seconds": round(t.cpu_seconds, 2),
+        "events_per_cpu_second": round(t.events_per_cpu_second, 1),
         "per_worker": [int(x) for x in t.per_worker],
     }
 
@@ -414,6 +416,9 @@ class Harness:
         b = out["bare_faust"]["events_per_second"]
         worker = out["worker"]["events_per_second"]
         out["ratios"] = {"c_over_a": round(worker / a, 4), "c_over_b": round(worker / b, 4)}
+        cpu_b, cpu_c = (out[k].get("events_per_cpu_second") for k in ("bare_faust", "worker"))
+        if cpu_b and cpu_c:
+            out["ratios"]["c_over_b_per_cpu_second"] = round(cpu_c / cpu_b, 4)
         return out
 
     def _phase_profile(self) -> dict:
@@ -547,6 +552,7 @@ async def _bare_aiokafka(settings: Settings, n: int, timeout_s: float) -> dict:
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         count = 0
+        cpu0 = time.process_time()
         first = time.perf_counter()
         deadline = first + timeout_s
         loads = orjson.loads
@@ -559,11 +565,14 @@ async def _bare_aiokafka(settings: Settings, n: int, timeout_s: float) -> dict:
             if time.perf_counter() > deadline:
                 raise BenchError(f"bare aiokafka read {count} of {n} in {timeout_s:.0f} s")
         last = time.perf_counter()
+        cpu = time.process_time() - cpu0
     finally:
         await consumer.stop()
     seconds = last - first
     return {"events": n, "counted": count, "seconds": round(seconds, 3),
-            "events_per_second": round(n / seconds, 1) if seconds > 0 else None}
+            "events_per_second": round(n / seconds, 1) if seconds > 0 else None,
+            "cpu_seconds": round(cpu, 2),
+            "events_per_cpu_second": round(n / cpu, 1) if cpu > 0 else None}
 
 
 def _alert_transaction_id(value: bytes) -> str | None:

@@ -29,6 +29,7 @@ __all__ = [
     "Throughput",
     "free_port",
     "rss_bytes",
+    "cpu_seconds",
     "wait_for_count",
     "PROJECT_WORKER",
     "BARE_FAUST",
@@ -49,6 +50,12 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) that process ``pid`` has used so far, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_bytes(pid: int) -> int:
@@ -181,6 +188,10 @@ class Throughput:
     poll_interval_s : float
     per_worker : list of float
         Each worker's increase of the done counter.
+    cpu_seconds : float
+        CPU time the workers used between the poll before ``first_s`` and the poll
+        after ``last_s`` (on a shared machine, ``events / cpu_seconds`` is steadier
+        than the wall-clock rate).
     """
 
     events: int
@@ -189,6 +200,12 @@ class Throughput:
     last_s: float
     poll_interval_s: float
     per_worker: list[float]
+    cpu_seconds: float = float("nan")
+
+    @property
+    def events_per_cpu_second(self) -> float:
+        """``events / cpu_seconds``."""
+        return self.events / self.cpu_seconds if self.cpu_seconds > 0 else float("nan")
 
     @property
     def seconds(self) -> float:
@@ -265,15 +282,22 @@ def wait_for_count(
         c0, d0, each0 = _sums(workers, consumed_metric, done_metric, False)
     if on_start is not None:
         on_start()
+
+    def cpu() -> float:
+        return sum(cpu_seconds(w.pid) for w in workers)
+
     prev = time.perf_counter()
+    prev_cpu = cpu0 = cpu()
     first = None
     deadline = prev + timeout_s
     while True:
         time.sleep(poll_interval_s)
         c, d, each = _sums(workers, consumed_metric, done_metric, from_zero)
         now = time.perf_counter()
+        now_cpu = cpu()
         if first is None and c > c0:
             first = (prev + now) / 2
+            cpu0 = prev_cpu
         if on_poll is not None:
             on_poll(d - d0)
         if d - d0 >= events:
@@ -285,9 +309,10 @@ def wait_for_count(
                 last_s=last,
                 poll_interval_s=poll_interval_s,
                 per_worker=[b - a for a, b in zip(each0, each)],
+                cpu_seconds=now_cpu - cpu0,
             )
         if now > deadline:
             raise BenchError(
                 f"{done_metric} rose by {d - d0:.0f} of {events} in {timeout_s:.0f} s"
             )
-        prev = now
+        prev, prev_cpu = now, now_cpu

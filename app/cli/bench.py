@@ -84,11 +84,15 @@ def results_table(results: dict) -> Table:
             if key in tp:
                 r = tp[key]
                 note = f"{r['events']:,} in {r['seconds']:.2f} s"
+                if r.get("events_per_cpu_second"):
+                    note += f", {r['events_per_cpu_second']:,.0f} per CPU-second"
                 if "rss_bytes" in r:
                     note += f", RSS {r['rss_bytes'] / 2**20:.0f} MiB"
                 t.add_row(label, _rate(r["events_per_second"]), note)
         t.add_row("c/a", f"{tp['ratios']['c_over_a']:.3f}", "")
-        t.add_row("c/b", f"{tp['ratios']['c_over_b']:.3f}", "target >= 0.8")
+        per_cpu = tp["ratios"].get("c_over_b_per_cpu_second")
+        t.add_row("c/b", f"{tp['ratios']['c_over_b']:.3f}",
+                  "target >= 0.8" + (f"; per CPU-second {per_cpu:.3f}" if per_cpu else ""))
     prof = results.get("profile")
     if prof and "error" not in prof:
         top = ", ".join(f"{e['function']} {e['share']:.0%}" for e in prof["self"][:3])
@@ -116,9 +120,10 @@ def results_table(results: dict) -> Table:
                   f"{row['rss_after_bytes'] / 2**20:.0f} MiB; target <= 2 KB at ~100 tx/account")
     sc = results.get("scaleout")
     if sc and "error" not in sc:
-        t.add_row("1 worker", _rate(sc["one"]["events_per_second"]), f"{sc['n']:,} transactions")
+        t.add_row("1 worker", _rate(sc["one"]["events_per_second"]),
+                  f"{sc['n']:,} transactions, {sc['one']['cpu_seconds']:.1f} CPU-s")
         t.add_row("2 workers", _rate(sc["two"]["events_per_second"]),
-                  f"per worker {sc['two']['per_worker']}")
+                  f"per worker {sc['two']['per_worker']}, {sc['two']['cpu_seconds']:.1f} CPU-s")
         t.add_row("2 / 1", f"{sc['ratio']:.2f}x", "target >= 1.6x")
     return t
 
