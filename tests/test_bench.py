@@ -86,7 +86,8 @@ def test_bench_smoke_run_has_every_result_and_the_right_counts(broker, redis_url
         assert tp[name]["counted"] >= N, name
         assert tp[name]["events_per_second"] > 0, name
     assert tp["worker"]["rss_bytes"] > 0
-    assert set(tp["ratios"]) == {"c_over_a", "c_over_b"}
+    assert {"c_over_a", "c_over_b", "c_over_b_per_cpu_second"} <= set(tp["ratios"])
+    assert tp["worker"]["cpu_seconds"] > 0 and tp["bare_faust"]["events_per_cpu_second"] > 0
 
     lat = r["latency"]
     assert lat["sent"] > 0
