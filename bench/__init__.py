@@ -6,6 +6,8 @@
 * :mod:`bench.data`: the transactions produced (shared handbook file, simulated, or
   synthetic accounts), the probes and the producers.
 * :mod:`bench.bare_faust`: the reference Faust app, an agent that only iterates.
+* :mod:`bench.clients`: the measuring clients inside the harness (bare aiokafka, the
+  paced producer and output consumer of the latency phase).
 * :mod:`bench.profiling`: a py-spy profile of a worker and its top entries.
 
 The harness treats the project's worker as a black box: it starts ``python -m app

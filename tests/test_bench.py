@@ -21,9 +21,9 @@ ACCOUNTS = 150
 
 
 def test_bench_modules_doctests():
-    from bench import data, profiling
+    from bench import clients, data, procs, profiling
 
-    for module in (data, profiling):
+    for module in (clients, data, procs, profiling):
         assert doctest.testmod(module).failed == 0, module.__name__
 
 
