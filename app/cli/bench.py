@@ -7,6 +7,7 @@ JSON to ``bench/results/<UTC time>.json``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from datetime import datetime, timezone
@@ -177,31 +178,11 @@ def bench(
 
     chosen = tuple(p.strip() for p in phases.split(",") if p.strip())
     redis_url = redis_url or os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
-    started_broker = None
-    if own_broker:
-        from ..stack import spawn, tansu_command, resolve_tansu_bin, wait_for_kafka
-        from bench.procs import free_port
-
-        port = free_port()
-        log = PROJECT_ROOT / ".run" / "bench" / f"tansu-{port}.log"
-        started_broker = spawn(tansu_command(resolve_tansu_bin(get_settings()), "127.0.0.1", port), log)
-        broker_url = f"kafka://127.0.0.1:{port}"
-        try:
-            wait_for_kafka(f"127.0.0.1:{port}", 20.0, process=started_broker)
-        except Exception:
-            stack.stop_process(started_broker.pid, 5.0)
-            raise
-    else:
-        broker_url = broker if broker else get_settings().kafka_broker_url
-        if "://" not in broker_url:
-            broker_url = f"kafka://{broker_url}"
-        check_broker_url(broker_url)
-        host_port = broker_url.split("://", 1)[1].split(";")[0].split(",")[0]
-        if not stack.kafka_ready(host_port):
-            fail(f"no Kafka broker answers at {broker_url}: `fraudctl stack up` or --own-broker")
-    if not stack.redis_ping(redis_url):
-        fail(f"no Redis answers at {redact_url(redis_url)}: `fraudctl stack up` or --redis-url")
-    try:
+    broker_url = broker if broker else get_settings().kafka_broker_url
+    if "://" not in broker_url:
+        broker_url = f"kafka://{broker_url}"
+    check_broker_url(broker_url)
+    try:  # every option checked before anything is started
         config = harness.BenchConfig(
             broker_url=broker_url, redis_url=redis_url, n=n, partitions=partitions, data=data,
             rate=rate, duration_s=duration, latency_sink=latency_sink,
@@ -212,9 +193,29 @@ def bench(
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    run = harness.Harness(config, say=lambda msg: err_console.print(f"[dim]{msg}[/]", highlight=False))
-    err_console.print(f"bench {run.tag}: broker {broker_url}, logs {run.dir}", highlight=False)
+    if not stack.redis_ping(redis_url):
+        fail(f"no Redis answers at {redact_url(redis_url)}: `fraudctl stack up` or --redis-url")
+    if not own_broker:
+        host_port = broker_url.split("://", 1)[1].split(";")[0].split(",")[0]
+        if not stack.kafka_ready(host_port):
+            fail(f"no Kafka broker answers at {broker_url}: `fraudctl stack up` or --own-broker")
+    started_broker = None
     try:
+        if own_broker:
+            from bench.procs import free_port
+
+            port = free_port()
+            log = PROJECT_ROOT / ".run" / "bench" / f"tansu-{port}.log"
+            binary = stack.resolve_tansu_bin(get_settings())
+            started_broker = stack.spawn(stack.tansu_command(binary, "127.0.0.1", port), log)
+            stack.wait_for_kafka(f"127.0.0.1:{port}", 20.0, process=started_broker)
+            config = dataclasses.replace(config, broker_url=f"kafka://127.0.0.1:{port}")
+        run = harness.Harness(
+            config, say=lambda msg: err_console.print(f"[dim]{msg}[/]", highlight=False)
+        )
+        err_console.print(
+            f"bench {run.tag}: broker {config.broker_url}, logs {run.dir}", highlight=False
+        )
         results = run.run()
     finally:
         if started_broker is not None:
