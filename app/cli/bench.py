@@ -1,0 +1,230 @@
+"""``fraudctl bench``: the performance harness (issue 7) on a running local stack.
+
+The measurements live in ``bench/`` at the top of the checkout (:mod:`bench.harness`);
+this command parses the options, runs them, prints a table and writes the results as
+JSON to ``bench/results/<UTC time>.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+import orjson
+import typer
+from rich.table import Table
+
+from ..config import PROJECT_ROOT, check_broker_url, get_settings
+from ..stack import redact_url
+from .base import broker_option, cli, console, err_console, fail
+
+__all__ = ["bench", "results_table", "DEFAULT_REDIS_URL"]
+
+#: Redis of the harness's workers when ``REDIS_URL`` is unset: the machine's, database 7.
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/7"
+#: The phases of the harness (``bench.harness.PHASES``).
+PHASE_NAMES = ("throughput", "profile", "latency", "memory", "scaleout")
+
+
+def _harness():
+    """Import :mod:`bench.harness` from the checkout (it is not part of the package)."""
+    if not (PROJECT_ROOT / "bench" / "harness.py").exists():
+        fail(f"no bench/harness.py under {PROJECT_ROOT}: run fraudctl bench from a checkout")
+    if str(PROJECT_ROOT) not in sys.path:
+        sys.path.insert(0, str(PROJECT_ROOT))
+    from bench import harness
+
+    return harness
+
+
+def _ints(text: str, name: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v.replace("_", "")) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated integers, got {text!r}",
+                                 param_hint=name) from None
+    if not values or min(values) < 1:
+        raise typer.BadParameter(f"expected integers >= 1, got {text!r}", param_hint=name)
+    return values
+
+
+def _env_pairs(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--worker-env")
+        out[key] = value
+    return out
+
+
+def _rate(x) -> str:
+    return "-" if x is None else f"{x:,.0f}/s"
+
+
+def results_table(results: dict) -> Table:
+    """The headline numbers of a harness run, one row each."""
+    t = Table(title=f"fraudctl bench {results.get('tag', '')}")
+    t.add_column("measurement")
+    t.add_column("result", justify="right")
+    t.add_column("notes", overflow="fold")
+    m = results.get("machine", {})
+    t.add_row("machine", f"{m.get('cpus')} CPUs",
+              f"{m.get('memory_gib')} GiB, Python {m.get('python')}, "
+              f"load {m.get('load_avg_1m')} at start")
+    tp = results.get("throughput")
+    if tp and "error" not in tp:
+        t.add_row("produce", _rate(tp["produce"]["per_second"]),
+                  f"{tp['n']:,} transactions to {tp['topic']}")
+        for key, label in (("bare_aiokafka", "(a) bare aiokafka"), ("bare_faust", "(b) bare Faust"),
+                           ("faust_table", "(b2) Faust + table"), ("worker", "(c) worker")):
+            if key in tp:
+                r = tp[key]
+                note = f"{r['events']:,} in {r['seconds']:.2f} s"
+                if r.get("events_per_cpu_second"):
+                    note += f", {r['events_per_cpu_second']:,.0f} per CPU-second"
+                if "rss_bytes" in r:
+                    note += f", RSS {r['rss_bytes'] / 2**20:.0f} MiB"
+                t.add_row(label, _rate(r["events_per_second"]), note)
+        t.add_row("c/a", f"{tp['ratios']['c_over_a']:.3f}", "")
+        per_cpu = tp["ratios"].get("c_over_b_per_cpu_second")
+        t.add_row("c/b", f"{tp['ratios']['c_over_b']:.3f}",
+                  "target >= 0.8" + (f"; per CPU-second {per_cpu:.3f}" if per_cpu else ""))
+    prof = results.get("profile")
+    if prof and "error" not in prof:
+        top = ", ".join(f"{e['function']} {e['share']:.0%}" for e in prof["self"][:3])
+        t.add_row("profile (self)", f"{prof['samples']:,} samples", top)
+    lat = results.get("latency")
+    if lat and "error" not in lat:
+        if lat.get("sent"):
+            ms = " / ".join("never" if lat.get(k) is None else f"{lat[k]:,.0f}"
+                            for k in ("p50_ms", "p95_ms", "p99_ms"))
+            t.add_row("latency p50 / p95 / p99", f"{ms} ms",
+                      f"{lat['achieved_rate']:,.0f}/s offered for {lat['offered_seconds']:.0f} s, "
+                      f"{lat['alerts_matched']:,} {lat.get('sink', 'alerts')} records, "
+                      f"{lat['missing']:,} missing; "
+                      "target p99 <= 50 ms")
+        else:
+            t.add_row("latency", "no alert", f"{lat['sent']:,} sent")
+    for phase in PHASE_NAMES:
+        error = (results.get(phase) or {}).get("error")
+        if error:
+            t.add_row(phase, "[red]failed[/]", error)
+    for row in (results.get("memory") or {}).get("runs", []):
+        t.add_row(f"memory, {row['accounts']:,} accounts",
+                  f"{row['bytes_per_account']:,.0f} B/account",
+                  f"{row['tx_per_account']} tx each; RSS {row['rss_before_bytes'] / 2**20:.0f} -> "
+                  f"{row['rss_after_bytes'] / 2**20:.0f} MiB; target <= 2 KB at ~100 tx/account")
+    sc = results.get("scaleout")
+    if sc and "error" not in sc:
+        t.add_row("1 worker", _rate(sc["one"]["events_per_second"]),
+                  f"{sc['n']:,} transactions, {sc['one']['cpu_seconds']:.1f} CPU-s")
+        t.add_row("2 workers", _rate(sc["two"]["events_per_second"]),
+                  f"per worker {sc['two']['per_worker']}, {sc['two']['cpu_seconds']:.1f} CPU-s")
+        t.add_row("2 / 1", f"{sc['ratio']:.2f}x", "target >= 1.6x")
+    return t
+
+
+@cli.command()
+def bench(
+    n: int = typer.Option(200_000, "--n", min=1, help="Transactions of the throughput topic."),
+    rate: float = typer.Option(2_000.0, min=1.0, help="Latency phase: offered transactions/s."),
+    duration: float = typer.Option(60.0, min=1.0, help="Latency phase: seconds of offered load."),
+    latency_sink: str = typer.Option(
+        "alerts",
+        help="Latency phase: 'alerts' (ALERT_THRESHOLD=0, every transaction alerts) or "
+        "'scored' (the model's threshold; latency to the scored-transactions record).",
+    ),
+    memory_accounts: str = typer.Option(
+        "100000,1000000", help="Memory phase: comma-separated numbers of accounts."
+    ),
+    tx_per_account: int = typer.Option(3, min=1, help="Memory phase: transactions per account."),
+    phases: str = typer.Option(
+        "throughput,latency,memory,scaleout",
+        help="Comma-separated phases: throughput, profile, latency, memory, scaleout.",
+    ),
+    faust_table: bool = typer.Option(
+        False, help="Also measure a Faust agent that increments a table entry per event."
+    ),
+    profile_seconds: float = typer.Option(20.0, min=1.0, help="py-spy sampling of `profile`."),
+    partitions: int = typer.Option(4, min=1, help="Partitions of every topic of the run."),
+    data: Optional[Path] = typer.Option(
+        None, help="Handbook-format data; default: the shared file, else simulated."
+    ),
+    broker: Optional[str] = broker_option(),
+    own_broker: bool = typer.Option(
+        False, help="Start a Tansu of the run's own on a free port (stopped at the end)."
+    ),
+    redis_url: Optional[str] = typer.Option(
+        None, help=f"Redis of the workers (default: REDIS_URL if set, else {DEFAULT_REDIS_URL})."
+    ),
+    worker_env: list[str] = typer.Option(
+        [], "--worker-env", metavar="KEY=VALUE", help="Extra environment of every worker."
+    ),
+    poll_interval: float = typer.Option(0.1, min=0.01, help="Seconds between /metrics polls."),
+    log_level: str = typer.Option(
+        "warn", help="Faust -l of every worker: crit, error, warn, info or debug."
+    ),
+    results_dir: Optional[Path] = typer.Option(None, help="Default: bench/results/."),
+) -> None:
+    """Measure throughput (bare aiokafka, bare Faust, the worker), latency at a fixed rate,
+    memory per account and scale-out; print a table and write bench/results/<time>.json."""
+    harness = _harness()
+    from .. import stack
+
+    chosen = tuple(p.strip() for p in phases.split(",") if p.strip())
+    redis_url = redis_url or os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+    broker_url = broker if broker else get_settings().kafka_broker_url
+    if "://" not in broker_url:
+        broker_url = f"kafka://{broker_url}"
+    check_broker_url(broker_url)
+    try:  # every option checked before anything is started
+        config = harness.BenchConfig(
+            broker_url=broker_url, redis_url=redis_url, n=n, partitions=partitions, data=data,
+            rate=rate, duration_s=duration, latency_sink=latency_sink,
+            memory_accounts=_ints(memory_accounts, "--memory-accounts"),
+            memory_tx_per_account=tx_per_account, phases=chosen, faust_table=faust_table,
+            profile_seconds=profile_seconds, poll_interval_s=poll_interval, log_level=log_level,
+            worker_env=_env_pairs(worker_env),
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if not stack.redis_ping(redis_url):
+        fail(f"no Redis answers at {redact_url(redis_url)}: `fraudctl stack up` or --redis-url")
+    if not own_broker:
+        host_port = broker_url.split("://", 1)[1].split(";")[0].split(",")[0]
+        if not stack.kafka_ready(host_port):
+            fail(f"no Kafka broker answers at {broker_url}: `fraudctl stack up` or --own-broker")
+    started_broker = None
+    try:
+        if own_broker:
+            from bench.procs import free_port
+
+            port = free_port()
+            log = PROJECT_ROOT / ".run" / "bench" / f"tansu-{port}.log"
+            binary = stack.resolve_tansu_bin(get_settings())
+            started_broker = stack.spawn(stack.tansu_command(binary, "127.0.0.1", port), log)
+            stack.wait_for_kafka(f"127.0.0.1:{port}", 20.0, process=started_broker)
+            config = dataclasses.replace(config, broker_url=f"kafka://127.0.0.1:{port}")
+        run = harness.Harness(
+            config, say=lambda msg: err_console.print(f"[dim]{msg}[/]", highlight=False)
+        )
+        err_console.print(
+            f"bench {run.tag}: broker {config.broker_url}, logs {run.dir}", highlight=False
+        )
+        results = run.run()
+    finally:
+        if started_broker is not None:
+            stack.stop_process(started_broker.pid, 5.0)
+    out_dir = results_dir or harness.RESULTS_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}.json"
+    out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+    console.print(results_table(results))
+    console.print(f"results: {out}", highlight=False)
+    if any("error" in (results.get(p) or {}) for p in PHASE_NAMES):
+        raise typer.Exit(1)

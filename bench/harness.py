@@ -1,0 +1,532 @@
+"""The measurements of issue 7, run side by side on one broker.
+
+:class:`Harness` ``.run()`` produces transactions to fresh topics and measures:
+
+* **throughput**: from the beginning of one topic of ``n`` transactions, (a) a bare
+  aiokafka consume-and-decode loop, (b) a Faust agent that only iterates (optionally
+  (b2) one that also increments a table entry per event) and (c) the project's worker;
+  events/s of each and the ratios c/a and c/b;
+* **latency**: transactions sent at a fixed rate (Kafka timestamp = send time) to a
+  worker that alerts on every one (``ALERT_THRESHOLD=0``); latency = Kafka timestamp of
+  the alert minus that of its transaction, p50/p95/p99 (nearest rank; a transaction
+  with no alert after the drain time counts as infinitely late: its percentile is
+  ``None``);
+* **memory**: resident memory of a worker before and after it took in the
+  transactions of ``accounts`` distinct accounts, per account;
+* **scale-out**: one worker, then two in one consumer group, on the same data;
+* **profile** (optional): py-spy samples of a worker while it processes the topic.
+
+How each number is defined
+--------------------------
+Workers are black boxes started as subprocesses; the harness reads their
+``GET /metrics`` every ``poll_interval_s``. A worker's throughput is ``n / (last -
+first)``: ``first`` is the midpoint of the two polls between which its consumed counter
+(``fraud_transactions_consumed_total``) left zero, ``last`` the midpoint of the two
+polls between which its scored counter (``fraud_transactions_scored_total``, summed
+over labels) reached ``n`` (see :func:`bench.procs.wait_for_count`); both within half a
+poll interval. The bare Faust app exposes counters read the same way. The bare
+aiokafka loop runs in the harness, after it is connected, assigned every partition and
+told to seek to the beginning: from its first ``getmany`` call to the decode of its
+``n``-th record. Memory, scale-out and latency first "gate" their
+workers: probe transactions go to every partition until each worker has consumed
+some and all are scored, so group joins and rebalances are over before the measured
+records are produced; then the counters are read, and the records are produced (in a
+thread) while the harness polls, so the workers consume as the records arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import secrets
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import redis
+
+from app.config import PROJECT_ROOT, Settings
+from app.replay import ensure_topics
+
+from .clients import bare_aiokafka, paced_latency
+from .data import load_frame, produce_frame, send_probes, synthetic_accounts_frame
+from .procs import BARE_FAUST, PROJECT_WORKER, BenchError, Throughput, WorkerProcess, wait_for_count
+
+__all__ = ["BenchConfig", "Harness", "PHASES", "RESULTS_DIR", "WORKER_METRICS"]
+
+#: Every phase, in the order they run.
+PHASES = ("throughput", "profile", "latency", "memory", "scaleout")
+#: Where results JSON files go by default.
+RESULTS_DIR = PROJECT_ROOT / "bench" / "results"
+#: (consumed, done) counters of the project's worker and of the bare Faust app.
+WORKER_METRICS = ("fraud_transactions_consumed_total", "fraud_transactions_scored_total")
+FAUST_METRICS = ("bench_events_consumed_total", "bench_events_done_total")
+_READY_MARKER = "fraud_model_info"
+
+
+@dataclass
+class BenchConfig:
+    """What to measure, and how much.
+
+    Attributes
+    ----------
+    broker_url : str
+        ``kafka://host:port`` of a running broker (Tansu or Kafka).
+    redis_url : str
+        Redis of the workers; the harness deletes its own keys (``<tag>:*``) at the end.
+    n : int, default=200_000
+        Transactions of the throughput and scale-out topics.
+    partitions : int, default=4
+    data : Path, optional
+        Handbook-format file; default the shared file, else simulated data.
+    rate : float, default=2000
+        Offered rate of the latency phase, transactions/s.
+    duration_s : float, default=60
+        Length of the latency phase's offered load.
+    latency_sink : {"alerts", "scored"}, default="alerts"
+        ``alerts``: the worker alerts on every transaction (``ALERT_THRESHOLD=0``) and
+        latency ends at the alert; ``scored``: the model's own threshold, and latency
+        ends at the transaction's record on the scored topic (``PUBLISH_SCORED=true``).
+    memory_accounts : tuple of int, default=(100_000, 1_000_000)
+    memory_tx_per_account : int, default=3
+    phases : tuple of str
+        Subset of :data:`PHASES`; default all but ``profile``.
+    faust_table : bool, default=False
+        Also measure (b2), a Faust agent that increments a table entry per event.
+    profile_seconds : float, default=20
+        py-spy sampling time of the ``profile`` phase.
+    poll_interval_s : float, default=0.1
+    log_level : str, default="warn"
+        Faust ``-l`` of every worker. At ``warn`` and above Faust's worker sets the
+        root logger to DEBUG for its terminal spinner (handlers stay at the level), so
+        every ``log.debug`` call in Faust and aiokafka builds a record; ``info`` does not.
+    worker_env : dict of str to str
+        Extra environment of every worker (e.g. ``PUBLISH_SCORED=false``).
+    work_dir : Path
+        Logs and profiles (``<work_dir>/<tag>/``).
+    phase_timeout_s : float, default=3600
+    """
+
+    broker_url: str
+    redis_url: str
+    n: int = 200_000
+    partitions: int = 4
+    data: Path | None = None
+    rate: float = 2_000.0
+    duration_s: float = 60.0
+    latency_sink: str = "alerts"
+    memory_accounts: tuple[int, ...] = (100_000, 1_000_000)
+    memory_tx_per_account: int = 3
+    phases: tuple[str, ...] = ("throughput", "latency", "memory", "scaleout")
+    faust_table: bool = False
+    profile_seconds: float = 20.0
+    poll_interval_s: float = 0.1
+    log_level: str = "warn"
+    worker_env: dict[str, str] = field(default_factory=dict)
+    work_dir: Path = PROJECT_ROOT / ".run" / "bench"
+    phase_timeout_s: float = 3600.0
+
+    def __post_init__(self) -> None:
+        unknown = set(self.phases) - set(PHASES)
+        if unknown:
+            raise ValueError(f"phases must be among {PHASES}, got {sorted(unknown)}")
+        for name in ("n", "partitions", "memory_tx_per_account"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.rate > 0 or not self.duration_s > 0:
+            raise ValueError(f"rate and duration_s must be > 0, got {self.rate}, {self.duration_s}")
+        if self.log_level not in ("crit", "error", "warn", "info", "debug"):
+            raise ValueError(f"log_level must be crit/error/warn/info/debug, got {self.log_level!r}")
+        if self.latency_sink not in ("alerts", "scored"):
+            raise ValueError(f"latency_sink must be 'alerts' or 'scored', got {self.latency_sink!r}")
+        if any(a < 1 for a in self.memory_accounts):
+            raise ValueError(f"memory_accounts must be >= 1, got {self.memory_accounts}")
+
+
+def _throughput_dict(t: Throughput) -> dict:
+    return {
+        "events": t.events,
+        "counted": t.counted,
+        "seconds": round(t.seconds, 3),
+        "events_per_second": round(t.events_per_second, 1),
+        "poll_interval_s": t.poll_interval_s,
+        "cpu_seconds": round(t.cpu_seconds, 2),
+        "events_per_cpu_second": round(t.events_per_cpu_second, 1),
+        "per_worker": [int(x) for x in t.per_worker],
+    }
+
+
+def machine_info() -> dict:
+    """CPUs, memory, Python and load of this machine."""
+    try:
+        mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        mem_kb = 0
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gib": round(mem_kb / 2**20, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+    }
+
+
+class Harness:
+    """Runs the phases of a :class:`BenchConfig` and collects their results.
+
+    Parameters
+    ----------
+    config : BenchConfig
+    say : callable(str), optional
+        Progress messages (one line each).
+    """
+
+    def __init__(self, config: BenchConfig, say: Callable[[str], None] | None = None) -> None:
+        self.config = config
+        self.say = say or (lambda _msg: None)
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        self.tag = f"bench-{stamp}-{secrets.token_hex(2)}"
+        self.dir = config.work_dir / self.tag
+        self._workers: list[WorkerProcess] = []
+        self._frame: pd.DataFrame | None = None
+        self._source = ""
+        self._probes_sent = 0
+
+    # --- settings and processes ---------------------------------------------------
+
+    def settings(self, run: str) -> Settings:
+        """Settings of run ``run``: its own topics on the configured broker."""
+        name = f"{self.tag}-{run}"
+        return Settings(
+            kafka_broker_url=self.config.broker_url,
+            topic_partitions=self.config.partitions,
+            transactions_topic=f"{name}-tx",
+            alerts_topic=f"{name}-alerts",
+            scored_topic=f"{name}-scored",
+            labels_topic=f"{name}-labels",
+            dead_letter_topic=f"{name}-dlq",
+            app_id=name,
+        )
+
+    def _env(self, settings: Settings, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            KAFKA_BROKER_URL=settings.kafka_broker_url,
+            TOPIC_PARTITIONS=str(settings.topic_partitions),
+            APP_ID=settings.app_id,
+            TRANSACTIONS_TOPIC=settings.transactions_topic,
+            ALERTS_TOPIC=settings.alerts_topic,
+            SCORED_TOPIC=settings.scored_topic,
+            LABELS_TOPIC=settings.labels_topic,
+            DEAD_LETTER_TOPIC=settings.dead_letter_topic,
+            REDIS_URL=self.config.redis_url,
+            REDIS_KEY_PREFIX=f"{self.tag}:",
+            DATA_DIR=str(self.dir / settings.app_id),
+            RUN_DIR=str(self.dir / "run"),
+        )
+        env.update(self.config.worker_env)
+        env.update(extra)
+        return env
+
+    def _start(
+        self, settings: Settings, argv: tuple[str, ...], name: str, **extra: str
+    ) -> WorkerProcess:
+        self._create_topics(settings)
+        worker = WorkerProcess(
+            name=name,
+            argv=(*argv, "-l", self.config.log_level),
+            env=self._env(settings, **extra),
+            log_path=self.dir / f"{name}.log",
+        ).start()
+        self._workers.append(worker)
+        return worker
+
+    def _stop(self, *workers: WorkerProcess) -> None:
+        for w in workers:
+            w.stop()
+            if w in self._workers:
+                self._workers.remove(w)
+
+    def _create_topics(self, s: Settings) -> None:
+        names = [s.transactions_topic, s.alerts_topic, s.scored_topic, s.labels_topic,
+                 s.dead_letter_topic]
+        asyncio.run(ensure_topics(s, names))
+
+    def close(self) -> None:
+        """Stop every worker still running and delete the run's Redis keys."""
+        self._stop(*list(self._workers))
+        try:
+            client = redis.Redis.from_url(self.config.redis_url, socket_timeout=5)
+            keys = list(client.scan_iter(match=f"{self.tag}:*", count=1000))
+            for i in range(0, len(keys), 1000):
+                client.delete(*keys[i : i + 1000])
+            client.close()
+        except redis.RedisError:
+            pass
+
+    # --- data ---------------------------------------------------------------------
+
+    def frame(self) -> pd.DataFrame:
+        """The transactions of the run (loaded once): enough for throughput and latency."""
+        if self._frame is None:
+            c = self.config
+            wanted = c.n
+            if "latency" in c.phases:
+                wanted = max(wanted, int(c.rate * c.duration_s) + 1)
+            self._frame, self._source = load_frame(wanted, c.data)
+        return self._frame
+
+    def _produce(self, df: pd.DataFrame, settings: Settings) -> dict:
+        self._create_topics(settings)
+        seconds = asyncio.run(produce_frame(df, settings))
+        return {"transactions": len(df), "seconds": round(seconds, 3),
+                "per_second": round(len(df) / seconds, 1) if seconds else None}
+
+    def _produce_and_count(
+        self, df: pd.DataFrame, settings: Settings, workers: list[WorkerProcess],
+        poll_interval_s: float,
+    ) -> tuple[dict, Throughput]:
+        """Produce ``df`` (in a thread) while counting what ``workers`` score of it."""
+        outcome: dict = {}
+
+        def produce() -> None:
+            try:
+                outcome["produced"] = self._produce(df, settings)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=produce, name="bench-producer", daemon=True)
+        t = wait_for_count(
+            workers, len(df), consumed_metric=WORKER_METRICS[0], done_metric=WORKER_METRICS[1],
+            poll_interval_s=poll_interval_s, timeout_s=self.config.phase_timeout_s,
+            on_start=thread.start,
+        )
+        thread.join(60)
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome.get("produced", {}), t
+
+    def _gate(self, workers: list[WorkerProcess], settings: Settings, timeout_s: float = 180.0):
+        """Send probes to every partition until each worker consumed some and all probes
+        are scored: the workers have joined, been assigned partitions and caught up."""
+        consumed_name, done_name = WORKER_METRICS
+        event_ms = int(self.frame()["TX_DATETIME"].iloc[0].value // 1_000_000)
+        deadline = time.monotonic() + timeout_s
+        sent_here = 0
+        while time.monotonic() < deadline:
+            n = asyncio.run(send_probes(settings, self.tag, self._probes_sent, event_ms))
+            self._probes_sent += n
+            sent_here += n
+            wait_until = time.monotonic() + 2.0
+            while time.monotonic() < wait_until:
+                time.sleep(0.2)
+                metrics = []
+                for w in workers:
+                    w.check_alive()
+                    try:
+                        metrics.append(w.metrics())
+                    except OSError:
+                        metrics.append({})
+                consumed_each = [m.get(consumed_name, 0.0) for m in metrics]
+                done = sum(m.get(done_name, 0.0) for m in metrics)
+                if all(c > 0 for c in consumed_each) and done >= sent_here:
+                    return
+        raise BenchError(f"workers not all consuming after {timeout_s:.0f} s of probes")
+
+    # --- phases -------------------------------------------------------------------
+
+    def run(self) -> dict:
+        """Run the configured phases; the results.
+
+        A phase that fails has an ``error`` (type and message) instead of its numbers,
+        and the next phases still run.
+        """
+        c = self.config
+        results: dict = {
+            "tag": self.tag,
+            "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machine": machine_info(),
+            "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(c).items()
+                       if k not in ("redis_url",)},
+        }
+        try:
+            self.frame()
+            results["data"] = {"source": self._source, "rows_loaded": len(self.frame())}
+            for phase in PHASES:
+                if phase not in c.phases:
+                    continue
+                self.say(f"phase {phase}")
+                load_before = os.getloadavg()[0]
+                started = time.perf_counter()
+                try:
+                    out = getattr(self, f"_phase_{phase}")()
+                except Exception as exc:  # noqa: BLE001 - record it, go on with the others
+                    self.say(f"phase {phase} failed: {exc}")
+                    out = {"error": f"{type(exc).__name__}: {exc}"}
+                out["wall_seconds"] = round(time.perf_counter() - started, 1)
+                out["load_avg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+                results[phase] = out
+        finally:
+            self.close()
+            results["finished_utc"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        return results
+
+    def _throughput_topic(self) -> Settings:
+        return self.settings("tp")
+
+    def _phase_throughput(self) -> dict:
+        c = self.config
+        s = self._throughput_topic()
+        df = self.frame().head(c.n)
+        out: dict = {"n": len(df), "topic": s.transactions_topic}
+        self.say(f"producing {len(df):,} transactions to {s.transactions_topic}")
+        out["produce"] = self._produce(df, s)
+        self._throughput_produced = True
+
+        self.say("(a) bare aiokafka consume + orjson decode")
+        out["bare_aiokafka"] = asyncio.run(bare_aiokafka(s, len(df), c.phase_timeout_s))
+
+        runs = [("bare_faust", BARE_FAUST, FAUST_METRICS, {"BENCH_FAUST_TABLE": "0"})]
+        if c.faust_table:
+            runs.append(("faust_table", BARE_FAUST, FAUST_METRICS, {"BENCH_FAUST_TABLE": "1"}))
+        runs.append(("worker", PROJECT_WORKER, WORKER_METRICS, {}))
+        for name, argv, (consumed, done), extra in runs:
+            self.say(f"({'b' if name == 'bare_faust' else 'b2' if name == 'faust_table' else 'c'})"
+                     f" {name}")
+            run = s.model_copy(update={"app_id": f"{self.tag}-tp-{name}"})
+            w = self._start(run, argv, f"tp-{name}", **extra)
+            try:
+                t = wait_for_count(
+                    [w], len(df), consumed_metric=consumed, done_metric=done,
+                    poll_interval_s=c.poll_interval_s, timeout_s=c.phase_timeout_s,
+                    from_zero=True,
+                )
+                out[name] = _throughput_dict(t)
+                out[name]["rss_bytes"] = w.rss_bytes()
+            finally:
+                self._stop(w)
+        a = out["bare_aiokafka"]["events_per_second"]
+        b = out["bare_faust"]["events_per_second"]
+        worker = out["worker"]["events_per_second"]
+        out["ratios"] = {"c_over_a": round(worker / a, 4), "c_over_b": round(worker / b, 4)}
+        cpu_b, cpu_c = (out[k].get("events_per_cpu_second") for k in ("bare_faust", "worker"))
+        if cpu_b and cpu_c:
+            out["ratios"]["c_over_b_per_cpu_second"] = round(cpu_c / cpu_b, 4)
+        return out
+
+    def _phase_profile(self) -> dict:
+        from .profiling import record, top_entries
+
+        c = self.config
+        s = self._throughput_topic()
+        if not getattr(self, "_throughput_produced", False):
+            self._produce(self.frame().head(c.n), s)
+            self._throughput_produced = True
+        run = s.model_copy(update={"app_id": f"{self.tag}-profile"})
+        w = self._start(run, PROJECT_WORKER, "profile-worker")
+        try:
+            deadline = time.monotonic() + 300
+            while True:  # profile from the first record consumed
+                w.check_alive()
+                try:
+                    if w.metrics().get(WORKER_METRICS[0], 0) > 0:
+                        break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise BenchError("profiled worker consumed nothing in 300 s")
+                time.sleep(0.1)
+            path = self.dir / "profile-worker.raw.txt"
+            self.say(f"py-spy on pid {w.pid} for {c.profile_seconds:.0f} s -> {path}")
+            before = w.metrics().get(WORKER_METRICS[1], 0.0)
+            record(w.pid, c.profile_seconds, path)
+            after = w.metrics().get(WORKER_METRICS[1], 0.0)
+        finally:
+            self._stop(w)
+        top = top_entries(path.read_text())
+        top.update(raw_path=str(path), seconds=c.profile_seconds,
+                   scored_while_sampled=int(after - before))
+        return top
+
+    def _phase_latency(self) -> dict:
+        c = self.config
+        s = self.settings("lat")
+        if c.latency_sink == "alerts":
+            extra, sink_topic = {"ALERT_THRESHOLD": "0.0"}, s.alerts_topic
+        else:
+            extra, sink_topic = {"PUBLISH_SCORED": "true"}, s.scored_topic
+        w = self._start(s, PROJECT_WORKER, "lat-worker", **extra)
+        try:
+            w.wait_ready(_READY_MARKER)
+            self._gate([w], s)
+            count = int(c.rate * c.duration_s)
+            df = self.frame().head(count)
+            self.say(f"offering {c.rate:,.0f} transactions/s for {c.duration_s:.0f} s")
+            out = asyncio.run(paced_latency(s, sink_topic, df, c.rate, c.duration_s, w))
+            out["sink"] = c.latency_sink
+        finally:
+            self._stop(w)
+        return out
+
+    def _phase_memory(self) -> dict:
+        c = self.config
+        rows = []
+        for accounts in c.memory_accounts:
+            s = self.settings(f"mem{accounts}")
+            df = synthetic_accounts_frame(accounts, c.memory_tx_per_account)
+            w = self._start(s, PROJECT_WORKER, f"mem{accounts}-worker")
+            try:
+                w.wait_ready(_READY_MARKER)
+                self._gate([w], s)
+                time.sleep(1.0)
+                rss_before = w.rss_bytes()
+                self.say(f"{accounts:,} accounts x {c.memory_tx_per_account}: "
+                         f"producing {len(df):,} transactions")
+                produced, t = self._produce_and_count(
+                    df, s, [w], max(c.poll_interval_s, 0.5)
+                )
+                time.sleep(2.0)
+                rss_after = w.rss_bytes()
+                metrics = w.metrics()
+            finally:
+                self._stop(w)
+            state_gauges = {k: v for k, v in metrics.items()
+                            if k.startswith(("fraud_table_", "fraud_state_"))}
+            rows.append({
+                "accounts": accounts,
+                "tx_per_account": c.memory_tx_per_account,
+                "transactions": len(df),
+                "rss_before_bytes": rss_before,
+                "rss_after_bytes": rss_after,
+                "bytes_per_account": round((rss_after - rss_before) / accounts, 1),
+                "state_gauges": state_gauges,
+                "produce": produced,
+                "throughput": _throughput_dict(t),
+            })
+        return {"runs": rows}
+
+    def _phase_scaleout(self) -> dict:
+        c = self.config
+        df = self.frame().head(c.n)
+        out: dict = {"n": len(df)}
+        for k, name in ((1, "one"), (2, "two")):
+            s = self.settings(f"scale{k}")
+            workers = [self._start(s, PROJECT_WORKER, f"scale{k}-worker{i}") for i in range(k)]
+            try:
+                for w in workers:
+                    w.wait_ready(_READY_MARKER)
+                self._gate(workers, s)
+                self.say(f"{k} worker(s): producing {len(df):,} transactions")
+                produced, t = self._produce_and_count(df, s, workers, c.poll_interval_s)
+            finally:
+                self._stop(*workers)
+            out[name] = _throughput_dict(t) | {"produce": produced}
+        out["ratio"] = round(
+            out["two"]["events_per_second"] / out["one"]["events_per_second"], 4
+        )
+        return out

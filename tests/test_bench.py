@@ -1,0 +1,118 @@
+"""The performance harness (``fraudctl bench``): a smoke run on tiny numbers.
+
+Only the structure of the results and the counts are checked, never a timing: the
+numbers of a run on a shared 2-core machine say nothing about the code.
+"""
+
+from __future__ import annotations
+
+import doctest
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from app.cli import cli
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+N = 400
+ACCOUNTS = 150
+
+
+def test_bench_modules_doctests():
+    from bench import clients, data, procs, profiling
+
+    for module in (clients, data, procs, profiling):
+        assert doctest.testmod(module).failed == 0, module.__name__
+
+
+def test_top_entries_sums_self_and_total_samples():
+    from bench.profiling import top_entries
+
+    raw = (
+        "<module> (app/__main__.py);run (faust/worker.py);score (app/scoring.py) 6\n"
+        "<module> (app/__main__.py);run (faust/worker.py);loads (orjson) 3\n"
+        "<module> (app/__main__.py);run (faust/worker.py) 1\n"
+        "garbage line\n"
+    )
+    top = top_entries(raw, limit=3)
+    assert top["samples"] == 10
+    assert [e["function"] for e in top["self"]] == [
+        "score (app/scoring.py)", "loads (orjson)", "run (faust/worker.py)"
+    ]
+    assert top["self"][0]["share"] == 0.6
+    assert {e["package"]: e["samples"] for e in top["self_by_package"]} == {
+        "app": 6, "orjson": 3, "faust": 1
+    }
+    # inclusive samples of the project's own functions only
+    assert top["total"] == [
+        {"function": "<module> (app/__main__.py)", "samples": 10, "share": 1.0},
+        {"function": "score (app/scoring.py)", "samples": 6, "share": 0.6},
+    ]
+
+
+def test_bench_config_checks_its_ranges(tmp_path):
+    from bench.harness import BenchConfig
+
+    with pytest.raises(ValueError, match="phases must be among"):
+        BenchConfig("kafka://127.0.0.1:9092", "redis://x", phases=("warp",))
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        BenchConfig("kafka://127.0.0.1:9092", "redis://x", n=0)
+
+
+def test_bench_smoke_run_has_every_result_and_the_right_counts(broker, redis_url, tmp_path):
+    out_dir = tmp_path / "results"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "bench", "--n", str(N), "--rate", "100", "--duration", "2",
+            "--memory-accounts", str(ACCOUNTS), "--tx-per-account", "2",
+            "--phases", "throughput,latency,memory,scaleout", "--faust-table",
+            "--broker", broker.bootstrap, "--redis-url", redis_url,
+            "--results-dir", str(out_dir),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    files = list(out_dir.glob("*.json"))
+    assert len(files) == 1
+    r = json.loads(files[0].read_text())
+
+    assert r["machine"]["cpus"] >= 1 and r["data"]["rows_loaded"] >= N
+    tp = r["throughput"]
+    assert tp["n"] == N and tp["produce"]["transactions"] == N
+    for name in ("bare_aiokafka", "bare_faust", "faust_table", "worker"):
+        assert tp[name]["events"] == N, name
+        assert tp[name]["counted"] >= N, name
+        assert tp[name]["events_per_second"] > 0, name
+    assert tp["worker"]["rss_bytes"] > 0
+    assert {"c_over_a", "c_over_b", "c_over_b_per_cpu_second"} <= set(tp["ratios"])
+    assert tp["worker"]["cpu_seconds"] > 0 and tp["bare_faust"]["events_per_cpu_second"] > 0
+
+    lat = r["latency"]
+    assert lat["sent"] > 0
+    assert lat["alerts_matched"] == lat["sent"] and lat["missing"] == 0
+    assert lat["p50_ms"] <= lat["p95_ms"] <= lat["p99_ms"] <= lat["max_ms"]
+
+    (mem,) = r["memory"]["runs"]
+    assert mem["accounts"] == ACCOUNTS and mem["transactions"] == 2 * ACCOUNTS
+    assert mem["throughput"]["counted"] >= 2 * ACCOUNTS
+    assert mem["rss_after_bytes"] > 0 and "bytes_per_account" in mem
+    # the probes' accounts are in the table too
+    assert mem["state_gauges"]["fraud_table_accounts"] >= ACCOUNTS
+
+    sc = r["scaleout"]
+    assert sc["one"]["events"] == N and len(sc["one"]["per_worker"]) == 1
+    assert len(sc["two"]["per_worker"]) == 2 and sum(sc["two"]["per_worker"]) >= N
+    assert sc["ratio"] > 0
+    for phase in ("throughput", "latency", "memory", "scaleout"):
+        assert "error" not in r[phase], r[phase]
+
+    # the run deleted its Redis keys (alert ids)
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert not list(client.scan_iter(match=f"{r['tag']}:*"))
+    finally:
+        client.close()
