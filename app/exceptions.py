@@ -15,6 +15,8 @@ __all__ = [
     "ModelIntegrityError",
     "StackError",
     "BrokerUnavailableError",
+    "RuleSetError",
+    "ControlMessageError",
 ]
 
 
@@ -62,3 +64,12 @@ class StackError(FraudError):
 
 class BrokerUnavailableError(FraudError):
     """The Kafka broker cannot be reached, or refused a request (topic creation, delivery)."""
+
+
+class RuleSetError(FraudError):
+    """A rule set is invalid: unknown attribute, comparison that does not fit the
+    attribute's type, duplicate rule id, bad outcome, or not valid JSON/YAML."""
+
+
+class ControlMessageError(FraudError):
+    """A message on the control or rules topic cannot be parsed or applied."""
