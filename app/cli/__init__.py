@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import alerts, demo, evaluate, models, replay, schemas, simulate, stack  # noqa: F401  (register)
+from . import alerts, demo, evaluate, models, replay, rules, schemas, simulate, stack  # noqa: F401  (register)
 from .base import cli, run
 
 __all__ = ["cli", "main"]
