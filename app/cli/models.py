@@ -379,7 +379,7 @@ def list_command(
     )
     table.add_column("version", no_wrap=True, min_width=max(len(c.version) for c in cards))
     for col in ("created", "status", "AUC", "AP", "CP@100", "thresh", "active"):
-        table.add_column(col, overflow="fold")
+        table.add_column(col, overflow="fold", no_wrap=col in ("created", "status"))
     for c in cards:
         active = "+".join(
             name for name, v in (("file", in_file), ("redis", in_redis)) if v == c.version
