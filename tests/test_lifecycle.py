@@ -271,3 +271,37 @@ def test_rules_apply_show_and_stale_versions(control_env, redis_client, tmp_path
     ctl = Controller(Fake(), loader=lambda v: Fake())
     _follow_until(ControlFollower(s, ctl), lambda res: sum(x.applied for x in res) >= 2)
     assert ctl.versions[2] == "default@2"
+
+
+@pytest.mark.broker
+def test_a_starting_worker_builds_its_controller_from_redis(control_env, redis_client, tmp_path):
+    from prometheus_client import CollectorRegistry
+
+    from app.decisions.controller import ApplyResult
+    from app.metrics import Metrics
+    from app.redis_store import RedisStore
+    from app.runtime import Runtime
+
+    models, base = make_registry(tmp_path)
+    s = control_env.model_copy(update={"models_dir": models})
+    p = s.redis_key_prefix
+    redis_client.set(f"{p}model:active", b"v2-test")
+    tamper(models, "v4-test")
+    redis_client.set(f"{p}model:shadows", orjson.dumps(["v3-test", "v4-test"]))
+    redis_client.set(f"{p}rules:current", orjson.dumps({"id": "d", "version": 4}))
+    metrics = Metrics(CollectorRegistry())
+
+    async def build():
+        rt = Runtime(settings=s, metrics=metrics, store=RedisStore(
+            s.redis_url.get_secret_value(), p, retries=2, retry_delay_seconds=0.05))
+        try:
+            ctl = await rt.load_controller()
+            rt.on_control(ApplyResult("rules", False, "stale"))
+            return ctl
+        finally:
+            await rt.store.close()
+
+    ctl = asyncio.run(build())
+    assert ctl.versions == ("v2-test", ("v3-test",), "d@4")  # the tampered shadow skipped
+    assert metrics.control_messages.labels(kind="rules", result="refused")._value.get() == 1
+
