@@ -305,3 +305,24 @@ def test_a_starting_worker_builds_its_controller_from_redis(control_env, redis_c
     assert ctl.versions == ("v2-test", ("v3-test",), "d@4")  # the tampered shadow skipped
     assert metrics.control_messages.labels(kind="rules", result="refused")._value.get() == 1
 
+
+
+def test_threshold_command_meets_the_budget_and_writes_the_card(tmp_path):
+    from app.data.simulate import simulate, write_handbook_csv
+
+    models, base = make_registry(tmp_path, ())
+    data = write_handbook_csv(
+        simulate(n_customers=300, n_terminals=1000, start_date="2018-06-01", n_days=50, seed=3),
+        tmp_path / "sim.csv.gz")
+    args = ["threshold", str(data), "--budget", "5", "--start", "2018-07-15", "--end",
+            "2018-07-19", "--models-dir", str(models)]
+    r = CliRunner().invoke(cli, [*args, "--write"])
+    assert r.exit_code == 0, r.output
+    assert "at most" in r.stdout and "precision" in r.stdout and "recall" in r.stdout
+    card = read_card(base, models)
+    assert f"threshold {card.alert_threshold:g} ->" in r.stdout
+    assert card.threshold_rationale.startswith("at most 5 alerts per day on 2018-07-15..2018-07-19")
+    most = int(r.stdout.split("at most ")[1].split(" ")[0])
+    assert most <= 5
+    bad = CliRunner().invoke(cli, [*args[:-2], "--models-dir", str(models), "--per", "week"])
+    assert bad.exit_code == 2 and "--per" in bad.output
