@@ -101,8 +101,9 @@ class ControlFollower:
     Notes
     -----
     Of the model messages fetched together only the last is applied (each is a whole
-    state), so a worker catching up on a long history loads only the models it will
-    serve. Loading runs in a thread; the event loop keeps scoring with the current
+    state), and :meth:`catch_up` reads the whole history before applying it, so a
+    worker starting or reconnecting loads only the models it will serve and never
+    passes through an older state. Loading runs in a thread; the event loop keeps scoring with the current
     snapshot meanwhile.
     """
 
@@ -139,10 +140,25 @@ class ControlFollower:
         await consumer.seek_to_beginning()
         self._consumer = consumer
 
+    async def catch_up(self) -> list[ApplyResult]:
+        """Read the history until nothing more comes, then apply it: the last model
+        state only (never an older one on the way), and the rule sets in order."""
+        assert self._consumer is not None, "start() first"
+        history: dict = {}
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=_POLL_MS)
+            if not batches:
+                break
+            for tp, records in batches.items():
+                history.setdefault(tp, []).extend(records)
+        return await self._apply(history)
+
     async def poll_once(self) -> list[ApplyResult]:
         """Fetch what arrived and apply it; the results, in order."""
         assert self._consumer is not None, "start() first"
-        batches = await self._consumer.getmany(timeout_ms=_POLL_MS)
+        return await self._apply(await self._consumer.getmany(timeout_ms=_POLL_MS))
+
+    async def _apply(self, batches: dict) -> list[ApplyResult]:
         results = []
         for tp, records in sorted(batches.items(), key=lambda kv: kv[0].topic):
             kind = self._kinds[tp.topic]
@@ -159,14 +175,22 @@ class ControlFollower:
                 results.append(result)
         return results
 
-    async def run(self) -> None:
-        """:meth:`start`, then :meth:`poll_once` until cancelled."""
-        await self.start()
-        try:
-            while True:
+    async def run(self, retry_delay_seconds: float = 1.0) -> None:
+        """:meth:`start`, then :meth:`poll_once` until cancelled; a broker failure is
+        logged and retried (scoring goes on with the current snapshot meanwhile)."""
+        while True:
+            try:
+                if self._consumer is None:
+                    await self.start()
+                    await self.catch_up()
                 await self.poll_once()
-        finally:
-            await self.stop()
+            except asyncio.CancelledError:
+                await self.stop()
+                raise
+            except (KafkaError, BrokerUnavailableError) as exc:
+                log.warning("control topics unavailable (%s); retrying", exc)
+                await self.stop()
+                await asyncio.sleep(retry_delay_seconds)
 
     async def stop(self) -> None:
         """Close the consumer."""

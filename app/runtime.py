@@ -6,9 +6,10 @@ touch Redis or the model registry.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
@@ -30,6 +31,7 @@ class Runtime:
     store: RedisStore
     scorer: object | None = None
     controller: object | None = None
+    _controller_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
     async def load_model(self):
         """Load the active model: Redis ``model:active``, else MODEL_VERSION, else
@@ -61,12 +63,19 @@ class Runtime:
 
         A shadow or a stored rule set that fails verification is logged and skipped (the
         control topics will bring the next good state); the active model must load.
+        Built once: later calls (the scoring agent, the control task) return the same one.
 
         Raises
         ------
         ModelError, ModelIntegrityError
             The active model is missing or does not match its card.
         """
+        async with self._controller_lock:
+            if self.controller is None:
+                self.controller = await self._build_controller()
+        return self.controller
+
+    async def _build_controller(self):
         from .decisions import Controller, parse_rule_set
         from .exceptions import FraudError
         from .scoring.model import Scorer
@@ -94,7 +103,6 @@ class Runtime:
             threshold=s.alert_threshold,
             score_outcome=s.score_outcome,
         )
-        self.controller = controller
         version, shadow_versions, label = controller.versions
         self.metrics.rule_set_info.info({"version": label})
         log.info("serving %s, shadows %s, rules %s", version, list(shadow_versions), label)

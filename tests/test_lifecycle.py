@@ -134,6 +134,9 @@ def test_budget_threshold_is_within_budget_and_the_lowest_such(data, budget, per
     c = threshold_for_budget(scores, days, labels, budget, per)
     counts = np.bincount(np.unique(days, return_inverse=True)[1][scores >= c.threshold],
                          minlength=c.days)
+    if not c.within_budget:  # only when too many rows score exactly 1.0
+        assert c.threshold == 1.0 and (scores == 1.0).sum() > budget
+        return
     if per == "day":
         assert counts.max(initial=0) <= budget
     else:
@@ -174,8 +177,8 @@ def control_env(broker, redis_url, monkeypatch, tmp_path):
 
 def _follow_until(follower: ControlFollower, predicate, timeout_s: float = 10.0) -> list:
     async def run():
-        results = []
         await follower.start()
+        results = await follower.catch_up()
         try:
             deadline = asyncio.get_running_loop().time() + timeout_s
             while not predicate(results):

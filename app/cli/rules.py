@@ -242,6 +242,9 @@ def threshold_command(
         f"{choice.max_alerts_per_day} (card's threshold: {card.alert_threshold:g})",
         highlight=False, soft_wrap=True,
     )
+    if not choice.within_budget:
+        fail(f"no threshold meets {budget} alerts per {per}: too many scores of 1.0")
+        return
     if write:
         try:
             set_alert_threshold(version, choice.threshold, rationale, models_dir)

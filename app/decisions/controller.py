@@ -123,6 +123,12 @@ class Snapshot:
         """The active model's version."""
         return self.active.version
 
+    @classmethod
+    def of(cls, scorer: Any, threshold: float, rules: CompiledRuleSet | None = None) -> "Snapshot":
+        """A fixed snapshot of one model (no shadows; no rules unless given): what a
+        test or a benchmark that has no :class:`Controller` passes to the pipeline."""
+        return cls(scorer, (), rules or CompiledRuleSet(EMPTY_RULE_SET), float(threshold))
+
     def decide(
         self,
         transactions: Sequence[Any],

@@ -44,6 +44,10 @@ class ThresholdChoice:
         Frauds among alerts (None without alerts).
     recall : float or None
         Alerted frauds among frauds (None without frauds).
+    within_budget : bool
+        False only when more than ``budget`` rows of a day (or of the window, for
+        ``mean-day``) score exactly 1.0: no threshold in [0, 1] meets the budget, and
+        ``threshold`` is 1.0.
     """
 
     threshold: float
@@ -57,6 +61,7 @@ class ThresholdChoice:
     frauds: int
     precision: float | None
     recall: float | None
+    within_budget: bool = True
 
 
 def _round_up_above(bound: float) -> float:
@@ -143,4 +148,6 @@ def threshold_for_budget(
         frauds=frauds,
         precision=hit / int(alerted.sum()) if alerted.any() else None,
         recall=hit / frauds if frauds else None,
+        within_budget=bool(per_day.max() <= budget if per == "day"
+                           else per_day.sum() <= budget * n_days),
     )
