@@ -307,3 +307,12 @@ def test_apply_from_another_thread_is_seen_whole():
     t.join()
     assert all(shadows in ((), (f"{v}s",)) for v, shadows in seen)
     assert ctl.versions[:2] == ("v49", ("v49s",))
+
+
+def test_the_shipped_example_rule_set_is_valid():
+    from pathlib import Path
+
+    rs = load_rule_set(Path(__file__).resolve().parent.parent / "ops" / "rules" / "example.json")
+    assert rs.label == "default@1" and len(rs.rule_set.rules) == 3
+    d = rs.evaluate(tx(terminal="9999"), {"amount_to_account_mean_30d": 1.0}, 0.1, 0.5)
+    assert (d.outcome, d.rules_fired) == ("block", ("block:terminal",))
