@@ -378,21 +378,25 @@ def list_command(
         box=None, pad_edge=False, header_style="bold",
     )
     table.add_column("version", no_wrap=True, min_width=max(len(c.version) for c in cards))
-    for col in ("created", "status", "AUC", "AP", "CP@100", "thresh", "active"):
-        table.add_column(col, overflow="fold", no_wrap=col in ("created", "status"))
+    for col in ("created", "AUC", "AP", "CP@100", "thresh", "status"):
+        table.add_column(col, overflow="fold")
     for c in cards:
         active = "+".join(
             name for name, v in (("file", in_file), ("redis", in_redis)) if v == c.version
         )
+        status = lifecycle.status(c.version)
+        if status in ("shadow", "retired") and not active:
+            active = status
         table.add_row(
-            c.version, c.created_at[:10], lifecycle.status(c.version),
+            c.version, c.created_at[:10],
             _fmt(c.metrics.roc_auc), _fmt(c.metrics.average_precision),
             _fmt(c.metrics.card_precision_at_100), f"{c.alert_threshold:g}", active,
         )
     console.print(table)
     console.print(
         f"ACTIVE file: {in_file or 'absent'}; Redis {active_model_key(settings.redis_key_prefix)}"
-        f": {redis_note}",
+        f": {redis_note}; status: where a version is active (file, redis), else shadow, "
+        "retired, or blank for a candidate",
         highlight=False,
         soft_wrap=True,
     )
