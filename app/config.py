@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 import re
 
@@ -63,6 +64,20 @@ class Settings(BaseSettings):
     scored_topic: str = Field("scored-transactions", description="SCORED_TOPIC.")
     dead_letter_topic: str = Field(
         "transactions-dead-letter", description="DEAD_LETTER_TOPIC."
+    )
+    control_topic: str = Field(
+        "fraud-control",
+        description=(
+            "CONTROL_TOPIC: model lifecycle messages (promote, rollback, shadow), one "
+            "partition, read in full by every worker (no consumer group)."
+        ),
+    )
+    rules_topic: str = Field(
+        "fraud-rules",
+        description=(
+            "RULES_TOPIC: decision rule sets, key = rule-set id, one partition, read in "
+            "full by every worker (no consumer group)."
+        ),
     )
     publish_scored: bool = Field(
         True, description="PUBLISH_SCORED: also write every scored transaction to SCORED_TOPIC."
@@ -169,6 +184,20 @@ class Settings(BaseSettings):
         description=(
             "WATERMARK_INTERVAL_SECONDS: how often an idle first-stage partition reports "
             "its progress to the scoring stage."
+        ),
+    )
+    score_outcome: Literal["review", "block"] = Field(
+        "review",
+        description=(
+            "SCORE_OUTCOME: outcome of a transaction whose score is at or above the alert "
+            "threshold when no rule decides more (approve < review < block)."
+        ),
+    )
+    alert_outcomes: tuple[Literal["review", "block"], ...] = Field(
+        ("review", "block"),
+        description=(
+            "ALERT_OUTCOMES: outcomes that publish an alert, JSON list "
+            '(e.g. ["block"]); approve never alerts.'
         ),
     )
     top_reasons: int = Field(3, ge=0, le=50, description="TOP_REASONS: reasons per alert.")

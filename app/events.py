@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import base64
 from datetime import datetime, timezone
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Union
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
@@ -35,6 +35,11 @@ __all__ = [
     "Alert",
     "ScoredTransaction",
     "DeadLetter",
+    "ModelControl",
+    "Rule",
+    "AccessList",
+    "RuleSet",
+    "OUTCOMES",
     "REJECT_REASONS",
     "WIRE_MODELS",
     "decode_transaction",
@@ -126,10 +131,23 @@ class ScoredTransaction(_Wire):
 
     transaction: Transaction
     score: float = Field(ge=0.0, le=1.0, description="Higher is more likely fraud.")
-    decision: Literal["alert", "pass"]
-    model_version: str
+    decision: Literal["alert", "pass"] = Field(
+        description="alert: an alert was raised (its outcome is in ALERT_OUTCOMES)."
+    )
+    model_version: str = Field(description="The active model that gave ``score``.")
     features: dict[str, float]
     scored_time_ms: int
+    outcome: Literal["approve", "review", "block"] = Field(
+        "approve", description="Decision of the score and the rules (block > review > approve)."
+    )
+    rules_fired: list[str] = Field(
+        default_factory=list, description="Ids of the rules (and allow:/block: lists) that fired."
+    )
+    rule_set_version: str = Field("none@0", description="``<rule-set id>@<version>`` applied.")
+    shadow_scores: dict[str, float] = Field(
+        default_factory=dict,
+        description="Shadow model version -> its score of the same features; never alerts.",
+    )
 
 
 class Alert(_Wire):
@@ -145,6 +163,13 @@ class Alert(_Wire):
     reasons: list[Reason]
     event_time_ms: int = Field(description="Event time of the transaction, UTC epoch ms.")
     alert_time_ms: int = Field(description="When the alert was raised, UTC epoch ms.")
+    outcome: Literal["review", "block"] = Field(
+        "review", description="Decision of the score and the rules (block > review)."
+    )
+    rules_fired: list[str] = Field(
+        default_factory=list, description="Ids of the rules (and allow:/block: lists) that fired."
+    )
+    rule_set_version: str = Field("none@0", description="``<rule-set id>@<version>`` applied.")
 
 
 class DeadLetter(_Wire):
@@ -173,6 +198,83 @@ class DeadLetter(_Wire):
         return base64.b64decode(self.raw_value_b64)
 
 
+# --- control plane: model lifecycle and decision rules ----------------------------------
+
+#: Decision outcomes, weakest first: precedence is position (block > review > approve).
+OUTCOMES: tuple[str, ...] = ("approve", "review", "block")
+Outcome = Literal["approve", "review", "block"]
+Comparison = Literal["<", "<=", ">", ">=", "==", "!=", "in", "not_in"]
+Scalar = Union[bool, int, float, str]
+ModelVersion = Annotated[str, StringConstraints(pattern=r"^v[0-9A-Za-z][0-9A-Za-z._-]{0,79}$")]
+
+
+class _Control(_Wire):
+    """Written by people (JSON or YAML files): ints where floats go are fine."""
+
+    model_config = ConfigDict(strict=False, extra="forbid", frozen=True)
+
+
+class Rule(_Control):
+    """One comparison and the outcome it proposes when it holds."""
+
+    id: Id = Field(description="Unique within the rule set; listed in alerts when it fires.")
+    attribute: str = Field(description="score, transaction.<field> or features.<name>.")
+    op: Comparison
+    value: Union[Scalar, list[Scalar]] = Field(description="A list for in / not_in.")
+    outcome: Outcome
+    description: str = ""
+    enabled: bool = True
+
+
+class AccessList(_Control):
+    """Account and terminal ids."""
+
+    accounts: list[Id] = Field(default_factory=list)
+    terminals: list[Id] = Field(default_factory=list)
+
+
+class RuleSet(_Control):
+    """A versioned set of rules and allow / block lists (the ``fraud-rules`` value).
+
+    ``review_threshold`` and ``block_threshold`` let analysts move the score cut-offs
+    without a new model: None keeps the model's threshold for review and no block by
+    score.
+    """
+
+    id: Id = Field(description="Rule-set id, the record key on the rules topic.")
+    version: int = Field(ge=0, description="Increases with every change of this id.")
+    description: str = ""
+    rules: list[Rule] = Field(default_factory=list)
+    allow: AccessList = AccessList()
+    block: AccessList = AccessList()
+    review_threshold: float | None = Field(None, ge=0.0, le=1.0)
+    block_threshold: float | None = Field(None, ge=0.0, le=1.0)
+
+    @property
+    def label(self) -> str:
+        """``<id>@<version>``, as alerts carry it in ``rule_set_version``."""
+        return f"{self.id}@{self.version}"
+
+
+class ModelControl(_Wire):
+    """The models every worker must serve, on the ``fraud-control`` topic (one partition).
+
+    Each message carries the whole desired state, not a delta: applying the last one
+    gives the right models whatever was missed before, and applying one twice changes
+    nothing.
+    """
+
+    action: Literal["promote", "rollback", "shadow"] = Field(
+        description="What the operator did (for logs); the state below is what counts."
+    )
+    active_version: ModelVersion = Field(description="The version that scores and alerts.")
+    shadow_versions: list[ModelVersion] = Field(
+        default_factory=list, description="Versions that also score; never alert."
+    )
+    issued_time_ms: int = Field(description="When the operator issued it, UTC epoch ms.")
+    issued_by: str = Field("", description="Operator or tool, free text.")
+
+
 #: topic setting name -> model, for schema export
 WIRE_MODELS: dict[str, type[BaseModel]] = {
     "transactions": Transaction,
@@ -180,6 +282,8 @@ WIRE_MODELS: dict[str, type[BaseModel]] = {
     "transaction-labels": Label,
     "scored-transactions": ScoredTransaction,
     "dead-letter": DeadLetter,
+    "fraud-control": ModelControl,
+    "fraud-rules": RuleSet,
 }
 
 _FIELD_REASONS = {

@@ -16,6 +16,8 @@ __all__ = [
     "StackError",
     "BrokerUnavailableError",
     "ObservabilityError",
+    "RuleSetError",
+    "ControlMessageError",
 ]
 
 
@@ -67,3 +69,12 @@ class BrokerUnavailableError(FraudError):
 
 class ObservabilityError(FraudError):
     """Dashboards cannot be built, pushed to Grafana or checked against Prometheus."""
+
+
+class RuleSetError(FraudError):
+    """A rule set is invalid: unknown attribute, comparison that does not fit the
+    attribute's type, duplicate rule id, bad outcome, or not valid JSON/YAML."""
+
+
+class ControlMessageError(FraudError):
+    """A message on the control or rules topic cannot be parsed or applied."""

@@ -218,6 +218,20 @@ class Metrics:
             ["table"],
             registry=registry,
         )
+        # --- lifecycle and decisions (issue 4) ---------------------------------------
+        self.shadow_scores = Histogram(
+            "fraud_shadow_score",
+            "Scores of the shadow models, by version (they never alert).",
+            ["model_version"],
+            buckets=_SCORE_BUCKETS,
+            registry=registry,
+        )
+        self.shadow_would_alert = Counter(
+            "fraud_shadow_would_alert_total",
+            "Transactions a shadow model scored at or above the active alert threshold.",
+            ["model_version"],
+            registry=registry,
+        )
         self.decisions = Counter(
             "fraud_decisions_total",
             "Scored transactions by outcome: approve (below the threshold), review (an "
@@ -253,3 +267,53 @@ class Metrics:
             ["feature"],
             registry=registry,
         )
+        self.rules_fired = Counter(
+            "fraud_rules_fired_total",
+            "Rule hits, by rule id (ids come from the analysts' rule set: a small set) "
+            "and allow:/block: list hits.",
+            ["rule_id"],
+            registry=registry,
+        )
+        self.control_messages = Counter(
+            "fraud_control_messages_total",
+            "Control messages handled, by kind (model, rules) and result (applied, "
+            "refused: the old model or rules keep serving).",
+            ["kind", "result"],
+            registry=registry,
+        )
+        for kind in ("model", "rules"):
+            for result in ("applied", "refused"):
+                self.control_messages.labels(kind=kind, result=result)
+        self.rule_set_info = Info(
+            "fraud_rule_set", "The rule set in force in this worker.", registry=registry
+        )
+
+    def observe_decisions(self, batch) -> None:
+        """Count one batch's rule hits and shadow scores (outcomes: ``decisions``,
+        counted with the scored records by :func:`app.monitoring.worker.observe_scored`).
+
+        Parameters
+        ----------
+        batch : app.decisions.BatchDecisions
+        """
+        for d in batch.decisions:
+            for rule_id in d.rules_fired:
+                self.rules_fired.labels(rule_id=rule_id).inc()
+        for version, scores in batch.shadow_scores.items():
+            hist = self.shadow_scores.labels(model_version=version)
+            for x in scores.tolist():
+                hist.observe(x)
+            self.shadow_would_alert.labels(model_version=version).inc(
+                int((scores >= batch.threshold).sum())
+            )
+
+    def observe_control(self, result) -> None:
+        """Count one applied or refused control message.
+
+        Parameters
+        ----------
+        result : app.decisions.ApplyResult
+        """
+        self.control_messages.labels(
+            kind=result.kind, result="applied" if result.applied else "refused"
+        ).inc()

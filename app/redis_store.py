@@ -5,6 +5,11 @@ Keys (``prefix`` is ``Settings.redis_key_prefix``, default ``fraud:``):
 - ``{prefix}alerted:{transaction_id}``: set once an alert for the transaction is
   acknowledged by the broker; expires after ``Settings.alert_dedup_ttl_seconds``.
 - ``{prefix}model:active``: the model version workers load at start.
+- ``{prefix}model:shadows``: JSON list of the shadow versions.
+- ``{prefix}rules:current``: JSON of the rule set in force (:class:`app.events.RuleSet`).
+
+The control topics (``fraud-control``, ``fraud-rules``) tell running workers; these keys
+tell a worker what to serve when it starts.
 """
 
 from __future__ import annotations
@@ -12,12 +17,19 @@ from __future__ import annotations
 import asyncio
 from typing import Sequence
 
+import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from .exceptions import FraudError
 
-__all__ = ["RedisStore", "RedisUnavailableError", "active_model_key"]
+__all__ = [
+    "RedisStore",
+    "RedisUnavailableError",
+    "active_model_key",
+    "shadow_models_key",
+    "rules_key",
+]
 
 
 class RedisUnavailableError(FraudError):
@@ -27,6 +39,16 @@ class RedisUnavailableError(FraudError):
 def active_model_key(prefix: str) -> str:
     """Key holding the active model version."""
     return f"{prefix}model:active"
+
+
+def shadow_models_key(prefix: str) -> str:
+    """Key holding the JSON list of shadow model versions."""
+    return f"{prefix}model:shadows"
+
+
+def rules_key(prefix: str) -> str:
+    """Key holding the JSON of the rule set in force."""
+    return f"{prefix}rules:current"
 
 
 class RedisStore:
@@ -109,6 +131,15 @@ class RedisStore:
         await self._call(
             "set", lambda: self._client.set(active_model_key(self.prefix), version.encode())
         )
+
+    async def shadow_model_versions(self) -> list[str]:
+        """The versions in ``{prefix}model:shadows`` (empty when unset)."""
+        raw = await self._call("get", lambda: self._client.get(shadow_models_key(self.prefix)))
+        return [str(v) for v in orjson.loads(raw)] if raw else []
+
+    async def current_rules(self) -> bytes | None:
+        """The JSON in ``{prefix}rules:current``, or None (validate it before use)."""
+        return await self._call("get", lambda: self._client.get(rules_key(self.prefix)))
 
     async def close(self) -> None:
         """Close the connection pool."""

@@ -6,9 +6,10 @@ touch Redis or the model registry.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
@@ -32,6 +33,8 @@ class Runtime:
     scorer: object | None = None
     #: drift counts of the served features, when the model card has a drift reference
     drift: DriftMonitor | None = None
+    controller: object | None = None
+    _controller_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
     async def load_model(self):
         """Load the active model: Redis ``model:active``, else MODEL_VERSION, else
@@ -65,6 +68,67 @@ class Runtime:
         self.metrics.model_info.info({"version": scorer.version, "source": source})
         log.info("serving model %s (from %s), pid %s", scorer.version, source, os.getpid())
         return scorer
+
+
+    async def load_controller(self):
+        """The worker's :class:`app.decisions.Controller`: the active model (as
+        :meth:`load_model`), the shadow versions and the rule set stored in Redis.
+
+        A shadow or a stored rule set that fails verification is logged and skipped (the
+        control topics will bring the next good state); the active model must load.
+        Built once: later calls (the scoring agent, the control task) return the same one.
+
+        Raises
+        ------
+        ModelError, ModelIntegrityError
+            The active model is missing or does not match its card.
+        """
+        async with self._controller_lock:
+            if self.controller is None:
+                self.controller = await self._build_controller()
+        return self.controller
+
+    async def _build_controller(self):
+        from .decisions import Controller, parse_rule_set
+        from .exceptions import FraudError
+        from .scoring.model import Scorer
+
+        s = self.settings
+        active = self.scorer or await self.load_model()
+        shadows = []
+        for version in await self.store.shadow_model_versions():
+            try:
+                shadows.append(Scorer.from_registry(s.models_dir, version))
+            except FraudError as exc:
+                log.error("shadow model %s refused: %s", version, exc)
+        rules = None
+        raw = await self.store.current_rules()
+        if raw:
+            try:
+                rules = parse_rule_set(raw, score_outcome=s.score_outcome)
+            except FraudError as exc:
+                log.error("rule set in Redis refused, deciding by the threshold only: %s", exc)
+        controller = Controller(
+            active,
+            loader=lambda v: Scorer.from_registry(s.models_dir, v),
+            rules=rules,
+            shadows=shadows,
+            threshold=s.alert_threshold,
+            score_outcome=s.score_outcome,
+        )
+        version, shadow_versions, label = controller.versions
+        self.metrics.rule_set_info.info({"version": label})
+        log.info("serving %s, shadows %s, rules %s", version, list(shadow_versions), label)
+        return controller
+
+    def on_control(self, result) -> None:
+        """After a control message (the :class:`app.control.ControlFollower` callback):
+        count it and, when applied, name the models and rules now in use."""
+        self.metrics.observe_control(result)
+        if result.applied and self.controller is not None:
+            version, _, label = self.controller.versions
+            self.metrics.model_info.info({"version": version, "source": "control"})
+            self.metrics.rule_set_info.info({"version": label})
 
 
 _runtime: Runtime | None = None

@@ -1,24 +1,38 @@
-"""``fraudctl train`` and ``fraudctl models list|show|activate``: the model registry.
+"""``fraudctl train`` and ``fraudctl models list|show|activate|promote|rollback|shadow``.
 
-Training and the registry are pure (:mod:`app.scoring`); this module adds a progress
-bar, tables, and the Redis key ``{REDIS_KEY_PREFIX}model:active`` that workers read to
-pick the version they serve (written with redis-py directly, synchronously).
+Training, the registry and the lifecycle planners are pure (:mod:`app.scoring`); this
+module adds a progress bar, tables, the Redis keys ``{REDIS_KEY_PREFIX}model:active`` and
+``model:shadows`` (written with redis-py directly, synchronously), and the
+``fraud-control`` message that tells running workers to switch (:mod:`app.control`).
+
+``promote``, ``rollback`` and ``shadow`` first verify every version they name (card,
+feature names, sha256: :func:`app.scoring.registry.verify_model`), then publish the new
+state on ``CONTROL_TOPIC`` (nothing has changed if that fails), then write Redis, then
+``models/LIFECYCLE.json`` and ``models/ACTIVE``.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Optional
 from urllib.parse import urlsplit, urlunsplit
 
+import orjson
 import redis
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..config import get_settings
+from ..config import Settings, get_settings
+from ..control import CONTROL_KEY, publish
+from ..events import ModelControl, encode
 from ..exceptions import FraudError
-from ..redis_store import RedisUnavailableError, active_model_key
+from ..redis_store import (
+    RedisUnavailableError,
+    active_model_key,
+    shadow_models_key,
+)
 from ..scoring.evaluate import DEFAULT_KNOWN_COMPROMISED, KnownCompromised
 from ..scoring.registry import (
     ModelCard,
@@ -27,6 +41,15 @@ from ..scoring.registry import (
     active_file_version,
     list_models,
     read_card,
+    verify_model,
+)
+from ..scoring.lifecycle import (
+    Lifecycle,
+    plan_promote,
+    plan_rollback,
+    plan_shadows,
+    read_lifecycle,
+    write_lifecycle,
 )
 from ..scoring.candidates import CANDIDATES, DEFAULT_MODEL
 from ..scoring.train import (
@@ -36,7 +59,8 @@ from ..scoring.train import (
     VALIDATION_FOLDS,
     train,
 )
-from .base import cli, console, err_console, fail, stage_progress
+from .base import broker_option, cli, console, err_console, fail, stage_progress
+from .replay import with_broker
 
 __all__ = [
     "models_cli",
@@ -46,14 +70,25 @@ __all__ = [
     "activate_command",
     "set_active_in_redis",
     "get_active_in_redis",
+    "promote_command",
+    "rollback_command",
+    "shadow_set_command",
+    "shadow_clear_command",
+    "apply_lifecycle",
 ]
 
 models_cli = typer.Typer(
     name="models",
-    help="The model registry: list, show and activate versions (see `fraudctl train`).",
+    help="The model registry: list, show, promote, roll back and shadow versions (see `fraudctl train`).",
     no_args_is_help=True,
 )
 cli.add_typer(models_cli, name="models")
+shadow_cli = typer.Typer(
+    name="shadow",
+    help="Challenger versions that score alongside the active one and never alert.",
+    no_args_is_help=True,
+)
+models_cli.add_typer(shadow_cli, name="shadow")
 
 _STAGE_LABELS = {
     "read": "reading data",
@@ -320,6 +355,7 @@ def list_command(
     models_dir = models_dir or settings.models_dir
     try:
         cards = list_models(models_dir)
+        lifecycle = read_lifecycle(models_dir)
         in_file = active_file_version(models_dir)
         in_redis: str | None = None
         redis_note = "not asked"
@@ -342,12 +378,15 @@ def list_command(
         box=None, pad_edge=False, header_style="bold",
     )
     table.add_column("version", no_wrap=True, min_width=max(len(c.version) for c in cards))
-    for col in ("created", "AUC", "AP", "CP@100", "thresh", "active"):
+    for col in ("created", "AUC", "AP", "CP@100", "thresh", "status"):
         table.add_column(col, overflow="fold")
     for c in cards:
         active = "+".join(
             name for name, v in (("file", in_file), ("redis", in_redis)) if v == c.version
         )
+        status = lifecycle.status(c.version)
+        if status in ("shadow", "retired") and not active:
+            active = status
         table.add_row(
             c.version, c.created_at[:10],
             _fmt(c.metrics.roc_auc), _fmt(c.metrics.average_precision),
@@ -356,7 +395,8 @@ def list_command(
     console.print(table)
     console.print(
         f"ACTIVE file: {in_file or 'absent'}; Redis {active_model_key(settings.redis_key_prefix)}"
-        f": {redis_note}",
+        f": {redis_note}; status: where a version is active (file, redis), else shadow, "
+        "retired, or blank for a candidate",
         highlight=False,
         soft_wrap=True,
     )
@@ -408,3 +448,141 @@ def activate_command(
     console.print(
         f"activated {version} ({where}{escape(str(models_dir / 'ACTIVE'))})", highlight=False
     )
+
+
+# --- lifecycle: promote, rollback, shadow ----------------------------------------------
+
+
+def set_shadows_in_redis(url: str, prefix: str, versions: list[str]) -> None:
+    """Write the JSON list ``versions`` to ``{prefix}model:shadows``.
+
+    Raises
+    ------
+    RedisUnavailableError
+    """
+    client = _client(url)
+    try:
+        client.set(shadow_models_key(prefix), orjson.dumps(versions))
+    except (redis.RedisError, OSError) as exc:
+        raise RedisUnavailableError(
+            f"cannot write {shadow_models_key(prefix)} to Redis at {_redacted(url)}: {exc}"
+        ) from None
+    finally:
+        client.close()
+
+
+def apply_lifecycle(new: Lifecycle, settings: Settings, models_dir: Path, redis_url: str,
+                    by: str = "fraudctl") -> int:
+    """Verify, publish, then record a planned lifecycle state (see the module doc).
+
+    Returns
+    -------
+    int
+        Offset of the control message.
+
+    Raises
+    ------
+    ModelError, ModelIntegrityError
+        A version is unknown or fails verification: nothing was changed.
+    BrokerUnavailableError
+        Not published: nothing was changed.
+    RedisUnavailableError
+        Published (workers switch) but Redis not written: run the command again.
+    """
+    assert new.active is not None
+    for v in [new.active, *new.shadows]:
+        verify_model(v, models_dir)
+    event = new.history[-1]
+    message = ModelControl(
+        action=event.action if event.action != "init" else "promote",
+        active_version=new.active, shadow_versions=list(new.shadows),
+        issued_time_ms=event.time_ms, issued_by=by,
+    )
+    offset = publish(settings, settings.control_topic, CONTROL_KEY, encode(message))
+    prefix = settings.redis_key_prefix
+    try:
+        set_active_in_redis(redis_url, prefix, new.active)
+        set_shadows_in_redis(redis_url, prefix, list(new.shadows))
+    except RedisUnavailableError as exc:
+        raise RedisUnavailableError(
+            f"published on {settings.control_topic} (workers switch) but {exc}; run the "
+            "command again to store the state in Redis"
+        ) from None
+    write_lifecycle(models_dir, new)
+    activate(new.active, models_dir)
+    return offset
+
+
+def _lifecycle_command(plan, models_dir: Path | None, redis_url: str | None,
+                       broker: str | None) -> None:
+    settings = with_broker(broker)
+    models_dir = models_dir or settings.models_dir
+    url = redis_url or settings.redis_url.get_secret_value()
+    try:
+        new = plan(read_lifecycle(models_dir), int(time.time() * 1000))
+        offset = apply_lifecycle(new, settings, models_dir, url)
+    except FraudError as exc:
+        fail(escape(str(exc)))
+        return
+    shadows = ", ".join(new.shadows) or "none"
+    console.print(
+        f"{new.history[-1].action}: active {new.active}, shadows {shadows} (published on "
+        f"{settings.control_topic} at offset {offset}; Redis and "
+        f"{escape(str(models_dir / 'LIFECYCLE.json'))} updated)",
+        highlight=False, soft_wrap=True,
+    )
+
+
+_MODELS_DIR = typer.Option(None, "--models-dir", help="Model registry; default: MODELS_DIR.",
+                           show_default=False)
+_REDIS_URL = typer.Option(None, "--redis-url", help="Redis to write; default: REDIS_URL.",
+                          show_default=False)
+
+
+@models_cli.command("promote")
+def promote_command(
+    version: str = typer.Argument(..., help="The version to serve."),
+    models_dir: Path = _MODELS_DIR,
+    redis_url: str = _REDIS_URL,
+    broker: Optional[str] = broker_option(),
+) -> None:
+    """Verify a version and make every running worker serve it from its next batch."""
+    _lifecycle_command(lambda lc, now: plan_promote(lc, version, now, "fraudctl"),
+                       models_dir, redis_url, broker)
+
+
+@models_cli.command("rollback")
+def rollback_command(
+    to: Optional[str] = typer.Option(
+        None, "--to", help="A retired version; default: the one active before the current."
+    ),
+    models_dir: Path = _MODELS_DIR,
+    redis_url: str = _REDIS_URL,
+    broker: Optional[str] = broker_option(),
+) -> None:
+    """Serve the previously active version again (every running worker, next batch)."""
+    _lifecycle_command(lambda lc, now: plan_rollback(lc, now, to, "fraudctl"),
+                       models_dir, redis_url, broker)
+
+
+@shadow_cli.command("set")
+def shadow_set_command(
+    versions: list[str] = typer.Argument(..., help="Versions to score in shadow."),
+    models_dir: Path = _MODELS_DIR,
+    redis_url: str = _REDIS_URL,
+    broker: Optional[str] = broker_option(),
+) -> None:
+    """Score with these versions too: to scored-transactions and metrics, never alerts."""
+    _lifecycle_command(lambda lc, now: plan_shadows(lc, versions, now, "fraudctl"),
+                       models_dir, redis_url, broker)
+
+
+@shadow_cli.command("clear")
+def shadow_clear_command(
+    models_dir: Path = _MODELS_DIR,
+    redis_url: str = _REDIS_URL,
+    broker: Optional[str] = broker_option(),
+) -> None:
+    """Stop every shadow model."""
+    _lifecycle_command(lambda lc, now: plan_shadows(lc, [], now, "fraudctl"),
+                       models_dir, redis_url, broker)

@@ -60,6 +60,8 @@ __all__ = [
     "load_model",
     "read_card",
     "save_model",
+    "set_alert_threshold",
+    "verify_model",
 ]
 
 ARTIFACT_NAME = "model.joblib"
@@ -419,31 +421,36 @@ def read_card(version: str, models_dir: str | Path) -> ModelCard:
     return card
 
 
-def load_model(version: str | None = None, models_dir: str | Path = "models") -> LoadedModel:
-    """Load one version after verifying it.
+def verify_model(
+    version: str, models_dir: str | Path = "models", feature_names: Sequence[str] = FEATURE_NAMES
+) -> tuple[ModelCard, bytes]:
+    """Check a version without unpickling it: card, feature names, sha256.
 
     Parameters
     ----------
-    version : str, optional
-        Default: :func:`default_version`.
+    version : str
     models_dir : str or Path, default="models"
+    feature_names : sequence of str, default=FEATURE_NAMES
+        The names the running code computes, in order.
 
     Returns
     -------
-    LoadedModel
+    card : ModelCard
+    artifact : bytes
+        The artifact, whose sha256 equals the card's.
 
     Raises
     ------
     ModelError
         Unknown version (known ones listed), unreadable card or artifact.
     ModelIntegrityError
-        The artifact's sha256 differs from the card's, the card's feature names differ
-        from :data:`FEATURE_NAMES`, or the estimator does not fit them.
+        The card's feature names differ from ``feature_names`` (the message lists the
+        names on either side only), a baseline is missing, or the artifact's sha256
+        differs from the card's.
     """
     models_dir = Path(models_dir)
-    version = version or default_version(models_dir)
     card = read_card(version, models_dir)
-    expected = list(FEATURE_NAMES)
+    expected = list(feature_names)
     if card.feature_names != expected:
         extra = [n for n in card.feature_names if n not in expected]
         lacking = [n for n in expected if n not in card.feature_names]
@@ -468,6 +475,35 @@ def load_model(version: str | None = None, models_dir: str | Path = "models") ->
             f"model {version}: sha256 of {card.artifact} is {got}, "
             f"expected {card.artifact_sha256} (the card's): the artifact was changed"
         )
+    return card, artifact
+
+
+def load_model(version: str | None = None, models_dir: str | Path = "models") -> LoadedModel:
+    """Load one version after verifying it.
+
+    Parameters
+    ----------
+    version : str, optional
+        Default: :func:`default_version`.
+    models_dir : str or Path, default="models"
+
+    Returns
+    -------
+    LoadedModel
+
+    Raises
+    ------
+    ModelError
+        Unknown version (known ones listed), unreadable card or artifact.
+    ModelIntegrityError
+        The artifact's sha256 differs from the card's, the card's feature names differ
+        from :data:`FEATURE_NAMES`, or the estimator does not fit them.
+    """
+    models_dir = Path(models_dir)
+    version = version or default_version(models_dir)
+    card, artifact = verify_model(version, models_dir)
+    expected = list(FEATURE_NAMES)
+    artifact_path = models_dir / version / card.artifact
     try:
         estimator = joblib.load(io.BytesIO(artifact))
     except Exception as exc:  # noqa: BLE001  (any unpickling failure)
@@ -538,3 +574,25 @@ def activate(version: str, models_dir: str | Path = "models") -> None:
     models_dir = Path(models_dir)
     read_card(version, models_dir)
     _atomic_write_text(models_dir / ACTIVE_NAME, version + "\n")
+
+
+def set_alert_threshold(
+    version: str, threshold: float, rationale: str, models_dir: str | Path = "models"
+) -> ModelCard:
+    """Rewrite a card's ``alert_threshold`` and ``threshold_rationale`` (atomically).
+
+    The artifact and its sha256 are untouched, so the version keeps its name.
+
+    Raises
+    ------
+    ModelError
+        Unknown version, or ``threshold`` outside [0, 1].
+    """
+    if not 0.0 <= threshold <= 1.0:
+        raise ModelError(f"threshold: expected a float in [0, 1], got {threshold!r}")
+    models_dir = Path(models_dir)
+    card = read_card(version, models_dir).model_copy(
+        update={"alert_threshold": float(threshold), "threshold_rationale": rationale}
+    )
+    _atomic_write_text(models_dir / version / CARD_NAME, card.model_dump_json(indent=2) + "\n")
+    return card

@@ -386,6 +386,7 @@ def train(
     random_state: int = 0,
     n_threads: int | None = 1,
     progress: Progress | None = None,
+    features: tuple[pd.DataFrame, date] | None = None,
 ) -> ModelCard:
     """Train on a window, evaluate on a later one, save the model as a new version.
 
@@ -420,6 +421,10 @@ def train(
         batches, where threads cost more than they save.
     progress : callable, optional
         ``progress(stage, done, total)`` with ``stage`` in :data:`STAGES`.
+    features : (pandas.DataFrame, date), optional
+        What :func:`read_features` returned for ``path`` over at least the days this
+        split needs (a notebook computes them once for training and its plots); default:
+        computed here.
 
     Returns
     -------
@@ -449,7 +454,13 @@ def train(
                               shift_days=gap_days + test_days) if compare else []
     longest = max([(end - start).days + 1] + [CANDIDATES[n].fit_days or 0 for n in names])
     first_day = min(f[1] for f in [(start, end), *folds]) - timedelta(days=longest - 1)
-    frame, history_start = read_features(path, first_day, test_end, progress=report)
+    if features is None:
+        frame, history_start = read_features(path, first_day, test_end, progress=report)
+    else:
+        frame, history_start = features
+        days = frame["TX_DATETIME"].dt.floor("D")
+        if len(frame) == 0 or days.iloc[0] > pd.Timestamp(first_day) or days.iloc[-1] < pd.Timestamp(test_end):
+            raise DataError(f"features: the frame given must cover {first_day}..{test_end}")
 
     train_mask, test_mask = handbook_split(frame, start, end, gap_days, test_days, rule)
     train_df = frame.loc[train_mask]
