@@ -32,6 +32,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .alignment import EventTimeAligner
 from .config import get_settings
+from .control import ControlFollower
 from .events import encode
 from .features import AccountState, TerminalState
 from .features.state import DAY_MS
@@ -69,6 +70,7 @@ __all__ = [
     "report_idle_partitions",
     "release_held_transactions",
     "count_labels",
+    "follow_control",
     "sample_worker_gauges",
     "metrics_view",
     "EXIT_BATCH_FAILED",
@@ -286,7 +288,7 @@ async def _intake(events) -> None:
     m.terminals.set(len(terminal_states))
 
 
-async def _release(scorer) -> None:
+async def _release(controller) -> None:
     """Score every transaction the aligner lets through, then acknowledge them."""
     rt = get_runtime()
     s, m = rt.settings, rt.metrics
@@ -302,9 +304,11 @@ async def _release(scorer) -> None:
     if not released:
         return
     items = [r.item[0] for r in released]
-    threshold = s.alert_threshold if s.alert_threshold is not None else scorer.alert_threshold
+    snap = controller.snapshot()  # the models and rules of this whole batch
     with m.scoring_batch_duration.time():
-        batch = score_enriched(items, _terminal, scorer, threshold, s.top_reasons)
+        batch = score_enriched(
+            items, _terminal, snap, s.top_reasons, alert_outcomes=s.alert_outcomes
+        )
     pending: list = []
     if s.publish_scored:
         for st in batch.scored:
@@ -333,7 +337,9 @@ async def _release(scorer) -> None:
         m.processing_latency.observe(max(0.0, done - received / 1000))
     for st in batch.scored:
         m.scores.observe(st.score)
-    observe_scored(m, batch.scored, scorer.feature_names, rt.drift)
+    observe_scored(m, batch.scored, snap.active.feature_names, rt.drift)
+    if batch.decisions is not None:
+        m.observe_decisions(batch.decisions)
     timeouts = 0
     for r in released:
         m.alignment_wait.observe(r.waited_seconds)
@@ -342,7 +348,7 @@ async def _release(scorer) -> None:
     m.alignment_timeouts.inc(timeouts)
     m.scoring_batch_size.observe(len(batch.scored))
     # last: a transaction counts as scored once all its output is acknowledged
-    m.transactions_scored.labels(model_version=scorer.version).inc(len(batch.scored))
+    m.transactions_scored.labels(model_version=snap.model_version).inc(len(batch.scored))
 
 
 @app.agent(scoring_inputs, name="score_transactions")
@@ -350,7 +356,7 @@ async def score_transactions(stream):
     """Terminal state, event-time alignment, scoring and alerts."""
     rt = get_runtime()
     try:
-        scorer = rt.scorer or await rt.load_model()
+        controller = await rt.load_controller()
     except Exception as exc:  # noqa: BLE001 - no model: nothing can be scored
         log.critical("cannot load the model: %s", exc)
         logging.shutdown()
@@ -360,7 +366,7 @@ async def score_transactions(stream):
     async def handle(events):
         async with _stage2_lock:
             await _intake(events)
-            await _release(scorer)
+            await _release(controller)
 
     async for events in stream.take_events(s.batch_max_events, s.batch_max_wait_seconds):
         await _guarded("score_transactions", events, handle)
@@ -370,12 +376,12 @@ async def score_transactions(stream):
 async def release_held_transactions() -> None:
     """Release transactions whose alignment completed, or timed out, without new input."""
     rt = get_runtime()
-    if rt.scorer is None or _aligner is None or not _aligner.pending():
+    if rt.controller is None or _aligner is None or not _aligner.pending():
         return
 
     async def handle(_events):
         async with _stage2_lock:
-            await _release(rt.scorer)
+            await _release(rt.controller)
 
     await _guarded("release_held_transactions", [], handle)
 
@@ -397,6 +403,18 @@ async def _forget_revoked(app_, revoked, **kwargs) -> None:  # noqa: ANN001
             _stage1_progress.pop(tp.partition, None)
         if tp.topic == labels_topic.get_topic_name():
             _labels_progress.pop(tp.partition, None)
+
+
+@app.task
+async def follow_control() -> None:
+    """Every worker reads fraud-control and fraud-rules in full and applies them
+    between two scoring batches (model promotion, rollback, shadows, rule sets)."""
+    rt = get_runtime()
+    try:
+        controller = await rt.load_controller()
+    except Exception:  # noqa: BLE001 - score_transactions reports it and exits
+        return
+    await ControlFollower(rt.settings, controller, on_result=rt.on_control).run()
 
 
 @app.agent(labels_topic, name="count_labels")

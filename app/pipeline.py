@@ -31,6 +31,7 @@ from .events import (
     decode_label,
     decode_transaction,
 )
+from .decisions import BatchDecisions, Snapshot
 from .exceptions import InvalidEventError
 from .features import (
     DEFAULT_DELAY_DAYS,
@@ -180,6 +181,8 @@ class ScoreBatch:
     received_ms: list[int] = field(default_factory=list)
     #: wall-clock receipt time (ms) of each alert candidate, aligned with ``alerts``
     alert_received_ms: list[int] = field(default_factory=list)
+    #: scores, shadow scores and decisions of the batch (for metrics)
+    decisions: BatchDecisions | None = None
 
 
 def dead_letter(rec: RawRecord, err: InvalidEventError, now_ms: int) -> DeadLetter:
@@ -366,11 +369,11 @@ def receive_terminal_records(
 def score_enriched(
     items: Sequence[Enriched],
     get_state: Callable[[str], TerminalState | None],
-    scorer: ScorerLike,
-    threshold: float,
+    snapshot: Snapshot,
     top_reasons: int = 3,
     delay_days: int = DEFAULT_DELAY_DAYS,
     now_ms: int | None = None,
+    alert_outcomes: Sequence[str] = ("review", "block"),
 ) -> ScoreBatch:
     """Stage 2: terminal features, one model call for the batch, and the decisions.
 
@@ -382,10 +385,10 @@ def score_enriched(
     get_state : callable
         ``terminal_id -> TerminalState or None``: the terminal's current state (it
         already holds these transactions; features read only what is older).
-    scorer : ScorerLike
-        One ``score_many`` call per batch; ``explain_many`` only on alert rows.
-    threshold : float
-        An alert is raised when ``score >= threshold``; in [0, 1].
+    snapshot : app.decisions.Snapshot
+        The active model (one ``score_many`` call per batch; ``explain_many`` only on
+        alert rows), the shadow models and the rule set of this batch
+        (``Snapshot.of(scorer, threshold)`` for a model and a threshold alone).
     top_reasons : int, default=3
         Reasons per alert.
     delay_days : int, default=7
@@ -397,8 +400,6 @@ def score_enriched(
     -------
     ScoreBatch
     """
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     out = ScoreBatch()
     if not items:
@@ -412,12 +413,11 @@ def score_enriched(
         state = states[tx.terminal_id] or TerminalState()
         rows.append(item.account_features + extract_terminal(state, tx, delay_days))
     X = np.asarray(rows, dtype=np.float64)
-    scores = scorer.score_many(X)
-    hits = np.flatnonzero(scores >= threshold)
-    reasons = scorer.explain_many(X[hits], top_reasons) if len(hits) and top_reasons else []
     names = feature_names(delay_days)
-    version = scorer.version
-    hit_set = set(hits.tolist())
+    d = snapshot.decide([i.transaction for i in items], X, names, top_reasons, alert_outcomes)
+    out.decisions = d
+    scores, hits, reasons, version = d.scores, d.alert_rows, d.reasons, d.model_version
+    hit_set = set(hits)
     for i, item in enumerate(items):
         out.scored.append(
             ScoredTransaction.model_construct(
@@ -427,17 +427,24 @@ def score_enriched(
                 model_version=version,
                 features=dict(zip(names, X[i].tolist())),
                 scored_time_ms=now_ms,
+                outcome=d.decisions[i].outcome,
+                rules_fired=list(d.decisions[i].rules_fired),
+                rule_set_version=d.rule_set_version,
+                shadow_scores={v: float(sc[i]) for v, sc in d.shadow_scores.items()},
             )
         )
         out.received_ms.append(item.received_ms)
-    for j, i in enumerate(hits.tolist()):
+    for j, i in enumerate(hits):
         tx = items[i].transaction
         out.alerts.append(
             Alert.model_construct(
                 alert_id=tx.transaction_id,
                 transaction=tx,
                 score=float(scores[i]),
-                threshold=threshold,
+                threshold=d.threshold,
+                outcome=d.decisions[i].outcome,
+                rules_fired=list(d.decisions[i].rules_fired),
+                rule_set_version=d.rule_set_version,
                 decision="alert",
                 model_version=version,
                 features=out.scored[i].features,

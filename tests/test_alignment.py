@@ -22,6 +22,7 @@ import orjson
 import pytest
 
 from app.alignment import EventTimeAligner
+from app.decisions import Snapshot
 from app.data.handbook import to_labels, to_transactions
 from app.data.simulate import simulate
 from app.events import encode
@@ -112,7 +113,7 @@ def _run(txs, labels, seed: int, n_src: int = 3, n_dst: int = 2):
             aligner.add(p, item, item.transaction.event_time_ms, now_s=0.0)
         done = aligner.release(now_s=0.0)
         assert not any(r.timed_out for r in done)
-        scored = score_enriched([r.item for r in done], terminals.get, _ZeroScorer(), 1.0, 0)
+        scored = score_enriched([r.item for r in done], terminals.get, Snapshot.of(_ZeroScorer(), 1.0), 0)
         for st in scored.scored:
             assert st.transaction.transaction_id not in released, "released twice"
             released[st.transaction.transaction_id] = st.features

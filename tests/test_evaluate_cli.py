@@ -19,6 +19,7 @@ from app.data.handbook import read_handbook, to_labels, to_transactions
 from app.data.simulate import simulate, write_handbook_csv
 from app.events import ScoredTransaction, encode
 from app.features import AccountState, TerminalState
+from app.decisions import Snapshot
 from app.features.offline import event_order
 from app.features.state import DAY_MS
 from app.pipeline import RawRecord, featurize_accounts, receive_terminal_records, score_enriched
@@ -80,7 +81,7 @@ def _stream_scored(df: pd.DataFrame, scorer: Scorer) -> list[ScoredTransaction]:
                                           now_ms=0)
         terminals.update(intake.states)
         stage2 = score_enriched([item for _, item, _ in intake.arrived], terminals.get,
-                                scorer, 0.5, top_reasons=0, now_ms=0)
+                                Snapshot.of(scorer, 0.5), top_reasons=0, now_ms=0)
         out.extend(stage2.scored)
         pending.clear()
         pending_terminals.clear()

@@ -43,7 +43,6 @@ from .worker_utils import Worker, read_topic, worker_env
 pytestmark = [
     pytest.mark.broker,
     pytest.mark.slow,
-    pytest.mark.skip(reason="wiring pending: agents must use app.decisions.Controller"),
 ]
 
 ROOT = Path(__file__).resolve().parent.parent

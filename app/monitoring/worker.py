@@ -24,7 +24,7 @@ from ..events import Label, ScoredTransaction
 from ..metrics import Metrics
 from .drift import DriftMonitor
 from .lag import consumer_lag
-from .outcomes import SCORE_THRESHOLD_RULE, outcome_counts, verdict_counts
+from .outcomes import SCORE_THRESHOLD_RULE, outcome_of, verdict_counts
 
 __all__ = [
     "MetricsSensor",
@@ -129,8 +129,8 @@ def observe_scored(
     drift: DriftMonitor | None,
 ) -> None:
     """Count a scored batch's outcomes and feed its features to the drift monitor."""
-    for outcome, n in outcome_counts(st.decision for st in scored).items():
-        metrics.decisions.labels(outcome=outcome).inc(n)
+    for st in scored:  # the decision engine's outcome (issue 4); else from the decision
+        metrics.decisions.labels(outcome=st.outcome or outcome_of(st.decision)).inc()
     if drift is None or not scored:
         return
     X = np.array([[st.features.get(f, np.nan) for f in feature_names] for st in scored])
