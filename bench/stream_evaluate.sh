@@ -17,10 +17,10 @@ export KAFKA_BROKER_URL=kafka://127.0.0.1:$PORT APP_ID=$TAG WEB_PORT=$WEB PUBLIS
   ALERTS_TOPIC=$TAG-alerts DEAD_LETTER_TOPIC=$TAG-dead-letter REDIS_KEY_PREFIX=$TAG: \
   RUN_DIR=.run/$TAG
 $BIN/fraudctl stack up
-$BIN/python -m app worker -l warning > .run/$TAG-worker.log 2>&1 &
+$BIN/python -m app worker -l info > .run/$TAG-worker.log 2>&1 &
 WORKER=$!
 trap 'kill $WORKER 2>/dev/null || true; wait $WORKER 2>/dev/null || true; $BIN/fraudctl stack down' EXIT
-until curl -sf 127.0.0.1:$WEB/metrics >/dev/null; do sleep 1; done
+until curl -sf 127.0.0.1:$WEB/metrics >/dev/null; do kill -0 $WORKER || { echo "worker exited, see .run/$TAG-worker.log"; exit 1; }; sleep 1; done
 START=$(date +%s)
 $BIN/fraudctl replay "$DATA" --start 2018-06-11 --end 2018-07-24
 N=$($BIN/python -c "
