@@ -163,6 +163,7 @@ class TerminalIntake:
     #: partition -> latest ``label_time_ms`` among its valid labels in the batch
     label_times: dict[int, int] = field(default_factory=dict)
     #: terminal id -> state after the batch, for every terminal whose state changed
+    #: (genuine labels and redelivered transactions change none)
     states: dict[str, TerminalState] = field(default_factory=dict)
     #: terminal id -> partition of its records (its changelog partition)
     partitions: dict[str, int] = field(default_factory=dict)
@@ -351,18 +352,25 @@ def receive_terminal_records(
         keep = keep_from_ms(p)
         if keep is not None:
             ref[p] = min(ref.get(p, keep), keep)
+    copies: dict[str, TerminalState] = {}
     for p, i, obj in decoded:
-        terminal_id = obj.terminal_id if isinstance(obj, Label) else obj.transaction.terminal_id
-        state = out.states.get(terminal_id)
+        is_label = isinstance(obj, Label)
+        if is_label and not obj.is_fraud:
+            continue  # a genuine verdict changes no state (genuine is the default)
+        terminal_id = obj.terminal_id if is_label else obj.transaction.terminal_id
+        state = copies.get(terminal_id)
         if state is None:
-            state = out.states[terminal_id] = _copy_terminal(get_state(terminal_id))
-            out.partitions[terminal_id] = p
-        if isinstance(obj, Label):
-            state.label_one(obj, horizon, ref.get(p))
+            state = copies[terminal_id] = _copy_terminal(get_state(terminal_id))
+        if is_label:
+            changed = state.label_one(obj, horizon, ref.get(p))
         else:
-            if not state.update_one(obj.transaction, horizon, ref.get(p)):
+            changed = state.update_one(obj.transaction, horizon, ref.get(p))
+            if not changed:
                 out.duplicates += 1
             out.arrived.append((p, obj, i))
+        if changed:
+            out.states[terminal_id] = state
+            out.partitions[terminal_id] = p
     return out
 
 
