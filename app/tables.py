@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+import weakref
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import faust
+from faust.streams import _current_event, current_event
 
 from .main import app
 
@@ -19,6 +22,10 @@ class PartitionedTable(faust.Table):
     the current event is the batch's last, possibly of another partition. Writing with
     :meth:`set_in_partition` puts each key's changelog record in the partition of the
     event that carried it, so recovery and rebalancing give each worker its keys.
+    A RocksDB store (``STORE_URL=rocksdb://``) also picks its per-partition database
+    from the current event: the write is made with the current event seen as one of
+    ``partition``, so the key lands in the database of its own partition (the one
+    handed over on a rebalance).
     """
 
     _write_partition: int | None = None
@@ -27,7 +34,8 @@ class PartitionedTable(faust.Table):
         """``table[key] = value`` with its changelog record in ``partition``."""
         self._write_partition = partition
         try:
-            self[key] = value
+            with _event_of_partition(partition):
+                self[key] = value
         finally:
             self._write_partition = None
 
@@ -36,6 +44,41 @@ class PartitionedTable(faust.Table):
         if self._write_partition is not None:
             return self._write_partition
         return super().partition_for_key(key)
+
+
+class _MessageIn:
+    """The fields of a message a table write reads, with another partition."""
+
+    __slots__ = ("topic", "partition", "timestamp", "tp", "offset")
+
+    def __init__(self, message: Any, partition: int) -> None:
+        self.topic = message.topic
+        self.partition = partition
+        self.timestamp = message.timestamp
+        self.tp = message.tp._replace(partition=partition)
+        self.offset = message.offset
+
+
+class _EventIn:
+    __slots__ = ("message", "__weakref__")
+
+    def __init__(self, message: Any) -> None:
+        self.message = message
+
+
+@contextmanager
+def _event_of_partition(partition: int) -> Iterator[None]:
+    """Within the block, Faust's current event reads as one of ``partition``."""
+    event = current_event()
+    if event is None or event.message.partition == partition:
+        yield
+        return
+    stand_in = _EventIn(_MessageIn(event.message, partition))
+    token = _current_event.set(weakref.ref(stand_in))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
 
 
 #: account id -> :meth:`app.features.AccountState.to_bytes` of its last 30 days.
