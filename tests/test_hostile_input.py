@@ -13,6 +13,7 @@ wrong types, extreme numbers, unicode, deep nesting.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 
 import orjson
@@ -40,8 +41,9 @@ from .worker_utils import Worker, worker_env
 
 #: Generated payloads per property (the issue asks for at least 10,000).
 EXAMPLES = 10_000
-#: MAX_EVENT_BYTES of the tests (the default).
-MAX_BYTES = 65_536
+#: MAX_EVENT_BYTES of the tests (smaller than the default 65,536, so that oversized
+#: payloads stay a few KiB and 10,000 of them fit in a quick test).
+MAX_BYTES = 4_096
 T0 = 1_530_662_400_000
 FIELDS = ("transaction_id", "account_id", "terminal_id", "amount_minor", "currency", "event_time_ms")
 
@@ -57,10 +59,10 @@ _json = st.recursive(
     lambda inner: st.one_of(
         st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=10), inner, max_size=4)
     ),
-    max_leaves=20,
+    max_leaves=10,
 )
 _ids = st.one_of(
-    st.from_regex(r"\A[A-Za-z0-9_.:\-]{1,64}\Z"),
+    st.text(alphabet="ABCxyz0189_.:-", min_size=1, max_size=64),
     st.text(max_size=80),  # unicode, empty, too long
     st.integers(),
 )
@@ -113,7 +115,7 @@ _payloads = st.one_of(
     st.integers(1, 5000).map(_deep),  # deep nesting
     st.integers(1, 2000).map(lambda d: b'{"a":' * d + b"1" + b"}" * d),
     st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass")),  # unicode, lone surrogates
-    st.integers(MAX_BYTES - 100, MAX_BYTES * 3).map(
+    st.integers(MAX_BYTES - 100, MAX_BYTES * 2).map(
         lambda n: orjson.dumps({"transaction_id": "x" * n, "account_id": "a"})
     ),  # oversized JSON
 )
@@ -194,7 +196,8 @@ def test_batch_dead_letters_every_generated_payload_and_scores_the_rest(scorer):
     assert {f"ok-{i}" for i in range(len(payloads))} <= set(scored)
 
 
-def _generate(n: int) -> list[bytes]:
+@functools.lru_cache(maxsize=2)
+def _generate(n: int) -> tuple[bytes, ...]:
     """``n`` payloads drawn by hypothesis (deterministically), for the worker test."""
     out: list[bytes] = []
 
@@ -205,7 +208,7 @@ def _generate(n: int) -> list[bytes]:
         out.append(raw)
 
     collect()
-    return out
+    return tuple(out)
 
 
 async def _produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
@@ -234,7 +237,7 @@ def test_worker_survives_generated_payloads(broker, redis_url, tmp_path):
     valid_ids = {f"ok-{i}" for i in range(len(payloads) + 1)}
     generated_valid = {v.transaction_id for v in verdicts if not isinstance(v, str)}
 
-    env = worker_env(broker.url, redis_url, tmp_path)
+    env = worker_env(broker.url, redis_url, tmp_path, MAX_EVENT_BYTES=str(MAX_BYTES))
     worker = Worker(env, tmp_path / "worker.log").start()
     try:
         worker.wait_ready()
