@@ -11,6 +11,7 @@ doubling up to ``retry_max_delay_seconds``) until it succeeds or ``retry_max_sec
 have passed since its first attempt; only then does it raise
 :class:`RedisUnavailableError` (and the worker exits without acknowledging its batch).
 A Redis that is away for less than ``retry_max_seconds`` only delays the batch.
+Authentication and permission errors are not retried.
 
 Examples
 --------
@@ -26,7 +27,7 @@ import time
 from typing import Callable, Sequence
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import AuthenticationError, AuthorizationError, NoPermissionError, RedisError
 
 from .exceptions import FraudError
 
@@ -37,6 +38,10 @@ __all__ = [
     "backoff_delays",
     "redis_client_options",
 ]
+
+
+#: Errors that retrying cannot cure: raised at once.
+_NOT_TRANSIENT = (AuthenticationError, AuthorizationError, NoPermissionError)
 
 
 class RedisUnavailableError(FraudError):
@@ -144,6 +149,13 @@ class RedisStore:
             attempts += 1
             try:
                 result = await fn()
+            except _NOT_TRANSIENT as exc:  # a wrong password does not heal by waiting
+                if self._on_error:
+                    self._on_error(operation)
+                raise RedisUnavailableError(
+                    f"redis {operation} refused: {type(exc).__name__} (check REDIS_PASSWORD "
+                    "and the user's permissions)"
+                ) from None
             except (RedisError, OSError) as exc:
                 if self._on_error:
                     self._on_error(operation)
