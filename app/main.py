@@ -10,6 +10,7 @@ import faust
 
 from .config import get_settings
 from .security import kafka_ssl_context
+from .streaming import ProcessedOnlyEvent
 
 __all__ = ["app", "create_app", "broker_credentials", "DEAD_LETTER_MAX_BYTES"]
 
@@ -82,6 +83,8 @@ def create_app() -> faust.App:
         web_in_thread=False,
         key_serializer="raw",
         value_serializer="raw",
+        # a skipped event (rebalance, shutdown) is not acknowledged: see app/streaming.py
+        Event=ProcessedOnlyEvent,
     )
 
 

@@ -47,33 +47,34 @@ class PartitionedTable(faust.Table):
 
 
 class _MessageIn:
-    """The fields of a message a table write reads, with another partition."""
+    """What a table write reads of the current message: its partition (a RocksDB store
+    picks its database by it)."""
 
-    __slots__ = ("topic", "partition", "timestamp", "tp", "offset")
+    __slots__ = ("partition",)
 
-    def __init__(self, message: Any, partition: int) -> None:
-        self.topic = message.topic
+    def __init__(self, partition: int) -> None:
         self.partition = partition
-        self.timestamp = message.timestamp
-        self.tp = message.tp._replace(partition=partition)
-        self.offset = message.offset
 
 
 class _EventIn:
     __slots__ = ("message", "__weakref__")
 
-    def __init__(self, message: Any) -> None:
-        self.message = message
+    def __init__(self, partition: int) -> None:
+        self.message = _MessageIn(partition)
 
 
 @contextmanager
 def _event_of_partition(partition: int) -> Iterator[None]:
-    """Within the block, Faust's current event reads as one of ``partition``."""
+    """Within the block, Faust's current event reads as one of ``partition``.
+
+    In an agent that takes batches (``take_events``) there is no current event at all
+    when it writes, or one of another partition.
+    """
     event = current_event()
-    if event is None or event.message.partition == partition:
+    if event is not None and event.message.partition == partition:
         yield
         return
-    stand_in = _EventIn(_MessageIn(event.message, partition))
+    stand_in = _EventIn(partition)
     token = _current_event.set(weakref.ref(stand_in))
     try:
         yield

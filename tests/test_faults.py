@@ -96,6 +96,33 @@ def test_sigkill_mid_replay_and_restart(broker, redis_url, tmp_path, slice_df, r
     _check("sigkill-restart", run, baseline, replayed_ids)
 
 
+def test_sigkill_and_restart_with_rocksdb_store(broker, redis_url, tmp_path, slice_df, replayed_ids, baseline):
+    """The same with ``STORE_URL=rocksdb://``: the restarted worker reopens its local
+    RocksDB and reads only the changelog's tail (its recovery starts past offset -1)."""
+    env = worker_env(broker.url, redis_url, tmp_path, STORE_URL="rocksdb://")
+    n = len(slice_df)
+    first = Worker(env, tmp_path / "worker-1.log").start()
+    try:
+        first.wait_ready()
+        feed = fu.BackgroundReplay(slice_df, broker.url, env, RATE)
+        first.wait_metric("fraud_transactions_scored_total", n // 2)
+    finally:
+        first.stop(signal.SIGKILL)
+    second = Worker(env, tmp_path / "worker-2.log").start()
+    try:
+        second.wait_ready()
+        feed.join()
+        run = fu.collect(broker.bootstrap, env, replayed_ids)
+        second.assert_alive()
+        second.wait_metric("fraud_table_accounts", len(baseline.tables["account_states-changelog"]))
+    finally:
+        second.stop()
+    log = (tmp_path / "worker-2.log").read_text(errors="replace")
+    starts = log[log.find("Reading Starts At - Active"):][:2000]
+    assert "| 0         | -1     |" not in starts, starts  # resumed from local state
+    _check("sigkill-restart-rocksdb", run, baseline, replayed_ids)
+
+
 def test_worker_stopped_while_sharing_partitions(
     broker, redis_url, tmp_path, slice_df, replayed_ids, baseline
 ):
