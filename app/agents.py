@@ -83,7 +83,7 @@ async def _handle_batch(rt: Runtime, scorer, events) -> None:
         fresh = [
             (a, t) for a, t, dup in zip(result.alerts, result.alert_arrivals_s, seen) if not dup
         ]
-        m.alerts_suppressed.inc(len(result.alerts) - len(fresh))
+        m.alerts_suppressed.inc(len(result.alerts) - len(fresh) + result.alerts_deduplicated)
         sent = []
         for a, arrival in fresh:
             key = a.transaction.account_id.encode()

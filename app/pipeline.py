@@ -80,6 +80,9 @@ class BatchResult:
     #: account id -> partition its transactions came from (its changelog partition)
     partitions: dict[str, int] = field(default_factory=dict)
     duplicates: int = 0
+    #: alert candidates dropped because the same transaction already alerts in this
+    #: batch (a duplicate delivered close to the original); never sent twice
+    alerts_deduplicated: int = 0
 
 
 def features_of(state: AccountState, tx: Transaction) -> list[float]:
@@ -205,8 +208,13 @@ def process_batch(
                 scored_time_ms=now_ms,
             )
         )
+    alerted: set[str] = set()
     for j, i in enumerate(hits.tolist()):
         tx = txs[i]
+        if tx.transaction_id in alerted:  # the same transaction twice in one batch
+            result.alerts_deduplicated += 1
+            continue
+        alerted.add(tx.transaction_id)
         result.alerts.append(
             Alert.model_construct(
                 alert_id=tx.transaction_id,
