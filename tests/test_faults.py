@@ -17,6 +17,7 @@ Full-size run (14 days, every account, about 130,000 transactions)::
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -220,7 +221,7 @@ class _OwnRedis:
 def test_redis_unreachable_for_10_seconds(broker, tmp_path, slice_df, replayed_ids, baseline):
     """Redis frozen (SIGSTOP) for 10 s mid-replay: the worker waits and retries with
     bounded backoff, loses nothing, raises no duplicate, and goes on by itself."""
-    if not shutil_which("redis-server"):
+    if not shutil.which("redis-server"):
         pytest.skip("redis-server is not on PATH")
     own = _OwnRedis(tmp_path)
     try:
@@ -260,7 +261,7 @@ def test_redis_gone_longer_than_the_budget_stops_the_worker_without_loss(
 ):
     """Past REDIS_RETRY_MAX_SECONDS the worker exits (70) without acknowledging its
     batch; restarted once Redis is back, it loses nothing and raises no duplicate."""
-    if not shutil_which("redis-server"):
+    if not shutil.which("redis-server"):
         pytest.skip("redis-server is not on PATH")
     own = _OwnRedis(tmp_path)
     try:
@@ -290,12 +291,6 @@ def test_redis_gone_longer_than_the_budget_stops_the_worker_without_loss(
     finally:
         own.stop()
     _check("redis-gone-past-budget-restart", run, baseline, replayed_ids)
-
-
-def shutil_which(name: str) -> str | None:
-    import shutil
-
-    return shutil.which(name)
 
 
 def test_duplicate_delivery_counts_each_transaction_once(
@@ -376,7 +371,7 @@ def test_worker_stopped_with_a_batch_in_flight(broker, tmp_path, slice_df, repla
     """SIGTERM while a batch waits on Redis (frozen for 5 s): the stopping worker
     finishes the batch before it acknowledges it and leaves (``stream_wait_empty``),
     the next worker goes on from there: nothing lost, no alert twice."""
-    if not shutil_which("redis-server"):
+    if not shutil.which("redis-server"):
         pytest.skip("redis-server is not on PATH")
     own = _OwnRedis(tmp_path)
     try:

@@ -28,7 +28,6 @@ from app.events import (
     MIN_EVENT_TIME_MS,
     REJECT_REASONS,
     DeadLetter,
-    ScoredTransaction,
     Transaction,
     decode_transaction,
     encode,
