@@ -319,7 +319,7 @@ async def _release(controller) -> None:
         fresh = [
             (a, r) for a, r, dup in zip(batch.alerts, batch.alert_received_ms, seen) if not dup
         ]
-        m.alerts_suppressed.inc(len(batch.alerts) - len(fresh))
+        m.alerts_suppressed.inc(len(batch.alerts) - len(fresh) + batch.alerts_deduplicated)
         sent = []
         for a, received in fresh:
             key = a.transaction.account_id.encode()

@@ -7,11 +7,11 @@ the working directory is read too.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-import re
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -51,9 +51,27 @@ class Settings(BaseSettings):
         "kafka://127.0.0.1:9092",
         description="KAFKA_BROKER_URL: Faust broker URL(s), `kafka://host:port;...`.",
     )
-    kafka_sasl_username: str | None = Field(None, description="KAFKA_SASL_USERNAME.")
-    kafka_sasl_password: SecretStr | None = Field(None, description="KAFKA_SASL_PASSWORD.")
-    kafka_ssl: bool = Field(False, description="KAFKA_SSL: TLS to the brokers (with SASL).")
+    kafka_sasl_username: str | None = Field(
+        None, description="KAFKA_SASL_USERNAME: SASL user; unset means no SASL."
+    )
+    kafka_sasl_password: SecretStr | None = Field(
+        None, description="KAFKA_SASL_PASSWORD: SASL password (a secret, never logged)."
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "PLAIN", description="KAFKA_SASL_MECHANISM: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512."
+    )
+    kafka_ssl: bool = Field(
+        False, description="KAFKA_SSL: TLS to the brokers (SASL_SSL with a SASL user, else SSL)."
+    )
+    kafka_ssl_ca_file: Path | None = Field(
+        None, description="KAFKA_SSL_CA_FILE: CA bundle that signs the brokers' certificates."
+    )
+    kafka_ssl_cert_file: Path | None = Field(
+        None, description="KAFKA_SSL_CERT_FILE: client certificate (mutual TLS)."
+    )
+    kafka_ssl_key_file: Path | None = Field(
+        None, description="KAFKA_SSL_KEY_FILE: key of the client certificate (a secret file)."
+    )
     app_id: str = Field("fraud-detector", description="APP_ID: Faust app id and consumer group.")
     topic_partitions: int = Field(
         4, ge=1, le=1024, description="TOPIC_PARTITIONS: partitions of every topic it creates."
@@ -129,7 +147,14 @@ class Settings(BaseSettings):
     table_standby_replicas: int = Field(
         0, ge=0, le=8, description="TABLE_STANDBY_REPLICAS: standby copies of each table."
     )
-    store_url: str = Field("memory://", description="STORE_URL: Faust table store.")
+    store_url: str = Field(
+        "memory://",
+        description=(
+            "STORE_URL: Faust table store: `memory://` (restored from the whole changelog "
+            "at start) or `rocksdb://` (RocksDB through rocksdict under DATA_DIR: restored "
+            "from local state plus the changelog tail)."
+        ),
+    )
     data_dir: Path = Field(PROJECT_ROOT / ".run" / "worker", description="DATA_DIR: Faust data.")
     batch_max_events: int = Field(
         500, ge=1, le=100_000, description="BATCH_MAX_EVENTS: events scored per batch, at most."
@@ -223,6 +248,37 @@ class Settings(BaseSettings):
     alert_dedup_ttl_seconds: int = Field(
         90 * 86_400, ge=1, description="ALERT_DEDUP_TTL_SECONDS: how long an alert id is kept."
     )
+    redis_password: SecretStr | None = Field(
+        None,
+        description="REDIS_PASSWORD: overrides a password in REDIS_URL (a secret, never logged).",
+    )
+    redis_tls: bool = Field(
+        False, description="REDIS_TLS: TLS to Redis (also implied by a `rediss://` URL)."
+    )
+    redis_tls_ca_file: Path | None = Field(
+        None, description="REDIS_TLS_CA_FILE: CA bundle that signs Redis's certificate."
+    )
+    redis_tls_cert_file: Path | None = Field(
+        None, description="REDIS_TLS_CERT_FILE: client certificate (mutual TLS)."
+    )
+    redis_tls_key_file: Path | None = Field(
+        None, description="REDIS_TLS_KEY_FILE: key of the client certificate (a secret file)."
+    )
+    redis_retry_max_seconds: float = Field(
+        60.0,
+        ge=0,
+        le=3600,
+        description=(
+            "REDIS_RETRY_MAX_SECONDS: how long a Redis call is retried (bounded backoff) "
+            "before the worker gives up on its batch and exits with status 70."
+        ),
+    )
+    redis_retry_initial_delay_seconds: float = Field(
+        0.1, gt=0, le=60, description="REDIS_RETRY_INITIAL_DELAY_SECONDS: first backoff."
+    )
+    redis_retry_max_delay_seconds: float = Field(
+        2.0, gt=0, le=60, description="REDIS_RETRY_MAX_DELAY_SECONDS: longest backoff."
+    )
 
     # --- monitoring ----------------------------------------------------------------
     metrics_interval_seconds: float = Field(
@@ -269,6 +325,14 @@ class Settings(BaseSettings):
     @classmethod
     def _broker_url(cls, value: str) -> str:
         return check_broker_url(value)
+
+    @field_validator("store_url")
+    @classmethod
+    def _store_url(cls, value: str) -> str:
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        if scheme not in ("memory", "rocksdb"):
+            raise ValueError(f"store URL {value!r}: expected memory:// or rocksdb://")
+        return value
 
     @property
     def broker_bootstrap(self) -> str:

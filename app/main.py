@@ -6,28 +6,42 @@ several workers on one machine need distinct ``--web-port`` values.
 
 from __future__ import annotations
 
-import ssl
-
 import faust
 
 from .config import get_settings
 from .offsets import client_options, fix_recovery_end_offsets
+from .security import kafka_ssl_context
+from .streaming import ProcessedOnlyEvent
 
-__all__ = ["app", "create_app", "DEAD_LETTER_MAX_BYTES"]
+__all__ = ["app", "create_app", "broker_credentials", "DEAD_LETTER_MAX_BYTES"]
 
 #: Largest record the worker produces (and the dead-letter topic accepts), in bytes.
 DEAD_LETTER_MAX_BYTES = 4 * 2**20
 
 
-def _credentials(settings):
+def broker_credentials(settings):
+    """Faust broker credentials from the settings: SASL (over TLS with ``KAFKA_SSL``),
+    TLS only, or None (plaintext).
+
+    >>> from app.config import Settings
+    >>> broker_credentials(Settings(kafka_sasl_username=None)) is None
+    True
+    >>> c = broker_credentials(Settings(kafka_sasl_username="u", kafka_sasl_password="pw",
+    ...                                 kafka_sasl_mechanism="SCRAM-SHA-512"))
+    >>> c.mechanism.value, c.username
+    ('SCRAM-SHA-512', 'u')
+    """
+    ctx = kafka_ssl_context(settings)
     if not settings.kafka_sasl_username:
-        return None
-    password = settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else ""
+        return faust.SSLCredentials(ctx) if ctx is not None else None
+    password = (
+        settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else ""
+    )
     return faust.SASLCredentials(
         username=settings.kafka_sasl_username,
         password=password,
-        mechanism="PLAIN",
-        ssl_context=ssl.create_default_context() if settings.kafka_ssl else None,
+        mechanism=settings.kafka_sasl_mechanism,
+        ssl_context=ctx,
     )
 
 
@@ -45,7 +59,7 @@ def create_app() -> faust.App:
     return faust.App(
         s.app_id,
         broker=s.kafka_broker_url,
-        broker_credentials=_credentials(s),
+        broker_credentials=broker_credentials(s),
         store=s.store_url,
         datadir=str(s.data_dir),
         autodiscover=False,
@@ -73,6 +87,8 @@ def create_app() -> faust.App:
         web_in_thread=False,
         key_serializer="raw",
         value_serializer="raw",
+        # a skipped event (rebalance, shutdown) is not acknowledged: see app/streaming.py
+        Event=ProcessedOnlyEvent,
     )
 
 

@@ -173,6 +173,17 @@ class Metrics:
             ["operation"],
             registry=registry,
         )
+        self.redis_retry_wait = Counter(
+            "fraud_redis_retry_wait_seconds_total",
+            "Time spent waiting to retry failed Redis calls (REDIS_RETRY_MAX_SECONDS bounds "
+            "one call's total).",
+            registry=registry,
+        )
+        self.redis_up = Gauge(
+            "fraud_redis_up",
+            "1 if the last Redis call succeeded, 0 if it failed (the worker is retrying).",
+            registry=registry,
+        )
         for operation in REDIS_OPERATIONS:
             self.redis_errors.labels(operation=operation)
         self._observability(registry)

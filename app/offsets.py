@@ -32,8 +32,9 @@ log = logging.getLogger(__name__)
 def client_options(settings: Settings) -> dict[str, Any]:
     """Connection keyword arguments for aiokafka clients from ``settings``.
 
-    ``bootstrap_servers`` from ``kafka_broker_url`` (all its hosts), and SASL/PLAIN
-    when ``kafka_sasl_username`` is set.
+    ``bootstrap_servers`` from ``kafka_broker_url`` (all its hosts), SASL
+    (``KAFKA_SASL_MECHANISM``) when ``kafka_sasl_username`` is set, and TLS when
+    ``kafka_ssl`` is (the same context as the workers', :func:`app.security.kafka_ssl_context`).
     """
     hosts = [
         h.split("://", 1)[-1].strip()
@@ -42,15 +43,22 @@ def client_options(settings: Settings) -> dict[str, Any]:
         if h.strip()
     ]
     options: dict[str, Any] = {"bootstrap_servers": hosts}
+    ssl_context = None
+    if settings.kafka_ssl:
+        from .security import kafka_ssl_context
+
+        ssl_context = kafka_ssl_context(settings)
+        options.update(security_protocol="SSL", ssl_context=ssl_context)
     if settings.kafka_sasl_username:
         password = settings.kafka_sasl_password
         options.update(
-            security_protocol="SASL_PLAINTEXT",
-            sasl_mechanism="PLAIN",
+            security_protocol="SASL_SSL" if ssl_context is not None else "SASL_PLAINTEXT",
+            sasl_mechanism=settings.kafka_sasl_mechanism,
             sasl_plain_username=settings.kafka_sasl_username,
             sasl_plain_password=password.get_secret_value() if password else "",
         )
     return options
+
 
 #: Poll interval while probing, in ms.
 _POLL_MS = 200

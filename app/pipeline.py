@@ -184,6 +184,9 @@ class ScoreBatch:
     alert_received_ms: list[int] = field(default_factory=list)
     #: scores, shadow scores and decisions of the batch (for metrics)
     decisions: BatchDecisions | None = None
+    #: alert candidates dropped because the same transaction already alerts in this
+    #: batch (a duplicate delivered close to the original); never sent twice
+    alerts_deduplicated: int = 0
 
 
 def dead_letter(rec: RawRecord, err: InvalidEventError, now_ms: int) -> DeadLetter:
@@ -442,8 +445,13 @@ def score_enriched(
             )
         )
         out.received_ms.append(item.received_ms)
+    alerted: set[str] = set()
     for j, i in enumerate(hits):
         tx = items[i].transaction
+        if tx.transaction_id in alerted:  # the same transaction twice in one batch
+            out.alerts_deduplicated += 1
+            continue
+        alerted.add(tx.transaction_id)
         out.alerts.append(
             Alert.model_construct(
                 alert_id=tx.transaction_id,

@@ -10,16 +10,30 @@ Keys (``prefix`` is ``Settings.redis_key_prefix``, default ``fraud:``):
 
 The control topics (``fraud-control``, ``fraud-rules``) tell running workers; these keys
 tell a worker what to serve when it starts.
+
+Outages: every call is retried with exponential backoff (``retry_initial_delay_seconds``
+doubling up to ``retry_max_delay_seconds``) until it succeeds or ``retry_max_seconds``
+have passed since its first attempt; only then does it raise
+:class:`RedisUnavailableError` (and the worker exits without acknowledging its batch).
+A Redis that is away for less than ``retry_max_seconds`` only delays the batch.
+Authentication and permission errors are not retried.
+
+Examples
+--------
+>>> backoff_delays(0.1, 2.0)[:6]
+[0.1, 0.2, 0.4, 0.8, 1.6, 2.0]
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Sequence
+import ssl
+import time
+from typing import Callable, Sequence
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import AuthenticationError, AuthorizationError, NoPermissionError, RedisError
 
 from .exceptions import FraudError
 
@@ -29,11 +43,17 @@ __all__ = [
     "active_model_key",
     "shadow_models_key",
     "rules_key",
+    "backoff_delays",
+    "redis_client_options",
 ]
 
 
+#: Errors that retrying cannot cure: raised at once.
+_NOT_TRANSIENT = (AuthenticationError, AuthorizationError, NoPermissionError)
+
+
 class RedisUnavailableError(FraudError):
-    """Redis did not answer after the configured retries."""
+    """Redis did not answer within the configured retry budget."""
 
 
 def active_model_key(prefix: str) -> str:
@@ -51,8 +71,41 @@ def rules_key(prefix: str) -> str:
     return f"{prefix}rules:current"
 
 
+def backoff_delays(initial_seconds: float, max_seconds: float, n: int = 64) -> list[float]:
+    """The first ``n`` waits between attempts: ``initial_seconds`` doubling, capped."""
+    out, d = [], initial_seconds
+    for _ in range(n):
+        out.append(min(d, max_seconds))
+        d *= 2
+    return out
+
+
+def redis_client_options(settings) -> dict:
+    """Keyword arguments of ``redis.Redis.from_url`` built from :class:`~app.config.Settings`:
+    ``REDIS_PASSWORD`` (overrides a password in ``REDIS_URL``) and ``REDIS_TLS_*``.
+
+    ``REDIS_TLS=true`` or a ``rediss://`` URL connects over TLS, verifying the server
+    certificate against ``REDIS_TLS_CA_FILE`` (default: the system's CAs); a client
+    certificate is sent when ``REDIS_TLS_CERT_FILE``/``REDIS_TLS_KEY_FILE`` are set.
+    """
+    opts: dict = {}
+    if settings.redis_password is not None:
+        opts["password"] = settings.redis_password.get_secret_value()
+    url = settings.redis_url.get_secret_value()
+    if settings.redis_tls or url.startswith("rediss://"):
+        opts["ssl"] = True
+        opts["ssl_cert_reqs"] = ssl.CERT_REQUIRED
+        if settings.redis_tls_ca_file is not None:
+            opts["ssl_ca_certs"] = str(settings.redis_tls_ca_file)
+        if settings.redis_tls_cert_file is not None:
+            opts["ssl_certfile"] = str(settings.redis_tls_cert_file)
+        if settings.redis_tls_key_file is not None:
+            opts["ssl_keyfile"] = str(settings.redis_tls_key_file)
+    return opts
+
+
 class RedisStore:
-    """Async access to the service's Redis keys, with bounded retries.
+    """Async access to the service's Redis keys, retried with bounded backoff.
 
     Parameters
     ----------
@@ -60,42 +113,87 @@ class RedisStore:
         ``redis://[:password@]host:port/db`` (``rediss://`` for TLS).
     prefix : str
         Namespace of every key.
-    retries : int, default=30
-        Attempts per call before :class:`RedisUnavailableError`.
-    retry_delay_seconds : float, default=0.5
+    retry_max_seconds : float, default=60.0
+        How long one call keeps retrying before :class:`RedisUnavailableError`.
+    retry_initial_delay_seconds : float, default=0.1
+        First wait after a failed attempt; doubled after each further failure.
+    retry_max_delay_seconds : float, default=2.0
+        Longest wait between two attempts.
     on_error : callable, optional
         Called with the operation name on every failed attempt (metrics).
+    on_wait : callable, optional
+        Called with the seconds about to be waited before a retry (metrics).
+    on_up : callable, optional
+        Called with ``True`` after a successful call, ``False`` after a failed one.
+    client_options : dict, optional
+        Extra keyword arguments of ``redis.Redis.from_url`` (password, TLS).
     """
 
     def __init__(
         self,
         url: str,
         prefix: str = "fraud:",
-        retries: int = 30,
-        retry_delay_seconds: float = 0.5,
-        on_error=None,
+        retry_max_seconds: float = 60.0,
+        retry_initial_delay_seconds: float = 0.1,
+        retry_max_delay_seconds: float = 2.0,
+        on_error: Callable[[str], None] | None = None,
+        on_wait: Callable[[float], None] | None = None,
+        on_up: Callable[[bool], None] | None = None,
+        client_options: dict | None = None,
     ) -> None:
-        if retries < 1:
-            raise ValueError(f"retries must be >= 1, got {retries}")
+        if retry_max_seconds < 0:
+            raise ValueError(f"retry_max_seconds must be >= 0, got {retry_max_seconds}")
+        if not 0 < retry_initial_delay_seconds <= retry_max_delay_seconds:
+            raise ValueError(
+                "need 0 < retry_initial_delay_seconds <= retry_max_delay_seconds, got "
+                f"{retry_initial_delay_seconds} and {retry_max_delay_seconds}"
+            )
         self._client = aioredis.Redis.from_url(
-            url, socket_timeout=2.0, socket_connect_timeout=2.0
+            url, socket_timeout=2.0, socket_connect_timeout=2.0, **(client_options or {})
         )
         self.prefix = prefix
-        self.retries = retries
-        self.retry_delay_seconds = retry_delay_seconds
+        self.retry_max_seconds = retry_max_seconds
+        self.retry_initial_delay_seconds = retry_initial_delay_seconds
+        self.retry_max_delay_seconds = retry_max_delay_seconds
         self._on_error = on_error
+        self._on_wait = on_wait
+        self._on_up = on_up
 
     async def _call(self, operation: str, fn):
-        last: Exception | None = None
-        for _ in range(self.retries):
+        deadline = time.monotonic() + self.retry_max_seconds
+        delay = self.retry_initial_delay_seconds
+        attempts = 0
+        while True:
+            attempts += 1
             try:
-                return await fn()
-            except (RedisError, OSError) as exc:
-                last = exc
+                result = await fn()
+            except _NOT_TRANSIENT as exc:  # a wrong password does not heal by waiting
                 if self._on_error:
                     self._on_error(operation)
-                await asyncio.sleep(self.retry_delay_seconds)
-        raise RedisUnavailableError(f"redis {operation} failed {self.retries} times: {last}")
+                raise RedisUnavailableError(
+                    f"redis {operation} refused: {type(exc).__name__} (check REDIS_PASSWORD "
+                    "and the user's permissions)"
+                ) from None
+            except (RedisError, OSError) as exc:
+                if self._on_error:
+                    self._on_error(operation)
+                if self._on_up:
+                    self._on_up(False)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise RedisUnavailableError(
+                        f"redis {operation} failed {attempts} times over "
+                        f"{self.retry_max_seconds:g}s: {type(exc).__name__}: {exc}"
+                    ) from None
+                wait = min(delay, left)
+                if self._on_wait:
+                    self._on_wait(wait)
+                await asyncio.sleep(wait)
+                delay = min(delay * 2, self.retry_max_delay_seconds)
+                continue
+            if self._on_up:
+                self._on_up(True)
+            return result
 
     def _alert_key(self, transaction_id: str) -> str:
         return f"{self.prefix}alerted:{transaction_id}"

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 from .config import Settings, get_settings
 from .metrics import Metrics
 from .monitoring.drift import DriftMonitor
-from .redis_store import RedisStore
+from .redis_store import RedisStore, redis_client_options
 
 __all__ = ["Runtime", "get_runtime"]
 
@@ -147,7 +147,15 @@ def get_runtime() -> Runtime:
         store = RedisStore(
             s.redis_url.get_secret_value(),
             s.redis_key_prefix,
+            retry_max_seconds=s.redis_retry_max_seconds,
+            retry_initial_delay_seconds=s.redis_retry_initial_delay_seconds,
+            retry_max_delay_seconds=max(
+                s.redis_retry_initial_delay_seconds, s.redis_retry_max_delay_seconds
+            ),
             on_error=lambda op: metrics.redis_errors.labels(operation=op).inc(),
+            on_wait=metrics.redis_retry_wait.inc,
+            on_up=lambda up: metrics.redis_up.set(1 if up else 0),
+            client_options=redis_client_options(s),
         )
         _runtime = Runtime(settings=s, metrics=metrics, store=store)
     return _runtime

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Awaitable
+import weakref
+from contextlib import contextmanager
+from typing import Any, Awaitable, Iterator
 
 import faust
+from faust.streams import _current_event, current_event
 
 from .main import app
 
@@ -19,6 +22,10 @@ class PartitionedTable(faust.Table):
     the current event is the batch's last, possibly of another partition. Writing with
     :meth:`set_in_partition` puts each key's changelog record in the partition of the
     event that carried it, so recovery and rebalancing give each worker its keys.
+    A RocksDB store (``STORE_URL=rocksdb://``) also picks its per-partition database
+    from the current event: the write is made with the current event seen as one of
+    ``partition``, so the key lands in the database of its own partition (the one
+    handed over on a rebalance).
     """
 
     _write_partition: int | None = None
@@ -27,7 +34,8 @@ class PartitionedTable(faust.Table):
         """``table[key] = value`` with its changelog record in ``partition``."""
         self._write_partition = partition
         try:
-            self[key] = value
+            with _event_of_partition(partition):
+                self[key] = value
         finally:
             self._write_partition = None
 
@@ -46,7 +54,8 @@ class PartitionedTable(faust.Table):
             Resolves when the broker has the changelog record; await it before
             acknowledging the batch.
         """
-        self.data[key] = value
+        with _event_of_partition(partition):  # a RocksDB store picks its database by it
+            self.data[key] = value
         return await self.changelog_topic.send(
             key=key,
             value=value,
@@ -61,6 +70,42 @@ class PartitionedTable(faust.Table):
         if self._write_partition is not None:
             return self._write_partition
         return super().partition_for_key(key)
+
+
+class _MessageIn:
+    """What a table write reads of the current message: its partition (a RocksDB store
+    picks its database by it)."""
+
+    __slots__ = ("partition",)
+
+    def __init__(self, partition: int) -> None:
+        self.partition = partition
+
+
+class _EventIn:
+    __slots__ = ("message", "__weakref__")
+
+    def __init__(self, partition: int) -> None:
+        self.message = _MessageIn(partition)
+
+
+@contextmanager
+def _event_of_partition(partition: int) -> Iterator[None]:
+    """Within the block, Faust's current event reads as one of ``partition``.
+
+    In an agent that takes batches (``take_events``) there is no current event at all
+    when it writes, or one of another partition.
+    """
+    event = current_event()
+    if event is not None and event.message.partition == partition:
+        yield
+        return
+    stand_in = _EventIn(partition)
+    token = _current_event.set(weakref.ref(stand_in))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
 
 
 #: account id -> :meth:`app.features.AccountState.to_bytes` of its last 30 days.

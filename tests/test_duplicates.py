@@ -1,0 +1,29 @@
+"""A transaction delivered twice in one batch: counted once, alerted once (pure)."""
+
+from __future__ import annotations
+
+from app.config import Settings
+from app.events import Transaction, encode
+from app.pipeline import RawRecord, process_batch
+from app.scoring.model import Scorer
+from app.scoring.registry import default_version, load_model
+
+
+def test_same_transaction_twice_in_a_batch_alerts_once():
+    s = Settings()
+    scorer = Scorer(load_model(default_version(s.models_dir), s.models_dir))
+    tx = Transaction(transaction_id="t-1", account_id="a-1", terminal_id="m-1",
+                     amount_minor=99_000, currency="EUR", event_time_ms=1_530_662_400_000)
+    other = tx.model_copy(update={"transaction_id": "t-2", "event_time_ms": tx.event_time_ms + 1})
+    records = [
+        RawRecord(encode(tx), b"a-1", "transactions", 0, 0, 0.0),
+        RawRecord(encode(tx), b"a-1", "transactions", 0, 1, 0.0),  # redelivered copy
+        RawRecord(encode(other), b"a-1", "transactions", 0, 2, 0.0),
+    ]
+    result = process_batch(records, lambda _a: None, scorer, threshold=0.0)
+    assert [st.transaction.transaction_id for st in result.scored] == ["t-1", "t-1", "t-2"]
+    assert result.scored[0].score == result.scored[1].score  # same features both times
+    assert [a.alert_id for a in result.alerts] == ["t-1", "t-2"]
+    assert result.alerts_deduplicated == 1
+    assert result.duplicates == 1
+    assert result.states["a-1"].ids == ["t-1", "t-2"]
