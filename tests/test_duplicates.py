@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from app.config import Settings
 from app.events import Transaction, encode
-from app.pipeline import RawRecord, process_batch
+from app.decisions import Snapshot
+from app.pipeline import RawRecord, featurize_accounts, receive_terminal_records, score_enriched
 from app.scoring.model import Scorer
 from app.scoring.registry import default_version, load_model
 
@@ -20,10 +21,16 @@ def test_same_transaction_twice_in_a_batch_alerts_once():
         RawRecord(encode(tx), b"a-1", "transactions", 0, 1, 0.0),  # redelivered copy
         RawRecord(encode(other), b"a-1", "transactions", 0, 2, 0.0),
     ]
-    result = process_batch(records, lambda _a: None, scorer, threshold=0.0)
+    accounts = featurize_accounts(records, lambda _a: None)
+    forwarded = [RawRecord(e.to_bytes(), None, "by-terminal", 0, i, 0)
+                 for i, e in enumerate(accounts.enriched)]
+    terminals = receive_terminal_records(forwarded, lambda _t: None, "transaction-labels")
+    result = score_enriched([item for _, item, _ in terminals.arrived], terminals.states.get,
+                            Snapshot.of(scorer, 0.0))
     assert [st.transaction.transaction_id for st in result.scored] == ["t-1", "t-1", "t-2"]
     assert result.scored[0].score == result.scored[1].score  # same features both times
     assert [a.alert_id for a in result.alerts] == ["t-1", "t-2"]
     assert result.alerts_deduplicated == 1
-    assert result.duplicates == 1
-    assert result.states["a-1"].ids == ["t-1", "t-2"]
+    assert accounts.duplicates == 1 and terminals.duplicates == 1
+    assert accounts.states["a-1"].ids == ["t-1", "t-2"]
+    assert terminals.states["m-1"].ids == ["t-1", "t-2"]

@@ -33,7 +33,8 @@ from app.events import (
     encode,
 )
 from app.exceptions import InvalidEventError
-from app.pipeline import RawRecord, process_batch
+from app.decisions import Snapshot
+from app.pipeline import RawRecord, featurize_accounts, receive_terminal_records, score_enriched
 
 from . import fault_utils as fu
 from .worker_utils import Worker, worker_env
@@ -180,11 +181,19 @@ def test_batch_dead_letters_every_generated_payload_and_scores_the_rest(scorer):
         records.append(RawRecord(_valid(i), b"acc-h", "transactions", 0, 2 * i, 0.0))
         records.append(RawRecord(raw, b"acc-h", "transactions", 0, 2 * i + 1, 0.0))
     states: dict = {}
+    terminal_states: dict = {}
     dead, scored = [], []
     for start in range(0, len(records), 500):
-        result = process_batch(records[start : start + 500], states.get, scorer, 0.5, 3, MAX_BYTES)
-        states.update(result.states)
-        dead += result.dead_letters
+        # both stages of the worker, as its agents call them
+        accounts = featurize_accounts(records[start : start + 500], states.get, MAX_BYTES)
+        states.update(accounts.states)
+        dead += accounts.dead_letters
+        forwarded = [RawRecord(e.to_bytes(), None, "by-terminal", 0, i, 0)
+                     for i, e in enumerate(accounts.enriched)]
+        intake = receive_terminal_records(forwarded, terminal_states.get, "transaction-labels")
+        terminal_states.update(intake.states)
+        result = score_enriched([item for _, item, _ in intake.arrived], terminal_states.get,
+                                Snapshot.of(scorer, 0.5), 3)
         scored += [s.transaction.transaction_id for s in result.scored]
     expected = [(2 * i + 1, v) for i, v in enumerate(verdicts) if isinstance(v, str)]
     assert [(d.offset, d.reason) for d in dead] == expected
