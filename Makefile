@@ -22,6 +22,9 @@ demo: install  ## stack up, a worker, replay some days, alerts + summary, stack 
 test: install  ## the whole test suite (real broker, real Redis)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+test-full: install  ## the long variants: parity on every card, fault tests on 14 days
+	PARITY_CARD_SAMPLE=1 FAULT_SLICE=2018-04-01,14,1 $(BIN)/python -m pytest tests/test_parity.py tests/test_faults.py $(PYTEST_ARGS)
+
 stack-up: install
 	$(BIN)/fraudctl stack up
 

@@ -28,6 +28,9 @@ def _preflight(argv: list[str]) -> None:
         _fail(f"setting {where}: {err['msg']} (got {err.get('input')!r})", 2)
     if not any(a.startswith("--web-port") for a in argv) and "--without-web" not in argv:
         with socket.socket() as s:
+            # as the worker's server binds: a port in TIME_WAIT (a scraper's closed
+            # connections) is free for it
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind((settings.web_host, settings.web_port))
             except OSError as exc:

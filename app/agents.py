@@ -329,7 +329,7 @@ async def _release(controller) -> None:
             m.alert_latency.observe(max(0.0, time.time() - received / 1000))
             m.alerts.labels(model_version=a.model_version).inc()
         await rt.store.mark_alerted([a.alert_id for a, _ in fresh], s.alert_dedup_ttl_seconds)
-        observe_alerts(m, len(fresh))
+        observe_alerts(m, [a for a, _ in fresh])
     for fut in pending:
         await fut
     done = time.time()

@@ -172,7 +172,7 @@ class Settings(BaseSettings):
         ),
     )
     label_wait_max_seconds: float = Field(
-        5.0,
+        60.0,
         ge=0,
         le=300,
         description=(

@@ -46,7 +46,15 @@ class ProcessedOnlyEvent(faust.Event):
         self._value = value
 
     def ack(self) -> bool:
-        """Acknowledge the event if a stream handed it on; else leave it uncommitted."""
+        """Acknowledge the event if a stream handed it on; else leave it uncommitted.
+
+        A skipped event is still dropped from the consumer's set of messages in
+        progress: Faust waits for that set to empty before a rebalance or a shutdown
+        completes, and a skipped event is not in progress (without this a worker
+        stopped during a catch-up waited forever on SIGTERM)."""
         if not self.taken:
+            unacked = getattr(getattr(self.app, "_consumer", None), "_unacked_messages", None)
+            if unacked is not None:
+                unacked.discard(self.message)
             return False
         return super().ack()

@@ -296,7 +296,7 @@ def test_a_starting_worker_builds_its_controller_from_redis(control_env, redis_c
 
     async def build():
         rt = Runtime(settings=s, metrics=metrics, store=RedisStore(
-            s.redis_url.get_secret_value(), p, retries=2, retry_delay_seconds=0.05))
+            s.redis_url.get_secret_value(), p, retry_max_seconds=0.2, retry_initial_delay_seconds=0.05))
         try:
             ctl = await rt.load_controller()
             rt.on_control(ApplyResult("rules", False, "stale"))

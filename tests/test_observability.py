@@ -43,6 +43,9 @@ from app.scoring.registry import default_version, read_card
 ALLOWED_LABELS = {
     "topic", "partition", "reason", "outcome", "rule", "model_version", "feature",
     "operation", "table", "verdict", "alerted", "version", "source", "le",
+    # issue 4: control messages (kind: model|rules, result: applied|refused) and the
+    # ids of the analysts' rules (a rule set is a small, reviewed list)
+    "kind", "result", "rule_id",
 }
 
 
@@ -252,7 +255,7 @@ def test_observe_scored_counts_outcomes_and_sets_the_psi():
 
 def test_label_verdicts_are_counted_against_the_alert_ids_in_redis(redis_url):
     async def run() -> int:
-        store = RedisStore(redis_url, prefix="test:verdicts:", retries=1)
+        store = RedisStore(redis_url, prefix="test:verdicts:", retry_max_seconds=0.5)
         try:
             await store.mark_alerted(["t1", "t2"], ttl_seconds=60)
             labels = [
@@ -402,7 +405,7 @@ def test_drift_reference_command_writes_a_valid_card(tmp_path, monkeypatch):
     finally:
         get_settings.cache_clear()
     assert result.exit_code == 0, result.output
-    assert "drift reference of 16 features" in result.output
+    assert f"drift reference of {len(FEATURE_NAMES)} features" in result.output
     card = read_card(version, models)  # still a valid card, now with the reference
     assert set(card.drift_reference) == set(FEATURE_NAMES)
     assert all(len(ref.edges) <= 4 for ref in card.drift_reference.values())

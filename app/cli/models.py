@@ -165,7 +165,7 @@ def get_active_in_redis(url: str, prefix: str) -> str | None:
 
 
 def _activate_everywhere(version: str, models_dir: Path, redis_url: str, prefix: str) -> None:
-    read_card(version, models_dir)  # unknown version: fail before touching anything
+    verify_model(version, models_dir)  # unknown or tampered: fail before touching anything
     set_active_in_redis(redis_url, prefix, version)  # Redis first: a failure leaves ACTIVE
     activate(version, models_dir)
 
@@ -438,6 +438,7 @@ def activate_command(
     url = redis_url or settings.redis_url.get_secret_value()
     try:
         if no_redis:
+            verify_model(version, models_dir)
             activate(version, models_dir)
         else:
             _activate_everywhere(version, models_dir, url, settings.redis_key_prefix)

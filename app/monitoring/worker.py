@@ -130,7 +130,8 @@ def observe_scored(
 ) -> None:
     """Count a scored batch's outcomes and feed its features to the drift monitor."""
     for st in scored:  # the decision engine's outcome (issue 4); else from the decision
-        metrics.decisions.labels(outcome=st.outcome or outcome_of(st.decision)).inc()
+        given = "outcome" in st.model_fields_set
+        metrics.decisions.labels(outcome=st.outcome if given else outcome_of(st.decision)).inc()
     if drift is None or not scored:
         return
     X = np.array([[st.features.get(f, np.nan) for f in feature_names] for st in scored])
@@ -139,10 +140,13 @@ def observe_scored(
         metrics.feature_psi.labels(feature=feature).set(value)
 
 
-def observe_alerts(metrics: Metrics, n_alerts: int) -> None:
-    """Count alerts published by the model's threshold rule."""
-    if n_alerts:
-        metrics.alerts_by_rule.labels(rule=SCORE_THRESHOLD_RULE).inc(n_alerts)
+def observe_alerts(metrics: Metrics, alerts: Sequence[Any]) -> None:
+    """Count published alerts by the rules that raised them: each rule id of
+    ``rules_fired`` (analysts' rules, ``allow:``/``block:`` list hits), else the model
+    score at or above the threshold (``score_threshold``)."""
+    for a in alerts:
+        for rule in getattr(a, "rules_fired", None) or (SCORE_THRESHOLD_RULE,):
+            metrics.alerts_by_rule.labels(rule=rule).inc()
 
 
 def parse_labels(values: Iterable[bytes | None]) -> list[Label]:
