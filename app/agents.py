@@ -436,7 +436,10 @@ _lag_series: set = set()
 
 @app.timer(interval=get_settings().metrics_interval_seconds)
 async def sample_worker_gauges():
-    """Sample consumer lag, assigned partitions and table state bytes."""
+    """Sample consumer lag, assigned partitions, table sizes and state bytes."""
+    m = get_runtime().metrics
+    m.accounts.set(len(account_states))  # also when no batch came since a restart
+    m.terminals.set(len(terminal_states))
     try:
         sample_gauges(
             app,

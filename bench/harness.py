@@ -224,6 +224,8 @@ class Harness:
             SCORED_TOPIC=settings.scored_topic,
             LABELS_TOPIC=settings.labels_topic,
             DEAD_LETTER_TOPIC=settings.dead_letter_topic,
+            CONTROL_TOPIC=f"{self.tag}-fraud-control",
+            RULES_TOPIC=f"{self.tag}-fraud-rules",
             REDIS_URL=self.config.redis_url,
             REDIS_KEY_PREFIX=f"{self.tag}:",
             DATA_DIR=str(self.dir / settings.app_id),

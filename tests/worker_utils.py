@@ -37,6 +37,10 @@ def worker_env(broker_url: str, redis_url: str, tmp: Path, **extra: str) -> dict
         SCORED_TOPIC=f"scored-{tag}",
         LABELS_TOPIC=f"labels-{tag}",
         DEAD_LETTER_TOPIC=f"dlq-{tag}",
+        # its own model-control and rules topics: what another test promoted or
+        # applied on the shared broker must not reach this worker
+        CONTROL_TOPIC=f"control-{tag}",
+        RULES_TOPIC=f"rules-{tag}",
         REDIS_KEY_PREFIX=f"test:{tag}:",
         DATA_DIR=str(tmp / "worker-data"),
         RUN_DIR=str(tmp / "run"),

@@ -142,6 +142,9 @@ def demo(
         SCORED_TOPIC=f"{tag}-scored-transactions",
         LABELS_TOPIC=f"{tag}-transaction-labels",
         DEAD_LETTER_TOPIC=f"{tag}-dead-letter",
+        # its own control topics: promotions or rules already on the broker stay out
+        CONTROL_TOPIC=f"{tag}-fraud-control",
+        RULES_TOPIC=f"{tag}-fraud-rules",
         APP_ID=f"fraud-{tag}",
         REDIS_KEY_PREFIX=f"{tag}:",
         WEB_PORT=str(web_port),
