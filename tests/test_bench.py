@@ -84,7 +84,9 @@ def test_bench_smoke_run_has_every_result_and_the_right_counts(broker, redis_url
     for name in ("bare_aiokafka", "bare_faust", "faust_table", "worker"):
         assert tp[name]["events"] == N, name
         assert tp[name]["counted"] >= N, name
-        assert tp[name]["events_per_second"] > 0, name
+        # null when a phase on so few events ended within one poll (no measurable rate)
+        rate = tp[name]["events_per_second"]
+        assert rate is None or rate > 0, name
     assert tp["worker"]["rss_bytes"] > 0
     assert {"c_over_a", "c_over_b", "c_over_b_per_cpu_second"} <= set(tp["ratios"])
     assert tp["worker"]["cpu_seconds"] > 0 and tp["bare_faust"]["events_per_cpu_second"] > 0
