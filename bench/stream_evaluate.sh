@@ -4,12 +4,14 @@
 # through a real worker with scored-transactions on, then runs `fraudctl evaluate` on the
 # worker's scored-transactions and offline, both rules. Needs ../shared/data.
 #   bench/stream_evaluate.sh            # ~420,000 transactions; minutes at the worker's rate
-# Env: PORT (broker, default 19592), WEB_PORT (16566), DATA (the handbook file).
+# Env: PORT (broker, default 19592), WEB_PORT (16566, then +1 per worker), WORKERS (1),
+# DATA (the handbook file).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
 PORT=${PORT:-19592}
 WEB=${WEB_PORT:-16566}
+WORKERS=${WORKERS:-1}
 DATA=${DATA:-../shared/data/handbook-transactions-2018-04-01_2018-07-31.csv.gz}
 TAG=streameval-$(date +%s)
 export KAFKA_BROKER_URL=kafka://127.0.0.1:$PORT APP_ID=$TAG WEB_PORT=$WEB PUBLISH_SCORED=true \
@@ -17,17 +19,27 @@ export KAFKA_BROKER_URL=kafka://127.0.0.1:$PORT APP_ID=$TAG WEB_PORT=$WEB PUBLIS
   ALERTS_TOPIC=$TAG-alerts DEAD_LETTER_TOPIC=$TAG-dead-letter REDIS_KEY_PREFIX=$TAG: \
   RUN_DIR=.run/$TAG
 $BIN/fraudctl stack up
-$BIN/python -m app worker -l info > .run/$TAG-worker.log 2>&1 &
-WORKER=$!
-trap 'kill $WORKER 2>/dev/null || true; wait $WORKER 2>/dev/null || true; $BIN/fraudctl stack down' EXIT
-until curl -sf 127.0.0.1:$WEB/metrics >/dev/null; do kill -0 $WORKER || { echo "worker exited, see .run/$TAG-worker.log"; exit 1; }; sleep 1; done
+PIDS=()
+for i in $(seq 0 $((WORKERS - 1))); do
+  WEB_PORT=$((WEB + i)) $BIN/python -m app worker -l info > .run/$TAG-worker-$i.log 2>&1 &
+  PIDS+=($!)
+done
+trap 'kill ${PIDS[*]} 2>/dev/null || true; wait 2>/dev/null || true; $BIN/fraudctl stack down' EXIT
+for i in $(seq 0 $((WORKERS - 1))); do
+  until curl -sf 127.0.0.1:$((WEB + i))/metrics >/dev/null; do
+    kill -0 ${PIDS[$i]} || { echo "worker $i exited, see .run/$TAG-worker-$i.log"; exit 1; }; sleep 1
+  done
+done
 START=$(date +%s)
 $BIN/fraudctl replay "$DATA" --start 2018-06-11 --end 2018-07-24
 N=$($BIN/python -c "
 from datetime import date
 from app.data.handbook import read_handbook
 print(len(read_handbook('$DATA', date(2018,6,11), date(2018,7,24))))")
-scored() { curl -s 127.0.0.1:$WEB/metrics | awk '/^fraud_transactions_scored_total/ {s+=$2} END {print int(s)}'; }
+scored() {
+  for i in $(seq 0 $((WORKERS - 1))); do curl -s 127.0.0.1:$((WEB + i))/metrics; done |
+    awk '/^fraud_transactions_scored_total/ {s+=$2} END {print int(s)}'
+}
 while [ "$(scored)" -lt "$N" ]; do sleep 5; done
 echo "stream: $N transactions scored in $(( $(date +%s) - START )) s"
 for rule in before-test handbook-daily; do

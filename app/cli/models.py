@@ -520,7 +520,13 @@ def _lifecycle_command(plan, models_dir: Path | None, redis_url: str | None,
     models_dir = models_dir or settings.models_dir
     url = redis_url or settings.redis_url.get_secret_value()
     try:
-        new = plan(read_lifecycle(models_dir), int(time.time() * 1000))
+        lc = read_lifecycle(models_dir)
+        served = get_active_in_redis(url, settings.redis_key_prefix)
+        if served is not None and served != lc.active:
+            # Redis is what workers start from: a promote the workers refused, or one
+            # made from another registry, left it elsewhere; plan from what is served
+            lc = lc.model_copy(update={"active": served})
+        new = plan(lc, int(time.time() * 1000))
         offset = apply_lifecycle(new, settings, models_dir, url)
     except FraudError as exc:
         fail(escape(str(exc)))
