@@ -51,3 +51,37 @@ def test_worker_refuses_a_busy_web_port(redis_url):
         result = _worker(REDIS_URL=redis_url, WEB_PORT=str(port))
     assert result.returncode == 2
     assert f"WEB_PORT {port}" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.broker
+@pytest.mark.slow
+def test_sigterm_during_a_catch_up_stops_the_worker(broker, redis_url, tmp_path):
+    """SIGTERM while thousands of records are fetched but not processed yet (a backlog,
+    labels included): the worker leaves cleanly (exit 0) instead of waiting forever for
+    the events its streams skipped (a fresh-clone review found it hanging; skipped
+    events are neither acknowledged nor waited for, see ``app/streaming.py``)."""
+    import asyncio
+    import signal
+
+    from app.config import Settings
+    from app.replay import replay_frame
+
+    from .datasets import handbook_days
+    from .worker_utils import Worker, worker_env
+
+    df = handbook_days("2018-04-01", 3)
+    env = worker_env(broker.url, redis_url, tmp_path)
+    worker = Worker(env, tmp_path / "worker.log").start()
+    try:
+        worker.wait_ready()
+        run = Settings(kafka_broker_url=broker.url, transactions_topic=env["TRANSACTIONS_TOPIC"],
+                       labels_topic=env["LABELS_TOPIC"])
+        asyncio.run(replay_frame(df, run, create_topics=False))
+        worker.wait_metric("fraud_transactions_scored_total", 500)
+        scored = worker.metric("fraud_transactions_scored_total")
+        assert scored < len(df), "the worker must still have a backlog when stopped"
+        # SIGTERM; Worker.stop falls back to SIGKILL (exit -9) after the timeout
+        code = worker.stop(signal.SIGTERM, timeout=120)
+    finally:
+        worker.stop(signal.SIGKILL)
+    assert code == 0, worker.tail()
