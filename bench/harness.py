@@ -227,7 +227,9 @@ class Harness:
             CONTROL_TOPIC=f"{self.tag}-fraud-control",
             RULES_TOPIC=f"{self.tag}-fraud-rules",
             REDIS_URL=self.config.redis_url,
-            REDIS_KEY_PREFIX=f"{self.tag}:",
+            # per phase: a transaction alerted in one phase must not be suppressed in the
+            # next (the phases replay the same transactions)
+            REDIS_KEY_PREFIX=f"{self.tag}:{settings.app_id}:",
             DATA_DIR=str(self.dir / settings.app_id),
             RUN_DIR=str(self.dir / "run"),
         )
