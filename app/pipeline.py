@@ -343,12 +343,18 @@ def receive_terminal_records(
             out.label_times[p] = max(out.label_times.get(p, label.label_time_ms), label.label_time_ms)
             decoded.append((p, i, label))
             continue
-        body = orjson.loads(rec.value)  # internal records, written by this service
-        if "wm" in body:
-            out.watermarks.append((p, Watermark(body["wm"], body["t"], body["c"])))
+        try:  # internal records, written by this service; anything else is dead-lettered
+            body = orjson.loads(rec.value)
+            if "wm" in body:
+                wm = Watermark(int(body["wm"]), int(body["t"]), bool(body["c"]))
+                out.watermarks.append((p, wm))
+                continue
+            item = Enriched(Transaction.model_construct(**body["tx"]), body["f"], body["r"])
+            t = int(item.transaction.event_time_ms)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            err = InvalidEventError("invalid", f"not an internal record of the service: {exc!r}")
+            out.dead_letters.append(dead_letter(rec, err, now_ms))
             continue
-        item = Enriched(Transaction.model_construct(**body["tx"]), body["f"], body["r"])
-        t = item.transaction.event_time_ms
         ref[p] = min(ref.get(p, t), t)
         decoded.append((p, i, item))
     for p in {p for p, _, _ in decoded}:

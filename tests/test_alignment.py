@@ -197,3 +197,18 @@ def test_revoked_partitions_drop_their_held_transactions():
     a.add(1, "b", 100, 0.0)
     assert a.revoke([1]) == ["b"]
     assert a.pending() == 1 and a.pending_partitions() == [0]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"", b"not json", b"[]", b'{"wm": "x"}', b'{"tx": {}}', b'{"f": []}', b"null"],
+    ids=["empty", "not-json", "list", "bad-watermark", "tx-without-fields", "no-tx", "null"],
+)
+def test_a_foreign_record_on_the_internal_topic_is_dead_lettered(raw):
+    """Stage 2's internal topic is written by the service; a record that is not one of
+    its records goes to the dead-letter topic instead of stopping the worker."""
+    out = receive_terminal_records([RawRecord(raw, None, BY_TERMINAL, 0, 7, 0)], lambda _t: None,
+                                   LABELS, now_ms=0)
+    [dead] = out.dead_letters
+    assert (dead.reason, dead.offset, dead.raw_value) == ("invalid", 7, raw)
+    assert not out.arrived and not out.watermarks
