@@ -11,7 +11,7 @@ import faust
 from .config import get_settings
 from .offsets import client_options, fix_recovery_end_offsets
 from .security import kafka_ssl_context
-from .streaming import ProcessedOnlyEvent
+from .streaming import ProcessedOnlyEvent, guard_offset_gaps
 
 __all__ = ["app", "create_app", "broker_credentials", "DEAD_LETTER_MAX_BYTES"]
 
@@ -56,6 +56,10 @@ def create_app() -> faust.App:
     s = get_settings()
     if s.fix_end_offsets:
         fix_recovery_end_offsets(client_options(s))
+    # the stream's source topics have contiguous offsets: a skipped range is fetched
+    # again (app/streaming.py)
+    sources = (s.transactions_topic, s.labels_topic, f"{s.app_id}-transactions-by-terminal")
+    guard_offset_gaps(lambda: sources)
     return faust.App(
         s.app_id,
         broker=s.kafka_broker_url,

@@ -163,7 +163,7 @@ class TerminalIntake:
     #: partition -> latest ``label_time_ms`` among its valid labels in the batch
     label_times: dict[int, int] = field(default_factory=dict)
     #: terminal id -> state after the batch, for every terminal whose state changed
-    #: (genuine labels and redelivered transactions change none)
+    #: (genuine labels change none; a redelivery writes its unchanged state again)
     states: dict[str, TerminalState] = field(default_factory=dict)
     #: terminal id -> partition of its records (its changelog partition)
     partitions: dict[str, int] = field(default_factory=dict)
@@ -371,15 +371,16 @@ def receive_terminal_records(
         if state is None:
             state = copies[terminal_id] = _copy_terminal(get_state(terminal_id))
         if is_label:
-            changed = state.label_one(obj, horizon, ref.get(p))
+            state.label_one(obj, horizon, ref.get(p))
         else:
-            changed = state.update_one(obj.transaction, horizon, ref.get(p))
-            if not changed:
+            if not state.update_one(obj.transaction, horizon, ref.get(p)):
                 out.duplicates += 1
             out.arrived.append((p, obj, i))
-        if changed:
-            out.states[terminal_id] = state
-            out.partitions[terminal_id] = p
+        # written even when a redelivery changed nothing: a local store (RocksDB) can
+        # hold a write whose changelog record a killed worker never sent; writing the
+        # state again puts it on the changelog (redeliveries are rare: after faults)
+        out.states[terminal_id] = state
+        out.partitions[terminal_id] = p
     return out
 
 

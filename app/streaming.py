@@ -17,11 +17,15 @@ next owner fetches it again (at least once, never lost).
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+import weakref
+from typing import Any, AsyncIterator, Callable, Iterable
 
 import faust
 
-__all__ = ["ProcessedOnlyEvent"]
+log = logging.getLogger(__name__)
+
+__all__ = ["ProcessedOnlyEvent", "guard_offset_gaps"]
 
 
 class ProcessedOnlyEvent(faust.Event):
@@ -53,8 +57,93 @@ class ProcessedOnlyEvent(faust.Event):
         completes, and a skipped event is not in progress (without this a worker
         stopped during a catch-up waited forever on SIGTERM)."""
         if not self.taken:
+            msg = self.message
+            log.warning(
+                "event %s[%s]@%s skipped by the stream (rebalance or shutdown under "
+                "way): left unacknowledged, read again after the next rebalance",
+                msg.topic, msg.partition, msg.offset,
+            )
             unacked = getattr(getattr(self.app, "_consumer", None), "_unacked_messages", None)
             if unacked is not None:
                 unacked.discard(self.message)
             return False
         return super().ack()
+
+
+#: Faust consumer -> {partition: offset of the next record it must hand on}
+_next_offsets: "weakref.WeakKeyDictionary[Any, dict[Any, int]]" = weakref.WeakKeyDictionary()
+
+
+def guard_offset_gaps(topics: Callable[[], Iterable[str]]) -> None:
+    """Make the Faust consumer fetch again any records it skipped on ``topics``.
+
+    On the stream's source topics (never compacted, no transaction markers) offsets
+    are contiguous: a record handed on after a jump past the next expected offset
+    means the consumer dropped the records in between. Seen on the development
+    broker: a worker restarted while records arrived received each partition's first
+    new batch only after the one behind it (the resumed partitions fetch between
+    Faust's ``resume_partitions`` and its seek to the committed offsets, see
+    ``faust.tables.recovery.Recovery._resume_streams``); Faust counts the missing
+    range as a gap and commits past it, so the batch was never processed
+    (``tests/test_faults.py::test_restart_restores_full_table_after_multi_record_batches``
+    lost 80 to 550 transactions in most runs). With this guard the record past the
+    gap is not handed on; the partition is sought back to the expected offset and
+    the gap fetched again (logged as a warning).
+
+    Parameters
+    ----------
+    topics : callable
+        Returns the names of the guarded topics (called on every fetch; the app's
+        topic names are known only once it is configured). Idempotent.
+    """
+    from faust.transport.consumer import Consumer
+
+    if getattr(Consumer.getmany, "_gap_guard", False):
+        return
+    original_getmany = Consumer.getmany
+    original_seek = Consumer.seek
+    original_perform_seek = Consumer.perform_seek
+
+    def expected(consumer: Any) -> dict[Any, int]:
+        table = _next_offsets.get(consumer)
+        if table is None:
+            table = _next_offsets[consumer] = {}
+        return table
+
+    async def perform_seek(self: Any) -> None:
+        await original_perform_seek(self)
+        nxt = expected(self)
+        nxt.clear()  # a new assignment: committed offsets, or unknown
+        for tp, offset in self._read_offset.items():
+            if offset is not None:
+                nxt[tp] = offset
+
+    async def seek(self: Any, partition: Any, offset: int) -> None:
+        await original_seek(self, partition, offset)
+        expected(self)[partition] = offset
+
+    async def getmany(self: Any, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
+        guarded = set(topics())
+        nxt = expected(self)
+        stalled: set = set()
+        async for tp, message in original_getmany(self, timeout):
+            if tp in stalled:
+                continue  # fetched again after the seek below
+            if tp.topic in guarded:
+                want = nxt.get(tp)
+                if want is not None and message.offset > want:
+                    log.warning(
+                        "%s[%s]: consumer skipped offsets %d..%d; fetching them again",
+                        tp.topic, tp.partition, want, message.offset - 1,
+                    )
+                    stalled.add(tp)
+                    await seek(self, tp, want)
+                    continue
+                if want is None or message.offset >= want:
+                    nxt[tp] = message.offset + 1
+            yield tp, message
+
+    getmany._gap_guard = True  # type: ignore[attr-defined]
+    Consumer.getmany = getmany  # type: ignore[method-assign]
+    Consumer.seek = seek  # type: ignore[method-assign]
+    Consumer.perform_seek = perform_seek  # type: ignore[method-assign]

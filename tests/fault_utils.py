@@ -284,4 +284,9 @@ def assert_same_as(run: RunOutput, baseline: RunOutput, replayed_ids: set[str]) 
     for name, expected in baseline.tables.items():
         got = run.tables[name]
         diff = [k for k in set(expected) | set(got) if expected.get(k) != got.get(k)]
-        assert not diff, f"{name}: {len(diff)} keys differ, e.g. {diff[:5]}"
+        first = diff[0] if diff else None
+        assert not diff, (
+            f"{name}: {len(diff)} keys differ, e.g. {diff[:5]}; {first!r}: expected "
+            f"{(expected.get(first) or b'')[:300]!r}, got {(got.get(first) or b'')[:300]!r}"
+        )
+

@@ -34,3 +34,19 @@ def test_same_transaction_twice_in_a_batch_alerts_once():
     assert accounts.duplicates == 1 and terminals.duplicates == 1
     assert accounts.states["a-1"].ids == ["t-1", "t-2"]
     assert terminals.states["m-1"].ids == ["t-1", "t-2"]
+
+
+def test_a_redelivery_writes_its_unchanged_terminal_state_again():
+    """A worker killed between its local (RocksDB) write and the changelog record leaves
+    the changelog behind its store; when the record comes again the state is written
+    again, so the changelog catches up (tests/test_faults.py with rocksdb:// found it)."""
+    tx = Transaction(transaction_id="t-1", account_id="a-1", terminal_id="m-1",
+                     amount_minor=1_000, currency="EUR", event_time_ms=1_530_662_400_000)
+    first = featurize_accounts([RawRecord(encode(tx), b"a-1", "transactions", 0, 0, 0.0)],
+                               lambda _a: None)
+    by_terminal = [RawRecord(first.enriched[0].to_bytes(), None, "by-terminal", 0, 0, 0.0)]
+    stored = receive_terminal_records(by_terminal, lambda _t: None, "transaction-labels")
+    again = receive_terminal_records(by_terminal, stored.states.get, "transaction-labels")
+    assert again.duplicates == 1
+    assert again.states["m-1"].to_bytes() == stored.states["m-1"].to_bytes()
+    assert again.partitions["m-1"] == 0

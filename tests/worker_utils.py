@@ -111,7 +111,22 @@ class Worker:
             if got >= value:
                 return got
             time.sleep(0.5)
-        raise TimeoutError(f"{name} = {got} < {value} after {timeout}s; log: {self.tail()}")
+        raise TimeoutError(
+            f"{name} = {got} < {value} after {timeout}s; counters: {self.counters()}; "
+            f"log: {self.tail()}"
+        )
+
+    def counters(self) -> str:
+        """The worker's ``fraud_`` counters and gauges (for a failure message)."""
+        try:
+            text = self.metrics_text()
+        except OSError as exc:
+            return f"/metrics unreachable ({exc})"
+        keep = [
+            line for line in text.splitlines()
+            if line.startswith("fraud_") and "_bucket" not in line and "_created" not in line
+        ]
+        return "\n".join(keep)
 
     def assert_alive(self) -> None:
         assert self.proc is not None
