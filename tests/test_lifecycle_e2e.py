@@ -12,9 +12,6 @@ It shows:
 - the new rule's outcomes appear within 5 seconds of ``rules apply`` returning;
 - a tampered artifact is refused (``fraud_control_messages_total{kind="model",
   result="refused"}``) and the old model keeps serving.
-
-Pending the agent wiring (see the issue-4 report: ``controller.snapshot()`` at batch
-start, ``snap.decide(...)``, a task running :class:`app.control.ControlFollower`).
 """
 
 from __future__ import annotations
