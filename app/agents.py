@@ -295,8 +295,15 @@ async def _release(controller) -> None:
     aligner = _get_aligner()
     now = time.monotonic()
     for q in aligner.pending_partitions():
-        next_offset, last = _labels_progress.get(q, (0, 0.0))
         tp = TP(labels_topic.get_topic_name(), q)
+        if q not in _labels_progress:
+            # no label read since the partition was assigned (a restart, a quiet
+            # partition): its position is where reading resumed, not offset 0
+            try:
+                _labels_progress[q] = (await app.consumer.position(tp), 0.0)
+            except Exception:  # noqa: BLE001 - not assigned or position unknown yet
+                pass
+        next_offset, last = _labels_progress.get(q, (0, 0.0))
         idle = now - last >= s.label_idle_seconds and _caught_up(tp, next_offset)
         aligner.on_labels_idle(q, idle)
     released = aligner.release(now)

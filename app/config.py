@@ -155,7 +155,10 @@ class Settings(BaseSettings):
             "from local state plus the changelog tail)."
         ),
     )
-    data_dir: Path = Field(PROJECT_ROOT / ".run" / "worker", description="DATA_DIR: Faust data.")
+    data_dir: Path = Field(
+        PROJECT_ROOT / ".run" / "worker",
+        description="DATA_DIR: Faust data (tables of a RocksDB store), in a folder per APP_ID.",
+    )
     batch_max_events: int = Field(
         500, ge=1, le=100_000, description="BATCH_MAX_EVENTS: events scored per batch, at most."
     )

@@ -60,12 +60,17 @@ def create_app() -> faust.App:
     # again (app/streaming.py)
     sources = (s.transactions_topic, s.labels_topic, f"{s.app_id}-transactions-by-terminal")
     guard_offset_gaps(lambda: sources)
+    try:  # Faust creates the app's own folder (DATA_DIR/<app id>), not its parents
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        pass  # reported by Faust when the worker starts
     return faust.App(
         s.app_id,
         broker=s.kafka_broker_url,
         broker_credentials=broker_credentials(s),
         store=s.store_url,
-        datadir=str(s.data_dir),
+        # one folder per app id: a RocksDB store never opens another app's tables
+        datadir=str(s.data_dir / s.app_id),
         autodiscover=False,
         origin="app",
         topic_partitions=s.topic_partitions,

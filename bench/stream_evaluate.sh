@@ -42,6 +42,11 @@ scored() {
 }
 while [ "$(scored)" -lt "$N" ]; do sleep 5; done
 echo "stream: $N transactions scored in $(( $(date +%s) - START )) s"
+for i in $(seq 0 $((WORKERS - 1))); do
+  curl -s 127.0.0.1:$((WEB + i))/metrics | grep -E '^fraud_(alignment_timeouts_total|late_transactions_total|duplicate_transactions_total) '
+done
+echo "== per transaction: stream vs offline (test window)"
+$BIN/python bench/stream_vs_offline.py "$DATA" || true
 for rule in before-test handbook-daily; do
   echo "== rule $rule: from the stream's $SCORED_TOPIC"
   $BIN/fraudctl evaluate "$DATA" --known-compromised $rule --from-topic "$SCORED_TOPIC"

@@ -96,8 +96,9 @@ def test_restarted_worker_restores_its_table(broker, redis_url, tmp_path):
     """A worker stopped and started again recovers ``account_states`` from its changelog
     (with normal producer batching: recovery probes the true end offsets on Tansu) and
     keeps processing: the
-    same transactions replayed again are all recognised as duplicates, and no alert is
-    raised twice."""
+    same transactions replayed again (without labels) are all recognised as duplicates,
+    no alert is raised twice, and none waits for a label (the labels partitions were
+    read to their end before the restart)."""
     df = handbook_days("2018-04-01", 2)
     df = df[df["CUSTOMER_ID"] % 4 == 0].reset_index(drop=True)
     n = len(df)
@@ -110,8 +111,9 @@ def test_restarted_worker_restores_its_table(broker, redis_url, tmp_path):
     first = Worker(env, tmp_path / "worker-1.log").start()
     try:
         first.wait_ready()
-        asyncio.run(replay_frame(df, run, labels=False))
+        asyncio.run(replay_frame(df, run, labels=True))
         first.wait_metric("fraud_transactions_scored_total", n)
+        first.wait_metric("fraud_labels_consumed_total", n)
         accounts = first.metric("fraud_table_accounts")
         alerts = first.metric("fraud_alerts_total")
     finally:
@@ -130,6 +132,9 @@ def test_restarted_worker_restores_its_table(broker, redis_url, tmp_path):
         assert second.metric("fraud_table_accounts") == accounts > 0
         assert second.metric("fraud_alerts_total") == 0
         assert second.metric("fraud_alerts_suppressed_total") >= alerts
+        # the labels partitions, read to their end before the restart and quiet since,
+        # count as idle: nothing waited for the LABEL_WAIT_MAX_SECONDS bound
+        assert second.metric("fraud_alignment_timeouts_total") == 0
         second.assert_alive()
     finally:
         second.stop()

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import date
 from pathlib import Path
 from typing import Optional
 
@@ -26,7 +27,7 @@ from rich.table import Table
 
 from .. import stack
 from ..config import PROJECT_ROOT, get_settings
-from ..data.handbook import read_handbook
+from ..data.handbook import parse_date, read_handbook
 from ..exceptions import StackError
 from ..replay import client_options, ensure_topics, replay_frame
 from .alerts import decode_alert
@@ -104,13 +105,12 @@ def _alert_line(a) -> str:
 def _load(data: Optional[Path], days: int, start: Optional[str]) -> tuple[pd.DataFrame, str]:
     if data is None and SHARED_DATA.exists():
         data = SHARED_DATA
+    first = pd.Timestamp(parse_date(start, "--start") or date(2018, 4, 1))
     if data is not None:
-        first = pd.Timestamp(start or "2018-04-01")
         end = (first + pd.Timedelta(days=days - 1)).date()
         return read_handbook(data, first.date(), end), str(data)
     from ..data.simulate import simulate
 
-    first = pd.Timestamp(start or "2018-04-01")
     origin = min(first, pd.Timestamp("2018-04-01"))  # let frauds build up, then slice
     df = simulate(n_days=(first - origin).days + days, start_date=origin.date().isoformat(), seed=42)
     df["TX_DATETIME"] = pd.to_datetime(df["TX_DATETIME"])
@@ -125,11 +125,15 @@ def demo(
     data: Optional[Path] = typer.Option(
         None, help="Handbook-format data; default: the shared file if present, else simulated."
     ),
-    rate: Optional[float] = typer.Option(None, help="Transactions/s (default: as fast as possible)."),
+    rate: Optional[float] = typer.Option(
+        None, min=0.001, help="Transactions/s (default: as fast as possible)."
+    ),
     show: int = typer.Option(20, min=0, help="Alerts to print as they come (then only count)."),
     web_port: int = typer.Option(6066, help="The demo worker's web port (/metrics)."),
 ) -> None:
     """Run the service end to end on some days of data, print alerts and a summary."""
+    # SIGTERM stops the demo like Ctrl-C: its worker and stack are stopped, keys deleted
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     df, source = _load(data, days, start)
     if df.empty:
         raise typer.BadParameter("no transactions in that range", param_hint="--start/--days")
@@ -240,6 +244,8 @@ async def _run(df, settings, rate, worker, port, show, log_path) -> dict:
         while not (replay.done() and done_scoring):
             if worker.poll() is not None:
                 raise StackError(f"worker exited ({worker.returncode}); see {log_path}")
+            if replay.done() and replay.exception() is not None:
+                raise replay.exception()  # type: ignore[misc]
             batch = await consumer.getmany(timeout_ms=250)
             for recs in batch.values():
                 for r in recs:
@@ -285,6 +291,11 @@ async def _run(df, settings, rate, worker, port, show, log_path) -> dict:
     }
 
 
+def _ms(seconds: float, top: float) -> str:
+    """A latency quantile; at the histogram's top bound it is only known to be above it."""
+    return f"> {top * 1000:.0f} ms" if seconds >= top else f"{seconds * 1000:.1f} ms"
+
+
 def _precision_recall(df: pd.DataFrame, alerts) -> tuple[int, int, float, float]:
     fraud_ids = set(df.loc[df["TX_FRAUD"] == 1, "TRANSACTION_ID"].astype(str))
     ids = set(df["TRANSACTION_ID"].astype(str))
@@ -315,6 +326,7 @@ def _print_summary(df: pd.DataFrame, s: dict) -> None:
     t.add_row("rejected events", f"{s['rejected']:.0f}")
     t.add_row("worker throughput", f"{n / s['elapsed']:,.0f} transactions/s (replay start to last scored)")
     for label, key in (("latency arrival->scored", "latency"), ("latency arrival->alert", "alert_latency")):
+        top = max((b for b, _ in s[key] if b != float("inf")), default=float("inf"))
         p50, p99 = (histogram_quantile(q, s[key]) for q in (0.5, 0.99))
-        t.add_row(label, f"p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
+        t.add_row(label, f"p50 {_ms(p50, top)}, p99 {_ms(p99, top)}")
     console.print(t)
