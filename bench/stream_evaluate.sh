@@ -4,6 +4,8 @@
 # through a real worker with scored-transactions on, then runs `fraudctl evaluate` on the
 # worker's scored-transactions and offline, both rules. Needs ../shared/data.
 #   bench/stream_evaluate.sh            # ~420,000 transactions; minutes at the worker's rate
+# It also prints the worker's alignment timeouts and a per-transaction comparison of the
+# stream's scores with the offline ones (bench/stream_vs_offline.py).
 # Env: PORT (broker, default 19592), WEB_PORT (16566, then +1 per worker), WORKERS (1),
 # DATA (the handbook file).
 set -euo pipefail
