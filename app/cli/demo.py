@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -184,6 +185,7 @@ def demo(
                 os.killpg(worker.pid, signal.SIGKILL)
                 worker.wait(10)
         _forget_alerts(base, f"{tag}:")
+        shutil.rmtree(base.run_dir / tag, ignore_errors=True)  # its DATA_DIR; the log stays
         stack.down(base, only=started)
         console.print("stack down: nothing left running")
 
@@ -217,13 +219,20 @@ def _wait_ready(worker: subprocess.Popen, port: int, log_path: Path, timeout: fl
 
 
 async def _run(df, settings, rate, worker, port, show, log_path) -> dict:
-    n = len(df)
     await ensure_topics(settings, [settings.transactions_topic, settings.alerts_topic])
     consumer = AIOKafkaConsumer(
         settings.alerts_topic, **client_options(settings), auto_offset_reset="earliest",
         enable_auto_commit=False, group_id=None,
     )
     await consumer.start()
+    try:
+        return await _follow(df, settings, rate, worker, port, show, log_path, consumer)
+    finally:
+        await consumer.stop()
+
+
+async def _follow(df, settings, rate, worker, port, show, log_path, consumer) -> dict:
+    n = len(df)
     alerts: dict[str, object] = {}
     printed = 0
     t0 = time.monotonic()
@@ -279,7 +288,6 @@ async def _run(df, settings, rate, worker, port, show, log_path) -> dict:
                 for r in recs:
                     a = decode_alert(r.value)
                     alerts.setdefault(a.alert_id, a)
-    await consumer.stop()
     m = _metrics(port)
     return {
         "replay": stats,
