@@ -38,6 +38,7 @@ from .features import AccountState, TerminalState
 from .features.state import DAY_MS
 from .features.terminal import DEFAULT_DELAY_DAYS
 from .main import app
+from .streaming import next_offset_of
 from .monitoring.worker import (
     MetricsSensor,
     count_label_verdicts,
@@ -69,7 +70,6 @@ __all__ = [
     "score_transactions",
     "report_idle_partitions",
     "release_held_transactions",
-    "count_labels",
     "follow_control",
     "sample_worker_gauges",
     "metrics_view",
@@ -249,8 +249,9 @@ def _get_aligner() -> EventTimeAligner:
     return _aligner
 
 
-async def _intake(events) -> None:
-    """Apply a batch to terminal state and hold its transactions for alignment."""
+async def _intake(events) -> list[bytes]:
+    """Apply a batch to terminal state and hold its transactions for alignment; returns
+    the batch's label payloads."""
     rt = get_runtime()
     s, m = rt.settings, rt.metrics
     aligner = _get_aligner()
@@ -276,9 +277,11 @@ async def _intake(events) -> None:
         aligner.on_label_time(q, t)
     now = time.monotonic()
     labels_name = labels_topic.get_topic_name()
+    label_values: list[bytes] = []
     for rec in records:
         if rec.topic == labels_name:
             _labels_progress[rec.partition] = (rec.offset + 1, now)
+            label_values.append(rec.value)
     for q, item, i in intake.arrived:
         event = events[i]
         event.message.incref()  # acknowledged once scored (see _release)
@@ -286,6 +289,7 @@ async def _intake(events) -> None:
     m.labels_consumed.inc(intake.labels)
     m.duplicate_terminal_transactions.inc(intake.duplicates)
     m.terminals.set(len(terminal_states))
+    return label_values
 
 
 async def _release(controller) -> None:
@@ -298,11 +302,10 @@ async def _release(controller) -> None:
         tp = TP(labels_topic.get_topic_name(), q)
         if q not in _labels_progress:
             # no label read since the partition was assigned (a restart, a quiet
-            # partition): its position is where reading resumed, not offset 0
-            try:
-                _labels_progress[q] = (await app.consumer.position(tp), 0.0)
-            except Exception:  # noqa: BLE001 - not assigned or position unknown yet
-                pass
+            # partition): reading resumed at its committed offset, not at offset 0
+            resumed = next_offset_of(app.consumer, tp)
+            if resumed is not None:
+                _labels_progress[q] = (resumed, 0.0)
         next_offset, last = _labels_progress.get(q, (0, 0.0))
         idle = now - last >= s.label_idle_seconds and _caught_up(tp, next_offset)
         aligner.on_labels_idle(q, idle)
@@ -372,8 +375,15 @@ async def score_transactions(stream):
 
     async def handle(events):
         async with _stage2_lock:
-            await _intake(events)
+            label_values = await _intake(events)
             await _release(controller)
+        if label_values:
+            # live precision: labels by verdict and whether their transaction alerted
+            # (a monitoring path: a failure is logged, the batch goes on)
+            try:
+                await count_label_verdicts(rt.metrics, rt.store, label_values)
+            except Exception:  # noqa: BLE001
+                log.exception("could not count %d labels", len(label_values))
 
     async for events in stream.take_events(s.batch_max_events, s.batch_max_wait_seconds):
         await _guarded("score_transactions", events, handle)
@@ -422,19 +432,6 @@ async def follow_control() -> None:
     except Exception:  # noqa: BLE001 - score_transactions reports it and exits
         return
     await ControlFollower(rt.settings, controller, on_result=rt.on_control).run()
-
-
-@app.agent(labels_topic, name="count_labels")
-async def count_labels(stream):
-    """Count labels by verdict and by whether their transaction was alerted (live
-    precision); a monitoring path, so a failed batch is logged and skipped."""
-    rt = get_runtime()
-    s = rt.settings
-    async for events in stream.take_events(s.batch_max_events, s.batch_max_wait_seconds):
-        try:
-            await count_label_verdicts(rt.metrics, rt.store, [e.message.value for e in events])
-        except Exception:  # noqa: BLE001
-            log.exception("could not count %d labels", len(events))
 
 
 app.sensors.add(MetricsSensor(lambda: get_runtime().metrics))

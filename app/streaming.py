@@ -25,7 +25,7 @@ import faust
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ProcessedOnlyEvent", "guard_offset_gaps"]
+__all__ = ["ProcessedOnlyEvent", "guard_offset_gaps", "next_offset_of"]
 
 
 class ProcessedOnlyEvent(faust.Event):
@@ -147,3 +147,12 @@ def guard_offset_gaps(topics: Callable[[], Iterable[str]]) -> None:
     Consumer.getmany = getmany  # type: ignore[method-assign]
     Consumer.seek = seek  # type: ignore[method-assign]
     Consumer.perform_seek = perform_seek  # type: ignore[method-assign]
+
+
+def next_offset_of(consumer: Any, tp: Any) -> int | None:
+    """Offset of the next record of ``tp`` that ``consumer`` will hand on, as the gap
+    guard tracks it: the committed offset after a (re)assignment, then the offset after
+    each record handed on. None when unknown (no committed offset, nothing read yet, or
+    :func:`guard_offset_gaps` not installed). Reads no broker: safe in a timer."""
+    table = _next_offsets.get(consumer)
+    return None if table is None else table.get(tp)
