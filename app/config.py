@@ -72,7 +72,14 @@ class Settings(BaseSettings):
     kafka_ssl_key_file: Path | None = Field(
         None, description="KAFKA_SSL_KEY_FILE: key of the client certificate (a secret file)."
     )
-    app_id: str = Field("fraud-detector", description="APP_ID: Faust app id and consumer group.")
+    app_id: str = Field(
+        "fraud-detector",
+        min_length=1,
+        max_length=200,
+        # it names a consumer group, topics and a folder under DATA_DIR
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="APP_ID: Faust app id and consumer group (letters, digits, . _ -).",
+    )
     topic_partitions: int = Field(
         4, ge=1, le=1024, description="TOPIC_PARTITIONS: partitions of every topic it creates."
     )
@@ -329,6 +336,13 @@ class Settings(BaseSettings):
     def _broker_url(cls, value: str) -> str:
         return check_broker_url(value)
 
+    @field_validator("app_id")
+    @classmethod
+    def _app_id_not_a_path(cls, v: str) -> str:
+        if v in (".", ".."):
+            raise ValueError("must not be '.' or '..' (it names a folder under DATA_DIR)")
+        return v
+
     @field_validator("store_url")
     @classmethod
     def _store_url(cls, value: str) -> str:
@@ -336,6 +350,12 @@ class Settings(BaseSettings):
         if scheme not in ("memory", "rocksdb"):
             raise ValueError(f"store URL {value!r}: expected memory:// or rocksdb://")
         return value
+
+    @property
+    def by_terminal_topic(self) -> str:
+        """The internal topic from the account stage to the scoring stage (one per app
+        id, so one per consumer group)."""
+        return f"{self.app_id}-transactions-by-terminal"
 
     @property
     def broker_bootstrap(self) -> str:

@@ -58,8 +58,7 @@ def create_app() -> faust.App:
         fix_recovery_end_offsets(client_options(s))
     # the stream's source topics have contiguous offsets: a skipped range is fetched
     # again (app/streaming.py)
-    sources = (s.transactions_topic, s.labels_topic, f"{s.app_id}-transactions-by-terminal")
-    guard_offset_gaps(lambda: sources)
+    guard_offset_gaps((s.transactions_topic, s.labels_topic, s.by_terminal_topic))
     try:  # Faust creates the app's own folder (DATA_DIR/<app id>), not its parents
         s.data_dir.mkdir(parents=True, exist_ok=True)
     except OSError:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import weakref
-from typing import Any, AsyncIterator, Callable, Iterable
+from typing import Any, AsyncIterator, Iterable
 
 import faust
 
@@ -58,7 +58,7 @@ class ProcessedOnlyEvent(faust.Event):
         stopped during a catch-up waited forever on SIGTERM)."""
         if not self.taken:
             msg = self.message
-            log.warning(
+            log.debug(  # one per skipped event: thousands in a shutdown during a catch-up
                 "event %s[%s]@%s skipped by the stream (rebalance or shutdown under "
                 "way): left unacknowledged, read again after the next rebalance",
                 msg.topic, msg.partition, msg.offset,
@@ -74,7 +74,7 @@ class ProcessedOnlyEvent(faust.Event):
 _next_offsets: "weakref.WeakKeyDictionary[Any, dict[Any, int]]" = weakref.WeakKeyDictionary()
 
 
-def guard_offset_gaps(topics: Callable[[], Iterable[str]]) -> None:
+def guard_offset_gaps(topics: Iterable[str]) -> None:
     """Make the Faust consumer fetch again any records it skipped on ``topics``.
 
     On the stream's source topics (never compacted, no transaction markers) offsets
@@ -92,14 +92,14 @@ def guard_offset_gaps(topics: Callable[[], Iterable[str]]) -> None:
 
     Parameters
     ----------
-    topics : callable
-        Returns the names of the guarded topics (called on every fetch; the app's
-        topic names are known only once it is configured). Idempotent.
+    topics : iterable of str
+        Names of the guarded topics. Idempotent: a second call changes nothing.
     """
     from faust.transport.consumer import Consumer
 
     if getattr(Consumer.getmany, "_gap_guard", False):
         return
+    guarded = frozenset(topics)
     original_getmany = Consumer.getmany
     original_seek = Consumer.seek
     original_perform_seek = Consumer.perform_seek
@@ -123,7 +123,6 @@ def guard_offset_gaps(topics: Callable[[], Iterable[str]]) -> None:
         expected(self)[partition] = offset
 
     async def getmany(self: Any, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
-        guarded = set(topics())
         nxt = expected(self)
         stalled: set = set()
         async for tp, message in original_getmany(self, timeout):

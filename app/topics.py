@@ -53,7 +53,7 @@ dead_letter_topic = app.topic(
 #: internal: valid transactions with their account features, key = terminal id; value
 #: :meth:`app.pipeline.Enriched.to_bytes`. Named after the app id (one per consumer group).
 by_terminal_topic = app.topic(
-    f"{_s.app_id}-transactions-by-terminal",
+    _s.by_terminal_topic,
     key_type=bytes,
     value_type=bytes,
     partitions=_s.topic_partitions,

@@ -28,6 +28,10 @@ def _worker(**env: str) -> subprocess.CompletedProcess:
     [
         pytest.param({"WEB_PORT": "abc"}, 2, "setting WEB_PORT", id="bad-setting"),
         pytest.param({"ALERT_THRESHOLD": "1.5"}, 2, "setting ALERT_THRESHOLD", id="out-of-range"),
+        # APP_ID names a folder under DATA_DIR: no path of its own
+        pytest.param({"APP_ID": "../escape"}, 2, "setting APP_ID", id="app-id-path"),
+        pytest.param({"APP_ID": ".."}, 2, "setting APP_ID", id="app-id-dots"),
+        pytest.param({"APP_ID": ""}, 2, "setting APP_ID", id="app-id-empty"),
         pytest.param(
             {"MODEL_VERSION": "v-missing", "REDIS_KEY_PREFIX": "worker-cli-test:"},
             78,
