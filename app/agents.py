@@ -1,9 +1,10 @@
 """Agents: thin loops wiring topics, tables, scoring and sinks.
 
 - ``featurize_accounts`` (``transactions``, keyed by account): dead-letters bad records,
-  updates ``account_states``, forwards each valid transaction with its account
-  features to the internal ``<app id>-transactions-by-terminal`` topic, keyed by
-  terminal, and after each batch (and every WATERMARK_INTERVAL_SECONDS when idle) a
+  updates ``account_states``, forwards the valid transactions with their account
+  features to the internal ``<app id>-transactions-by-terminal`` topic, one
+  micro-batch record per partition of their terminals (the partition the Kafka
+  default partitioner gives the terminal id, as for its labels), and after each batch (and every WATERMARK_INTERVAL_SECONDS when idle) a
   watermark of each of its partitions to every partition of that topic.
 - ``score_transactions`` (the by-terminal topic and ``transaction-labels``, both keyed
   by terminal, read as one stream): applies labels and transactions to
@@ -27,6 +28,7 @@ import logging
 import os
 import time
 
+from aiokafka.partitioner import murmur2
 from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -38,10 +40,11 @@ from .features import AccountState, TerminalState
 from .features.state import DAY_MS
 from .features.terminal import DEFAULT_DELAY_DAYS
 from .main import app
-from .streaming import next_offset_of
+from .streaming import next_offset_of, produce
 from .monitoring.worker import (
     MetricsSensor,
     count_label_verdicts,
+    count_produced,
     observe_alerts,
     observe_scored,
     sample_gauges,
@@ -50,6 +53,7 @@ from .pipeline import (
     RawRecord,
     Watermark,
     featurize_accounts,
+    forward_records,
     receive_terminal_records,
     score_enriched,
 )
@@ -116,11 +120,30 @@ def _records(events) -> list[RawRecord]:
 async def _send_dead_letters(rt: Runtime, dead, pending: list) -> None:
     for dl in dead:
         key = base64.b64decode(dl.raw_key_b64) if dl.raw_key_b64 is not None else None
-        pending.append(await dead_letter_topic.send(key=key, value=encode(dl)))
+        pending.append(await _produce(dead_letter_topic.get_topic_name(), encode(dl), key=key))
         rt.metrics.events_rejected.labels(reason=dl.reason).inc()
         log.warning(
             "dead-lettered %s[%d]@%d: %s", dl.source_topic, dl.partition, dl.offset, dl.detail
         )
+
+
+async def _produce(topic: str, value: bytes, key: bytes | None = None, partition: int | None = None):
+    """:func:`app.streaming.produce`, counted in ``fraud_messages_produced_total``."""
+    fut = await produce(app, topic, value, key=key, partition=partition)
+    fut.add_done_callback(_counted())
+    return fut
+
+
+_count_produced: tuple = (None, None)
+
+
+def _counted():
+    """The done-callback counting produced records, for this worker's metrics."""
+    global _count_produced
+    metrics = get_runtime().metrics
+    if _count_produced[0] is not metrics:
+        _count_produced = (metrics, count_produced(metrics))
+    return _count_produced[1]
 
 
 async def _guarded(name: str, events, handler) -> None:
@@ -154,16 +177,20 @@ async def _accounts_batch(events) -> None:
     pending: list = []
     await _send_dead_letters(rt, batch.dead_letters, pending)
     for account_id, raw in batch.rekeyed:
-        pending.append(await transactions_topic.send(key=account_id.encode(), value=raw))
+        pending.append(
+            await _produce(transactions_topic.get_topic_name(), raw, key=account_id.encode())
+        )
         m.transactions_rekeyed.inc()
-    for item in batch.enriched:
-        key = item.transaction.terminal_id.encode()
-        pending.append(await by_terminal_topic.send(key=key, value=item.to_bytes()))
+    n, by_terminal = s.topic_partitions, by_terminal_topic.get_topic_name()
+    for q, raw in forward_records(batch.enriched, lambda t: _scoring_partition(t, n)):
+        pending.append(await _produce(by_terminal, raw, partition=q))
     m.duplicate_transactions.inc(batch.duplicates)
     m.late_transactions.inc(batch.late)
     for account_id, state in batch.states.items():
         pending.append(
-            await account_states.put(account_id, state.to_bytes(), batch.partitions[account_id])
+            await account_states.put(
+                account_id, state.to_bytes(), batch.partitions[account_id], _counted()
+            )
         )
     now = time.monotonic()
     for p, next_offset in batch.next_offsets.items():
@@ -173,6 +200,12 @@ async def _accounts_batch(events) -> None:
     for fut in pending:
         await fut
     m.accounts.set(len(account_states))
+
+
+def _scoring_partition(terminal_id: str, n: int) -> int:
+    """The by-terminal partition (of ``n``) of a terminal: the Kafka default
+    partitioner's (murmur2 of the key), the one that places the terminal's labels."""
+    return (murmur2(terminal_id.encode()) & 0x7FFFFFFF) % n
 
 
 def _caught_up(tp: TP, next_offset: int | None) -> bool:
@@ -192,7 +225,8 @@ async def _send_watermark(partition: int) -> list:
     tp = TP(transactions_topic.get_topic_name(), partition)
     wm = Watermark(partition, latest, _caught_up(tp, next_offset)).to_bytes()
     n = get_runtime().settings.topic_partitions
-    return [await by_terminal_topic.send(value=wm, partition=q) for q in range(n)]
+    name = by_terminal_topic.get_topic_name()
+    return [await _produce(name, wm, partition=q) for q in range(n)]
 
 
 @app.agent(transactions_topic, name="featurize_accounts")
@@ -267,7 +301,9 @@ async def _intake(events) -> list[bytes]:
     await _send_dead_letters(rt, intake.dead_letters, pending)
     for terminal_id, state in intake.states.items():
         pending.append(
-            await terminal_states.put(terminal_id, state.to_bytes(), intake.partitions[terminal_id])
+            await terminal_states.put(
+                terminal_id, state.to_bytes(), intake.partitions[terminal_id], _counted()
+            )
         )
     for fut in pending:
         await fut
@@ -311,8 +347,16 @@ async def _release(controller) -> None:
         aligner.on_labels_idle(q, idle)
     released = aligner.release(now)
     m.alignment_pending.set(aligner.pending())
-    if not released:
-        return
+    # one stage-2 record carries up to FORWARD_MAX_ITEMS transactions: score in batches
+    # of at most BATCH_MAX_EVENTS (bounded model calls, alert bursts and latency)
+    for i in range(0, len(released), s.batch_max_events):
+        await _score_released(released[i : i + s.batch_max_events], controller)
+
+
+async def _score_released(released: list, controller) -> None:
+    """Score, decide, publish and acknowledge one batch of released transactions."""
+    rt = get_runtime()
+    s, m = rt.settings, rt.metrics
     items = [r.item[0] for r in released]
     snap = controller.snapshot()  # the models and rules of this whole batch
     with m.scoring_batch_duration.time():
@@ -321,9 +365,10 @@ async def _release(controller) -> None:
         )
     pending: list = []
     if s.publish_scored:
+        name = scored_topic.get_topic_name()
         for st in batch.scored:
             key = st.transaction.account_id.encode()
-            pending.append(await scored_topic.send(key=key, value=encode(st)))
+            pending.append(await _produce(name, encode(st), key=key))
     if batch.alerts:
         seen = await rt.store.already_alerted([a.alert_id for a in batch.alerts])
         fresh = [
@@ -333,7 +378,8 @@ async def _release(controller) -> None:
         sent = []
         for a, received in fresh:
             key = a.transaction.account_id.encode()
-            sent.append((await alerts_topic.send(key=key, value=encode(a)), a, received))
+            fut = await _produce(alerts_topic.get_topic_name(), encode(a), key=key)
+            sent.append((fut, a, received))
         for fut, a, received in sent:
             await fut
             m.alert_latency.observe(max(0.0, time.time() - received / 1000))

@@ -167,7 +167,13 @@ class Settings(BaseSettings):
         description="DATA_DIR: Faust data (tables of a RocksDB store), in a folder per APP_ID.",
     )
     batch_max_events: int = Field(
-        500, ge=1, le=100_000, description="BATCH_MAX_EVENTS: events scored per batch, at most."
+        500,
+        ge=1,
+        le=100_000,
+        description=(
+            "BATCH_MAX_EVENTS: records each stage takes per batch, and transactions "
+            "scored per model call, at most."
+        ),
     )
     batch_max_wait_seconds: float = Field(
         0.05, gt=0, le=10, description="BATCH_MAX_WAIT_SECONDS: longest wait to fill a batch."

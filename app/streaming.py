@@ -25,7 +25,7 @@ import faust
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ProcessedOnlyEvent", "guard_offset_gaps", "next_offset_of"]
+__all__ = ["ProcessedOnlyEvent", "guard_offset_gaps", "next_offset_of", "produce"]
 
 
 class ProcessedOnlyEvent(faust.Event):
@@ -155,3 +155,44 @@ def next_offset_of(consumer: Any, tp: Any) -> int | None:
     :func:`guard_offset_gaps` not installed). Reads no broker: safe in a timer."""
     table = _next_offsets.get(consumer)
     return None if table is None else table.get(tp)
+
+
+async def produce(
+    app: Any,
+    topic: str,
+    value: bytes,
+    *,
+    key: bytes | None = None,
+    partition: int | None = None,
+) -> Any:
+    """Hand one record straight to the worker's Kafka producer, skipping Faust's
+    per-record topic machinery (most of a send's cost).
+
+    The topic is first added to the topics the producer's metadata tracks. aiokafka
+    does not add a topic it already found in a metadata answer, and once it tracks
+    any topic its metadata refreshes ask for those only: a record for a topic left
+    out then waits for a leader forever, and every later send waits behind it (a
+    worker stalled this way within a minute of a three-day replay). So *every* record
+    the worker produces goes through here: a topic sent to another way could be the
+    one left out.
+
+    Parameters
+    ----------
+    app : faust.App
+        A started app (its producer is running).
+    topic : str
+    value : bytes
+    key : bytes, optional
+    partition : int, optional
+        None: the Kafka default partitioner's choice for ``key``.
+
+    Returns
+    -------
+    asyncio.Future of aiokafka RecordMetadata
+        Resolves when the broker has the record; raises what the send raised.
+    """
+    producer = app.producer
+    client = producer._ensure_producer().client
+    if topic not in client._topics:
+        await client.add_topic(topic)
+    return await producer.send(topic, key, value, partition, None, None)

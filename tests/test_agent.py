@@ -51,8 +51,9 @@ def agents(monkeypatch, redis_url, tmp_path):
     sent: dict[str, list[tuple[bytes | None, bytes]]] = {}
 
     def capture(topic):
-        async def send(*, key=None, value=None, **_):
+        async def send(*, key=None, value=None, partition=None, **_):
             sent.setdefault(topic.get_topic_name(), []).append((key, value))
+            sent.setdefault(("partitions", topic.get_topic_name()), []).append(partition)
             fut = asyncio.get_running_loop().create_future()
             fut.set_result(None)
             return fut
@@ -71,6 +72,25 @@ def agents(monkeypatch, redis_url, tmp_path):
 
     for table in (account_states, terminal_states):
         monkeypatch.setattr(table.changelog_topic, "send", capture(table.changelog_topic))
+
+    class _Metadata:
+        def __init__(self, topic, partition):
+            self.topic, self.partition, self.offset = topic, partition, 0
+            self.topic_partition = (topic, partition)
+
+    # records handed straight to the producer (internal topics, scored, changelogs);
+    # there is no broker here (test_context): they are captured like the others
+    async def produce(_app, topic, value, *, key=None, partition=None):
+        sent.setdefault(topic, []).append((key, value))
+        sent.setdefault(("partitions", topic), []).append(partition)
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(_Metadata(topic, partition))
+        return fut
+
+    from app import tables as tables_module
+
+    monkeypatch.setattr(mod, "produce", produce)
+    monkeypatch.setattr(tables_module, "produce", produce)
     yield mod, topics, sent
     runtime._runtime = None
     config.get_settings.cache_clear()
@@ -116,12 +136,23 @@ def test_featurize_accounts_validates_and_forwards(agents):
 
     from app.pipeline import Enriched
 
-    fwd = [Enriched.from_bytes(v) for k, v in sent[by_terminal] if k is not None]
-    marks = [orjson.loads(v) for k, v in sent[by_terminal] if k is None]
+    bodies = [orjson.loads(v) for _, v in sent[by_terminal]]
+    parts = sent[("partitions", by_terminal)]
+    batches = [(p, b["b"]) for p, b in zip(parts, bodies) if "b" in b]
+    marks = [b for b in bodies if "wm" in b]
+    assert len(batches) + len(marks) == len(bodies)
     # after the batch, partition 0's progress goes to every scoring-stage partition
     assert marks and all(m["wm"] == 0 and m["t"] == T0 + 4 * 60_000 for m in marks)
+    # one micro-batch record, in the partition the Kafka default partitioner gives "m1"
+    # (where the labels of terminal m1 are), before the watermarks
+    from aiokafka.partitioner import DefaultPartitioner
+
+    n = mod.get_runtime().settings.topic_partitions
+    assert [p for p, _ in batches] == [DefaultPartitioner()(b"m1", list(range(n)), [])]
+    assert "b" in bodies[0]
+    fwd = [Enriched.from_dict(d) for d in batches[0][1]]
     assert [e.transaction.transaction_id for e in fwd] == [f"t{i}" for i in range(5)]
-    assert all(k == b"m1" for k, _ in sent[by_terminal] if k is not None)  # by terminal
+    assert all(k is None for k, _ in sent[by_terminal])
     assert [e.account_features[FEATURE_NAMES.index("account_tx_count_1d")] for e in fwd] == [0, 1, 2, 3, 4]
     dead = [DeadLetter.model_validate_json(v) for _, v in sent[dlq]]
     assert [d.reason for d in dead] == ["not_json", "missing_field", "bad_amount"]
@@ -136,8 +167,8 @@ def test_wrong_key_is_rekeyed_not_processed(agents):
     asyncio.run(_drive(mod.featurize_accounts_agent, [(b"other", encode(tx))],
                        lambda: bool(sent.get(name))))
     assert sent[name] == [(b"a7", encode(tx))]
-    # nothing forwarded to the scoring stage but watermarks (key None)
-    assert all(k is None for k, _ in sent.get(topics.by_terminal_topic.get_topic_name(), []))
+    # nothing forwarded to the scoring stage but watermarks
+    assert all("wm" in orjson.loads(v) for _, v in sent.get(topics.by_terminal_topic.get_topic_name(), []))
 
 
 def test_labels_then_scoring_alert_on_a_known_compromised_terminal(agents, monkeypatch):
@@ -160,11 +191,16 @@ def test_labels_then_scoring_alert_on_a_known_compromised_terminal(agents, monke
               for i in (1, 2)]
     labels_name = topics.labels_topic.get_topic_name()
     by_terminal = topics.by_terminal_topic.get_topic_name()
-    records = [(b"m1", encode(lbl)), (b"m1", b"garbage")] + [(b"m1", e.to_bytes()) for e in items]
+    from app.pipeline import forward_records
+
+    # one transaction alone (the single-record form), then two in one micro-batch record
+    [(_, batch)] = forward_records(items[1:], lambda terminal: 0)
+    records = [(b"m1", encode(lbl)), (b"m1", b"garbage"), (b"m1", items[0].to_bytes()),
+               (None, batch)]
     scored_name = topics.scored_topic.get_topic_name()
     asyncio.run(_drive(mod.score_transactions, records,
                        lambda: len(sent.get(topics.alerts_topic.get_topic_name(), [])) >= 3,
-                       topics_of=[labels_name, labels_name] + [by_terminal] * 3))
+                       topics_of=[labels_name, labels_name] + [by_terminal] * 2))
     state = TerminalState.from_bytes(terminal_states["m1"])
     assert state.fraud_ids == ["old"] and state.ids == ["old", "t1", "t2"]
     scored = {s.transaction.transaction_id: s for s in

@@ -25,14 +25,16 @@ from app.alignment import EventTimeAligner
 from app.decisions import Snapshot
 from app.data.handbook import to_labels, to_transactions
 from app.data.simulate import simulate
-from app.events import encode
+from app.events import Transaction, encode
 from app.features import FEATURE_NAMES, AccountState, TerminalState
 from app.features.offline import build_features
 from app.features.state import DAY_MS
 from app.pipeline import (
+    Enriched,
     RawRecord,
     Watermark,
     featurize_accounts,
+    forward_records,
     receive_terminal_records,
     score_enriched,
 )
@@ -93,8 +95,9 @@ def _run(txs, labels, seed: int, n_src: int = 3, n_dst: int = 2):
             rec.key = orjson.loads(rec.value)["account_id"].encode()
         out = featurize_accounts(batch, accounts.get, now_ms=0)
         accounts.update(out.states)
-        for item in out.enriched:
-            dst[_partition(item.transaction.terminal_id, n_dst)].append(item.to_bytes())
+        # micro-batches (max_items small so a partition's share spans several records)
+        for q, raw in forward_records(out.enriched, lambda t: _partition(t, n_dst), max_items=7):
+            dst[q].append(raw)
         latest[p] = max(latest[p], out.event_times.get(p, 0))
         wm = Watermark(p, latest[p], caught_up=not src[p]).to_bytes()
         for q in range(n_dst):
@@ -212,3 +215,20 @@ def test_a_foreign_record_on_the_internal_topic_is_dead_lettered(raw):
     [dead] = out.dead_letters
     assert (dead.reason, dead.offset, dead.raw_value) == ("invalid", 7, raw)
     assert not out.arrived and not out.watermarks
+
+
+def test_a_micro_batch_with_a_bad_item_is_dead_lettered_whole():
+    """A by-terminal record is one unit: a malformed item rejects the record (dead
+    letter with its raw bytes), and nothing of it reaches terminal state."""
+    good = Transaction(transaction_id="t1", account_id="a1", terminal_id="m1",
+                       amount_minor=100, event_time_ms=1_530_000_000_000)
+    [(q, raw)] = forward_records([Enriched(good, [0.0], 0)], lambda t: 0)
+    body = orjson.loads(raw)
+    body["b"].append({"tx": {"terminal_id": "m1"}, "f": [], "r": 0})  # no event time
+    bad = orjson.dumps(body)
+    intake = receive_terminal_records(
+        [RawRecord(raw, None, BY_TERMINAL, q, 0, 0), RawRecord(bad, None, BY_TERMINAL, q, 1, 0)],
+        lambda _t: None, LABELS, now_ms=0)
+    assert [(p, e.transaction.transaction_id, i) for p, e, i in intake.arrived] == [(0, "t1", 0)]
+    assert [(d.reason, d.offset, d.raw_value) for d in intake.dead_letters] == [("invalid", 1, bad)]
+    assert intake.states["m1"].ids == ["t1"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import orjson
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -111,6 +113,43 @@ def test_roundtrip_bytes():
         s.update_one(tx(i, T0 + i * 1000, 100 + i))
     assert AccountState.from_bytes(s.to_bytes()) == s
     assert AccountState.from_bytes(None) == AccountState()
+
+
+_ids = st.text(alphabet="abcXYZ019_.:-", min_size=1, max_size=64)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, HORIZON_MS - 1), st.integers(0, 2**63 - 1), _ids),
+                max_size=120))
+def test_binary_state_roundtrips(rows):
+    rows.sort(key=lambda r: r[0])
+    s = AccountState([T0 + t for t, _, _ in rows], [a for _, a, _ in rows], [i for _, _, i in rows])
+    raw = s.to_bytes()
+    assert raw[:1] == b"\x01"  # the binary form: every such state fits it
+    assert AccountState.from_bytes(raw) == s
+
+
+def test_state_size_at_handbook_activity():
+    """100 transactions in 30 days (the issue's "handbook activity"), handbook-like ids
+    and amounts: the binary form is about half the JSON form of earlier versions."""
+    s = AccountState([T0 + i * 25_000_000 for i in range(100)], [5_000 + i for i in range(100)],
+                     [str(1_000_000 + i) for i in range(100)])
+    raw = s.to_bytes()
+    legacy = orjson.dumps({"t": s.times_ms, "a": s.amounts_minor, "i": s.ids})
+    assert len(raw) == 14 + 100 * (4 + 4) + 100 * 7 + 99
+    assert len(raw) < len(legacy) / 1.8
+    assert AccountState.from_bytes(legacy) == s  # state written by an earlier version
+    assert AccountState.from_bytes(legacy.decode()) == s
+
+
+def test_states_outside_the_binary_form_fall_back_to_json():
+    wide_span = AccountState([T0, T0 + 60 * DAY_MS], [1, 2], ["a", "b"])
+    odd_id = AccountState([T0], [1], ["caf\u00e9"])
+    for s in (wide_span, odd_id):
+        raw = s.to_bytes()
+        assert raw[:1] == b"{" and AccountState.from_bytes(raw) == s
+    with pytest.raises(ValueError, match="unknown format"):
+        AccountState.from_bytes(b"\x07" + AccountState().to_bytes()[1:])
 
 
 @settings(max_examples=200, deadline=None)

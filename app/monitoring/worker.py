@@ -28,6 +28,7 @@ from .outcomes import SCORE_THRESHOLD_RULE, outcome_of, verdict_counts
 
 __all__ = [
     "MetricsSensor",
+    "count_produced",
     "sample_gauges",
     "observe_scored",
     "observe_alerts",
@@ -63,6 +64,18 @@ class MetricsSensor(faust.Sensor):
     def on_rebalance_start(self, app) -> dict:  # noqa: D102
         self._metrics().rebalances.inc()
         return super().on_rebalance_start(app)
+
+
+def count_produced(metrics: Metrics) -> Callable[[Any], None]:
+    """A done-callback for a future of a record handed straight to the producer: counts
+    it in ``fraud_messages_produced_total{topic}`` once the broker has it (what
+    :class:`MetricsSensor` counts for records sent through Faust topics)."""
+
+    def done(fut: Any) -> None:
+        if not fut.cancelled() and fut.exception() is None:
+            metrics.messages_produced.labels(topic=fut.result().topic).inc()
+
+    return done
 
 
 def _table_bytes(table: Any) -> int:
