@@ -99,3 +99,24 @@ def test_produce_tracks_the_topic_so_a_record_never_waits_for_a_leader_forever(b
     plain, tracked = _stall_then_produce(broker.bootstrap, tmp_path.name.replace("_", "-")[-30:])
     assert plain is False, "aiokafka sent the record: the quirk is gone, `produce` may be simplified"
     assert tracked is True
+
+
+def test_the_worker_consumer_gets_the_configured_fetch_wait(monkeypatch):
+    """Faust builds its group consumer with a fixed 1.5 s fetch wait; the worker's
+    setting replaces it (no broker needed: the consumer is only built, not started)."""
+    import pytest
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    from app.streaming import set_fetch_max_wait
+
+    class _Built:
+        _fetch_max_wait_ms = 1500
+
+    monkeypatch.setattr(AIOKafkaConsumerThread, "_create_worker_consumer",
+                        lambda self, transport: _Built())
+    set_fetch_max_wait(0.02)
+    assert AIOKafkaConsumerThread._create_worker_consumer(None, None)._fetch_max_wait_ms == 20
+    set_fetch_max_wait(0.5)  # again: wraps Faust's method, not the previous wrapper
+    assert AIOKafkaConsumerThread._create_worker_consumer(None, None)._fetch_max_wait_ms == 500
+    with pytest.raises(ValueError, match="expected in"):
+        set_fetch_max_wait(2.0)
