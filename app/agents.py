@@ -4,7 +4,8 @@
   updates ``account_states``, forwards the valid transactions with their account
   features to the internal ``<app id>-transactions-by-terminal`` topic, one
   micro-batch record per partition of their terminals (the partition the Kafka
-  default partitioner gives the terminal id, as for its labels), and after each batch (and every WATERMARK_INTERVAL_SECONDS when idle) a
+  default partitioner gives the terminal id, as for its labels), and after each batch
+  (and every WATERMARK_INTERVAL_SECONDS when idle) a
   watermark of each of its partitions to every partition of that topic.
 - ``score_transactions`` (the by-terminal topic and ``transaction-labels``, both keyed
   by terminal, read as one stream): applies labels and transactions to
@@ -27,8 +28,9 @@ import base64
 import logging
 import os
 import time
+from functools import partial
 
-from aiokafka.partitioner import murmur2
+from aiokafka.partitioner import DefaultPartitioner
 from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -134,16 +136,9 @@ async def _produce(topic: str, value: bytes, key: bytes | None = None, partition
     return fut
 
 
-_count_produced: tuple = (None, None)
-
-
 def _counted():
-    """The done-callback counting produced records, for this worker's metrics."""
-    global _count_produced
-    metrics = get_runtime().metrics
-    if _count_produced[0] is not metrics:
-        _count_produced = (metrics, count_produced(metrics))
-    return _count_produced[1]
+    """Done-callback counting a produced record in this worker's metrics."""
+    return partial(count_produced, get_runtime().metrics)
 
 
 async def _guarded(name: str, events, handler) -> None:
@@ -181,8 +176,8 @@ async def _accounts_batch(events) -> None:
             await _produce(transactions_topic.get_topic_name(), raw, key=account_id.encode())
         )
         m.transactions_rekeyed.inc()
-    n, by_terminal = s.topic_partitions, by_terminal_topic.get_topic_name()
-    for q, raw in forward_records(batch.enriched, lambda t: _scoring_partition(t, n)):
+    partitions, by_terminal = list(range(s.topic_partitions)), by_terminal_topic.get_topic_name()
+    for q, raw in forward_records(batch.enriched, lambda t: _scoring_partition(t, partitions)):
         pending.append(await _produce(by_terminal, raw, partition=q))
     m.duplicate_transactions.inc(batch.duplicates)
     m.late_transactions.inc(batch.late)
@@ -202,10 +197,10 @@ async def _accounts_batch(events) -> None:
     m.accounts.set(len(account_states))
 
 
-def _scoring_partition(terminal_id: str, n: int) -> int:
-    """The by-terminal partition (of ``n``) of a terminal: the Kafka default
-    partitioner's (murmur2 of the key), the one that places the terminal's labels."""
-    return (murmur2(terminal_id.encode()) & 0x7FFFFFFF) % n
+def _scoring_partition(terminal_id: str, partitions: list[int]) -> int:
+    """The by-terminal partition of a terminal: the Kafka default partitioner's (murmur2
+    of the key), the one that places the terminal's labels."""
+    return DefaultPartitioner()(terminal_id.encode(), partitions, partitions)
 
 
 def _caught_up(tp: TP, next_offset: int | None) -> bool:

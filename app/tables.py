@@ -55,10 +55,11 @@ class PartitionedTable(faust.Table):
         agent wait ("producer buffer full") once a hundred are queued. Here the store is
         updated at once and the record, serialized as Faust serializes it, handed
         straight to the worker's Kafka producer (:func:`app.streaming.produce`, not
-        through Faust's topic layer: a third of the cost of a write), so a batch's records leave in a
-        few produce requests. When the broker has it, its offset is recorded as Faust
-        records it (``_on_changelog_sent``: a RocksDB store keeps it to know which
-        changelog records it holds) and ``on_sent`` is called with the future.
+        through Faust's topic layer: a third of the cost of a write), so a batch's
+        records leave in a few produce requests. When the broker has it, its offset is
+        recorded as Faust records it (``_on_changelog_sent``: a RocksDB store keeps it
+        to know which changelog records it holds) and ``on_sent`` is called with the
+        future.
 
         Returns
         -------

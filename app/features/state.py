@@ -110,8 +110,8 @@ class AccountState:
         uint32), ``n`` amounts in minor units as unsigned ints of ``w`` bytes, and the
         ids as ASCII joined by ``,`` (ids never hold one: :data:`app.events.Id`). A
         state that does not fit (ids outside that alphabet, a negative amount, a span
-        of 49 days or more) is written as JSON ``{"t": [...], "a": [...], "i": [...]}``, the form
-        of earlier versions, which :meth:`from_bytes` also reads.
+        of 49 days or more) is written as JSON ``{"t": [...], "a": [...], "i": [...]}``,
+        the form of earlier versions, which :meth:`from_bytes` also reads.
 
         Returns
         -------

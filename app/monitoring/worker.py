@@ -66,16 +66,12 @@ class MetricsSensor(faust.Sensor):
         return super().on_rebalance_start(app)
 
 
-def count_produced(metrics: Metrics) -> Callable[[Any], None]:
-    """A done-callback for a future of a record handed straight to the producer: counts
-    it in ``fraud_messages_produced_total{topic}`` once the broker has it (what
-    :class:`MetricsSensor` counts for records sent through Faust topics)."""
-
-    def done(fut: Any) -> None:
-        if not fut.cancelled() and fut.exception() is None:
-            metrics.messages_produced.labels(topic=fut.result().topic).inc()
-
-    return done
+def count_produced(metrics: Metrics, fut: Any) -> None:
+    """Done-callback (with ``functools.partial``) of a record handed straight to the
+    producer: counts it in ``fraud_messages_produced_total{topic}`` once the broker has
+    it (what :class:`MetricsSensor` counts for records sent through Faust topics)."""
+    if not fut.cancelled() and fut.exception() is None:
+        metrics.messages_produced.labels(topic=fut.result().topic).inc()
 
 
 def _table_bytes(table: Any) -> int:
