@@ -190,12 +190,12 @@ def _wait_total(a: Worker, b: Worker, name: str, value: float, timeout: float = 
 def test_restart_before_the_scoring_stage_committed_anything(
     broker, redis_url, tmp_path, slice_df, replayed_ids, baseline
 ):
-    """The first worker holds every transaction in the scoring stage, so that stage
-    commits nothing, and is killed; a normal worker starts. Records its consumer
-    fetched while starting reached the stream while flow was still suspended and were
-    skipped, and with nothing committed the seek to the committed offsets did not bring
-    them back: 325-436 of 4,791 transactions were never scored in 3 of 7 runs of these
-    tests (CI caught it) before the gap guard handled it (``app/streaming.py``).
+    """The first worker holds every transaction in the scoring stage, so nothing of it
+    is scored there, and is killed; a normal worker starts. Faust's commit passed a held
+    micro-batch record as soon as the records behind it were acknowledged (its
+    ``_new_offset`` off-by-one, see ``app/streaming.py``), so the new worker never read
+    it: 1,104 of 4,791 transactions were lost here before the correction (and 325-436
+    in 3 of 7 runs of ``test_redis_gone_longer_than_the_budget…``, once in CI).
 
     Holding: one genuine label on every labels partition, timed before the slice, so
     no transaction has its label time reached and the labels are not idle for
