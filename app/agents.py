@@ -197,10 +197,14 @@ async def _accounts_batch(events) -> None:
     m.accounts.set(len(account_states))
 
 
+#: the Kafka default partitioner (murmur2 of the key; its ``__call__`` is a classmethod)
+_partitioner = DefaultPartitioner()
+
+
 def _scoring_partition(terminal_id: str, partitions: list[int]) -> int:
     """The by-terminal partition of a terminal: the Kafka default partitioner's (murmur2
     of the key), the one that places the terminal's labels."""
-    return DefaultPartitioner()(terminal_id.encode(), partitions, partitions)
+    return _partitioner(terminal_id.encode(), partitions, partitions)
 
 
 def _caught_up(tp: TP, next_offset: int | None) -> bool:
