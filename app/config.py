@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "get_settings", "check_broker_url", "PROJECT_ROOT"]
@@ -44,7 +44,9 @@ class Settings(BaseSettings):
     Every field is read from the environment variable of the same name in upper case.
     """
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", frozen=True, populate_by_name=True
+    )
 
     # --- Kafka -------------------------------------------------------------------
     kafka_broker_url: str = Field(
@@ -198,16 +200,32 @@ class Settings(BaseSettings):
             "recommended in the model card."
         ),
     )
-    label_wait_max_seconds: float = Field(
-        60.0,
+    alignment_stall_seconds: float = Field(
+        30.0,
         ge=0,
-        le=300,
+        le=3600,
+        validation_alias=AliasChoices(
+            "alignment_stall_seconds", "ALIGNMENT_STALL_SECONDS", "LABEL_WAIT_MAX_SECONDS"
+        ),
         description=(
-            "LABEL_WAIT_MAX_SECONDS: longest (wall clock) the scoring stage holds a "
-            "transaction until its terminal features are complete: every first-stage "
-            "partition past its time minus the delay, and a label timed at or after it "
-            "seen (see README, event time). Past it, the transaction is scored anyway and "
-            "fraud_alignment_timeouts_total counts it; 0 disables the alignment."
+            "ALIGNMENT_STALL_SECONDS (formerly LABEL_WAIT_MAX_SECONDS): the scoring stage "
+            "holds a transaction until its terminal features are complete in event time "
+            "(every first-stage partition past its time minus the label delay, and a label "
+            "timed at or after it seen), as long as those sources advance, however slowly. "
+            "Only when its input is read to its end and the source it waits for has not "
+            "advanced for this long (a stalled source) is it scored anyway, counted in "
+            "fraud_alignment_timeouts_total{cause}. 0 disables the alignment."
+        ),
+    )
+    max_clock_skew_seconds: float = Field(
+        300.0,
+        ge=0,
+        le=7 * 86_400,
+        description=(
+            "MAX_CLOCK_SKEW_SECONDS: a transaction (or label) whose event time is later "
+            "than its record's Kafka timestamp or its arrival, whichever is earlier, by "
+            "more than this is dead-lettered with reason future_timestamp and never "
+            "touches state."
         ),
     )
     allowed_lateness_seconds: float = Field(

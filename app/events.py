@@ -71,6 +71,7 @@ REJECT_REASONS = (
     "bad_amount",
     "bad_currency",
     "bad_timestamp",
+    "future_timestamp",
     "bad_id",
     "invalid",
 )

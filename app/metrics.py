@@ -143,10 +143,32 @@ class Metrics:
             "ALLOWED_LATENESS_SECONDS (processed; earlier scores did not see them).",
             registry=registry,
         )
+        self.out_of_order_transactions = Counter(
+            "fraud_out_of_order_transactions_total",
+            "Transactions that arrived after a later transaction of the same account "
+            "(redeliveries excluded); their own features are exact.",
+            registry=registry,
+        )
+        self.revised_transactions = Counter(
+            "fraud_account_features_revised_total",
+            "Transactions already featurized whose account history missed an earlier "
+            "transaction that arrived after them (each counted once; scores stand).",
+            registry=registry,
+        )
         self.alignment_timeouts = Counter(
             "fraud_alignment_timeouts_total",
-            "Transactions scored after LABEL_WAIT_MAX_SECONDS although their terminal "
-            "features were not known to be complete (watermarks or labels behind).",
+            "Transactions scored although their terminal features were not known to be "
+            "complete: the source they waited for (cause: watermark or labels) made no "
+            "progress for ALIGNMENT_STALL_SECONDS while the input was read to its end.",
+            ["cause"],
+            registry=registry,
+        )
+        for cause in ("watermark", "labels"):
+            self.alignment_timeouts.labels(cause=cause)
+        self.alignment_handed_over = Counter(
+            "fraud_alignment_handed_over_total",
+            "Held transactions left unacknowledged for the partition's next owner when "
+            "a rebalance or a stop began (read again there, never waited on).",
             registry=registry,
         )
         self.alignment_pending = Gauge(

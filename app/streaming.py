@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import logging
 import weakref
-from typing import Any, AsyncIterator, Iterable
+from typing import Any, AsyncIterator, Callable, Iterable
 
 import faust
 
@@ -49,7 +49,9 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "ProcessedOnlyEvent",
+    "abandon",
     "guard_offset_gaps",
+    "hand_over_on_wait_empty",
     "next_offset_of",
     "produce",
     "set_fetch_max_wait",
@@ -264,6 +266,70 @@ def guard_offset_gaps(topics: Iterable[str]) -> None:
     Consumer.getmany = getmany  # type: ignore[method-assign]
     Consumer.seek = seek  # type: ignore[method-assign]
     Consumer.perform_seek = perform_seek  # type: ignore[method-assign]
+
+
+def abandon(consumer: Any, messages: Iterable[Any]) -> int:
+    """Leave ``messages`` unacknowledged for good, without waiting on them.
+
+    They stay uncommitted (the commit check never passes an unacknowledged record),
+    and they no longer count as in progress, so a rebalance or a stop does not wait
+    for them: the partition's next owner (or this worker, after its seek to the
+    committed offsets) reads them again.
+
+    Parameters
+    ----------
+    consumer : faust Consumer
+    messages : iterable of faust Message
+
+    Returns
+    -------
+    int
+        Distinct messages abandoned.
+    """
+    unacked = getattr(consumer, "_unacked_messages", None)
+    seen = {id(m): m for m in messages}
+    for msg in seen.values():
+        msg.incref()  # never reaches 0: never acknowledged by a late decref
+        if unacked is not None:
+            unacked.discard(msg)
+    return len(seen)
+
+
+def hand_over_on_wait_empty(hook: Callable[[Any], None]) -> None:
+    """Call ``hook(consumer)`` whenever Faust's consumer starts waiting for the
+    events in progress (``Consumer.wait_empty``: at the start of a rebalance and when
+    the worker stops), before it waits.
+
+    Faust waits there until every event a stream took is acknowledged, with no
+    limit. Work that is *held* (the scoring stage holds transactions until their
+    event-time features are complete, and those wait for input that stops flowing
+    once the rebalance suspended the streams) is never acknowledged then: the wait
+    never ends, the worker keeps its partitions and the whole consumer group stalls.
+    The hook hands such work over instead (:func:`abandon`), and keeps handing over
+    what arrives until the rebalance is done (the agents' own flag).
+
+    Verified against faust-streaming 0.15.3 (``faust/transport/consumer.py``
+    ``Consumer.wait_empty``, called by ``App._on_partitions_revoked`` and
+    ``App._stop_consumer``). Idempotent per hook.
+
+    Parameters
+    ----------
+    hook : callable
+        ``hook(consumer)``; exceptions are logged, never raised into Faust.
+    """
+    from faust.transport.consumer import Consumer
+
+    original = getattr(Consumer.wait_empty, "_original", Consumer.wait_empty)
+
+    async def wait_empty(self: Any) -> None:
+        try:
+            hook(self)
+        except Exception:  # noqa: BLE001 - never break Faust's rebalance
+            log.exception("handing over held work failed")
+        await original(self)
+
+    wait_empty._original = original  # type: ignore[attr-defined]
+    Consumer.wait_empty = wait_empty  # type: ignore[method-assign]
 
 
 def next_offset_of(consumer: Any, tp: Any) -> int | None:

@@ -203,7 +203,7 @@ def test_restart_before_the_scoring_stage_committed_anything(
     baseline's)."""
     env = worker_env(broker.url, redis_url, tmp_path)
     n = len(slice_df)
-    holding = {**env, "LABEL_IDLE_SECONDS": "60", "LABEL_WAIT_MAX_SECONDS": "300"}
+    holding = {**env, "LABEL_IDLE_SECONDS": "60", "ALIGNMENT_STALL_SECONDS": "300"}
     first = Worker(holding, tmp_path / "worker-1.log").start()
     try:
         first.wait_ready()  # its topics are declared: the labels topic has 4 partitions
@@ -225,8 +225,11 @@ def test_restart_before_the_scoring_stage_committed_anything(
     _check("restart-before-scoring-committed", run, baseline, replayed_ids)
 
 
-def _produce_early_labels(bootstrap: str, topic: str, partitions: int) -> None:
-    """One genuine label per partition of ``topic``, timed before the fault slice."""
+def _produce_early_labels(
+    bootstrap: str, topic: str, partitions: int, label_time_ms: int = 1_500_000_000_000
+) -> None:
+    """One genuine label per partition of ``topic``, timed before the fault slice (or at
+    ``label_time_ms``)."""
     import asyncio
 
     from aiokafka import AIOKafkaProducer
@@ -241,7 +244,7 @@ def _produce_early_labels(bootstrap: str, topic: str, partitions: int) -> None:
                 label = Label(
                     transaction_id=f"probe-{q}", account_id=f"probe-{q}", terminal_id=f"probe-{q}",
                     is_fraud=False, transaction_time_ms=1_500_000_000_000,
-                    label_time_ms=1_500_000_000_000,
+                    label_time_ms=label_time_ms,
                 )
                 await producer.send_and_wait(
                     topic, label.model_dump_json().encode(), key=f"probe-{q}".encode(), partition=q
