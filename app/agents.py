@@ -42,7 +42,13 @@ from .features import AccountState, TerminalState
 from .features.state import DAY_MS
 from .features.terminal import DEFAULT_DELAY_DAYS
 from .main import app
-from .streaming import abandon, hand_over_on_wait_empty, next_offset_of, produce
+from .streaming import (
+    abandon,
+    hand_over_on_wait_empty,
+    next_offset_of,
+    produce,
+    take_events_adaptive,
+)
 from .monitoring.worker import (
     MetricsSensor,
     count_label_verdicts,
@@ -236,7 +242,7 @@ async def _send_watermark(partition: int) -> list:
 async def featurize_accounts_agent(stream):
     """Validate transactions, keep account state, add account features."""
     s = get_runtime().settings
-    async for events in stream.take_events(s.batch_max_events, s.batch_max_wait_seconds):
+    async for events in take_events_adaptive(stream, s.batch_max_events, s.batch_max_wait_seconds):
         await _guarded("featurize_accounts", events, _accounts_batch)
 
 
@@ -443,7 +449,7 @@ async def score_transactions(stream):
             except Exception:  # noqa: BLE001
                 log.exception("could not count %d labels", len(label_values))
 
-    async for events in stream.take_events(s.batch_max_events, s.batch_max_wait_seconds):
+    async for events in take_events_adaptive(stream, s.batch_max_events, s.batch_max_wait_seconds):
         await _guarded("score_transactions", events, handle)
 
 

@@ -55,6 +55,7 @@ __all__ = [
     "next_offset_of",
     "produce",
     "set_fetch_max_wait",
+    "take_events_adaptive",
 ]
 
 
@@ -415,3 +416,99 @@ def set_fetch_max_wait(seconds: float) -> None:
 
     _create_worker_consumer._original = create  # type: ignore[attr-defined]
     AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer  # type: ignore[method-assign]
+
+
+async def take_events_adaptive(stream: Any, max_: int, within: float) -> AsyncIterator[list]:
+    """Faust's ``Stream.take_events``, but a batch is handed on as soon as nothing more
+    is queued for the stream, instead of after ``within`` seconds.
+
+    Under load the stream's queue is never empty, so batches fill up to ``max_`` (the
+    per-record costs are shared); with live traffic a transaction is not kept waiting
+    for others that are not there (Faust's fixed wait put up to ``within`` of latency
+    on every record, at each of the two stages). ``within`` remains the longest wait.
+    The events of a batch are acknowledged after the consumer of the generator is done
+    with it, as in Faust.
+
+    Verified against faust-streaming 0.15.3 (``faust/streams.py`` ``Stream.take_events``,
+    whose code this follows line by line but for the flush condition).
+
+    Parameters
+    ----------
+    stream : faust.Stream
+        The agent's stream.
+    max_ : int
+        Most events per batch, >= 1.
+    within : float
+        Longest wait for a batch to fill, in seconds, > 0.
+
+    Yields
+    ------
+    list of faust.Event
+    """
+    import asyncio
+
+    from mode.utils.futures import notify
+
+    if max_ < 1 or within <= 0:
+        raise ValueError(f"max_ >= 1 and within > 0 expected; got {max_}, {within}")
+    buffer: list = []
+    events: list = []
+    buffer_full = asyncio.Event()
+    buffer_consumed = asyncio.Event()
+    stream_enable_acks = stream.enable_acks
+    buffer_consuming: asyncio.Future | None = None
+    channel_it = stream.channel.__aiter__()
+    queue = getattr(channel_it, "queue", None)
+
+    def nothing_queued() -> bool:
+        return queue is not None and queue.empty()
+
+    async def add_to_buffer(value: Any) -> Any:
+        nonlocal buffer_consuming
+        try:
+            if buffer_consuming is not None:
+                try:
+                    await buffer_consuming
+                finally:
+                    buffer_consuming = None
+            buffer.append(value)
+            event = stream.current_event
+            if event is None:
+                raise RuntimeError("take buffer found current_event is None")
+            events.append(event)
+            if len(buffer) >= max_:
+                buffer_full.set()
+                buffer_consumed.clear()
+                await stream.wait(buffer_consumed)
+            elif nothing_queued():
+                buffer_full.set()  # hand on what there is: nothing more is waiting
+        except asyncio.CancelledError:  # pragma: no cover
+            raise
+        except Exception as exc:  # noqa: BLE001 - as Faust: crash the stream
+            stream.log.exception("Error adding to take buffer: %r", exc)
+            await stream.crash(exc)
+        return value
+
+    stream.enable_acks = False
+    stream.add_processor(add_to_buffer)
+    stream._enable_passive(channel_it)
+    try:
+        while not stream.should_stop:
+            await stream.wait_for_stopped(buffer_full, timeout=within)
+            if buffer:
+                buffer_consuming = stream.loop.create_future()
+                try:
+                    yield list(events)
+                finally:
+                    buffer.clear()
+                    for event in events:
+                        await stream.ack(event)
+                    events.clear()
+                    notify(buffer_consuming)
+                    buffer_full.clear()
+                    buffer_consumed.set()
+            else:
+                buffer_full.clear()
+    finally:
+        stream.enable_acks = stream_enable_acks
+        stream._processors.remove(add_to_buffer)

@@ -156,6 +156,7 @@ def test_rolling_restart_with_held_transactions(
     )
 
 
+@pytest.mark.timeout(3600)
 def test_catch_up_on_a_busy_machine_scores_with_complete_features(broker, redis_url, tmp_path):
     """A backlog of at least 200,000 transactions with their labels, one worker, both
     cores loaded by busy loops: the watermarks move slowly but move, so nothing is
