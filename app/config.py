@@ -130,7 +130,7 @@ class Settings(BaseSettings):
         description=(
             "FIX_END_OFFSETS: table recovery probes each changelog partition's true end "
             "past the broker's answer (Tansu answers too low an end offset when the last "
-            "record batch holds several records; see README). Harmless on Kafka."
+            "record batch holds several records; see docs/operations.md). Harmless on Kafka."
         ),
     )
     broker_session_timeout_seconds: float = Field(
@@ -206,7 +206,7 @@ class Settings(BaseSettings):
             "LABEL_WAIT_MAX_SECONDS: longest (wall clock) the scoring stage holds a "
             "transaction until its terminal features are complete: every first-stage "
             "partition past its time minus the delay, and a label timed at or after it "
-            "seen (see README, event time). Past it, the transaction is scored anyway and "
+            "seen (see docs/architecture.md, event time). Past it, the transaction is scored anyway and "
             "fraud_alignment_timeouts_total counts it; 0 disables the alignment."
         ),
     )
@@ -216,7 +216,7 @@ class Settings(BaseSettings):
         description=(
             "ALLOWED_LATENESS_SECONDS: a transaction older than its account's newest one "
             "by more than this is late: still processed with the history known now, and "
-            "counted in fraud_late_transactions_total (see README, event time)."
+            "counted in fraud_late_transactions_total (see docs/architecture.md, event time)."
         ),
     )
     label_idle_seconds: float = Field(

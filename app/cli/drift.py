@@ -19,7 +19,7 @@ __all__ = ["drift_cli", "reference_command"]
 
 drift_cli = typer.Typer(
     name="drift",
-    help="Feature drift: the training reference of a model (see README, Observability).",
+    help="Feature drift: the training reference of a model (see docs/observability.md).",
     no_args_is_help=True,
 )
 cli.add_typer(drift_cli, name="drift")
