@@ -133,6 +133,15 @@ class Settings(BaseSettings):
             "record batch holds several records; see docs/operations.md). Harmless on Kafka."
         ),
     )
+    allow_unverified_versions: bool = Field(
+        False,
+        description=(
+            "ALLOW_UNVERIFIED_VERSIONS: start a worker although the installed "
+            "faust-streaming, aiokafka or mode-streaming differ from the versions the "
+            "corrections of app/streaming.py, app/offsets.py and app/tables.py were "
+            "verified against (app/compat.py). Only while re-verifying them."
+        ),
+    )
     broker_session_timeout_seconds: float = Field(
         3.0,
         gt=0,
