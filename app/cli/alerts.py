@@ -139,6 +139,7 @@ def alerts(
     """Show fraud alerts from ALERTS_TOPIC (records that are no Alert are reported on
     stderr and skipped)."""
     from .replay import with_broker
+
     settings = with_broker(broker)
     printer = _Printer(output_format, follow)
     try:
@@ -231,6 +232,7 @@ async def _consume(
     from aiokafka.errors import KafkaError
     from ..offsets import true_end_offsets
     from ..replay import client_options
+
     consumer = AIOKafkaConsumer(
         **client_options(settings),
         group_id=None,

@@ -173,6 +173,7 @@ def bench(
     """Measure throughput (bare aiokafka, bare Faust, the worker), latency at a fixed rate,
     memory per account and scale-out; print a table and write bench/results/<time>.json."""
     from ..stack import redact_url
+
     harness = _harness()
     from .. import stack
 

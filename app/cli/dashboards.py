@@ -59,6 +59,7 @@ def build_command(
     """Generate dashboards/*.json from app/dashboards/build.py (grafana-foundation-sdk)."""
     try:
         from ..dashboards.build import build_all, render
+
     except ImportError as exc:
         fail(f"building dashboards needs the dev extra (pip install -e '.[dev]'): {exc}")
     stale = []

@@ -35,6 +35,7 @@ def reference_command(
     from ..data.handbook import read_handbook
     from ..monitoring.reference import reference_for_window
     from ..scoring.registry import CARD_NAME, ModelCard, read_card
+
     models_dir = get_settings().models_dir
     card = read_card(version, models_dir)
     with stage_progress() as progress:

@@ -108,6 +108,7 @@ async def read_scored(settings: Settings, topic: str) -> tuple[list[tuple[str, f
     from aiokafka.errors import KafkaError
     from ..replay import client_options
     from ..offsets import true_end_offsets
+
     consumer = AIOKafkaConsumer(
         **client_options(settings), group_id=None, enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -173,6 +174,7 @@ def _offline(
     from ..features import FEATURE_NAMES
     from ..scoring.evaluate import evaluate_scores, handbook_split
     from ..scoring.train import HISTORY_DAYS, read_features
+
     start, end, test_start, test_end = split
     history = max(0, HISTORY_DAYS - (test_start - start).days)
     frame, _ = read_features(path, start, test_end, history_days=history)
@@ -191,6 +193,7 @@ def _from_topic(
 ) -> dict[str, Any]:
     from ..data.handbook import read_handbook
     from ..scoring.evaluate import evaluate_scores, handbook_split, scores_by_transaction
+
     start, end, test_start, test_end = split
     df = read_handbook(path, start, test_end)
     if df.empty or df["TX_DATETIME"].iloc[0].date() > start:
@@ -225,6 +228,7 @@ def _prequential(
     from sklearn.base import clone
     from ..scoring.evaluate import METRICS, prequential_folds, summarize_folds
     from ..scoring.train import prequential, read_features
+
     start, end, test_start, test_end = split
     gap, test_days = (test_start - end).days - 1, (test_end - test_start).days + 1
     first = prequential_folds(start, end, test_days, n_folds)[-1]
@@ -263,6 +267,7 @@ def _fmt(x: float | None) -> str:
 
 def _print(result: dict[str, Any], header: str) -> None:
     from ..scoring.evaluate import METRICS
+
     console.print(header, highlight=False, soft_wrap=True)
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
@@ -298,7 +303,12 @@ def _print(result: dict[str, Any], header: str) -> None:
     console.print(table)
 
 
-@cli.command("evaluate", epilog=settings_epilog("MODELS_DIR", "MODEL_VERSION", *KAFKA_CLIENT_SETTINGS, "SCORED_TOPIC"))
+@cli.command(
+    "evaluate",
+    epilog=settings_epilog(
+        "MODELS_DIR", "MODEL_VERSION", *KAFKA_CLIENT_SETTINGS, "SCORED_TOPIC"
+    ),
+)
 def evaluate_command(
     path: Path = typer.Argument(..., help="Handbook data: a .csv/.csv.gz/.pkl file or a folder."),
     train_start: str = typer.Option(
@@ -347,6 +357,7 @@ def evaluate_command(
     from ..scoring.registry import load_model
     from ..scoring.train import split_windows
     from .replay import with_broker
+
     settings = get_settings()
     models_dir = models_dir or settings.models_dir
     try:
@@ -395,6 +406,7 @@ def evaluate_command(
 def _jsonable(value: Any) -> Any:
     import numpy as np
     import pandas as pd
+
     if isinstance(value, (np.generic,)):
         return value.item()
     if isinstance(value, (date, pd.Timestamp)):

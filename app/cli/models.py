@@ -105,6 +105,7 @@ def _redacted(url: str) -> str:
 def _client(url: str) -> redis.Redis:
     import redis
     from ..redis_store import RedisUnavailableError
+
     try:
         return redis.Redis.from_url(
             url,
@@ -125,6 +126,7 @@ def set_active_in_redis(url: str, prefix: str, version: str) -> None:
     """
     import redis
     from ..redis_store import RedisUnavailableError, active_model_key
+
     client = _client(url)
     try:
         client.set(active_model_key(prefix), version.encode())
@@ -146,6 +148,7 @@ def get_active_in_redis(url: str, prefix: str) -> str | None:
     """
     import redis
     from ..redis_store import RedisUnavailableError, active_model_key
+
     client = _client(url)
     try:
         raw = client.get(active_model_key(prefix))
@@ -160,6 +163,7 @@ def get_active_in_redis(url: str, prefix: str) -> str | None:
 
 def _activate_everywhere(version: str, models_dir: Path, redis_url: str, prefix: str) -> None:
     from ..scoring.registry import activate, verify_model
+
     verify_model(version, models_dir)  # unknown or tampered: fail before touching anything
     set_active_in_redis(redis_url, prefix, version)  # Redis first: a failure leaves ACTIVE
     activate(version, models_dir)
@@ -251,7 +255,12 @@ def _print_card(card: ModelCard, models_dir: Path) -> None:
 # --- commands ----------------------------------------------------------------------------
 
 
-@cli.command("train", epilog=settings_epilog("MODELS_DIR", "REDIS_URL", "REDIS_PASSWORD", "REDIS_KEY_PREFIX"))
+@cli.command(
+    "train",
+    epilog=settings_epilog(
+        "MODELS_DIR", "REDIS_URL", "REDIS_PASSWORD", "REDIS_KEY_PREFIX"
+    ),
+)
 def train_command(
     path: Path = typer.Argument(..., help="Handbook data: a .csv/.csv.gz/.pkl file or a folder."),
     train_start: str = typer.Option(
@@ -303,6 +312,7 @@ def train_command(
     Default split (the handbook's): train 2018-07-04..10, gap 7 days, test 2018-07-18..24.
     """
     from ..scoring.train import STAGES, train
+
     settings = get_settings()
     models_dir = models_dir or settings.models_dir
     url = redis_url or settings.redis_url.get_secret_value()
@@ -335,7 +345,12 @@ def train_command(
         )
 
 
-@models_cli.command("list", epilog=settings_epilog("MODELS_DIR", "REDIS_URL", "REDIS_PASSWORD", "REDIS_KEY_PREFIX"))
+@models_cli.command(
+    "list",
+    epilog=settings_epilog(
+        "MODELS_DIR", "REDIS_URL", "REDIS_PASSWORD", "REDIS_KEY_PREFIX"
+    ),
+)
 def list_command(
     models_dir: Path = typer.Option(
         None, "--models-dir", help="Model registry; default: MODELS_DIR.", show_default=False
@@ -350,6 +365,7 @@ def list_command(
     from ..redis_store import active_model_key
     from ..scoring.registry import active_file_version, list_models
     from ..scoring.lifecycle import read_lifecycle
+
     settings = get_settings()
     models_dir = models_dir or settings.models_dir
     try:
@@ -410,6 +426,7 @@ def show_command(
 ) -> None:
     """Print a version's model card as JSON."""
     from ..scoring.registry import read_card
+
     models_dir = models_dir or get_settings().models_dir
     try:
         card = read_card(version, models_dir)
@@ -419,7 +436,12 @@ def show_command(
     typer.echo(card.model_dump_json(indent=2))
 
 
-@models_cli.command("activate", epilog=settings_epilog("MODELS_DIR", "REDIS_URL", "REDIS_PASSWORD", "REDIS_KEY_PREFIX"))
+@models_cli.command(
+    "activate",
+    epilog=settings_epilog(
+        "MODELS_DIR", "REDIS_URL", "REDIS_PASSWORD", "REDIS_KEY_PREFIX"
+    ),
+)
 def activate_command(
     version: str = typer.Argument(..., help="The version to serve."),
     models_dir: Path = typer.Option(
@@ -434,6 +456,7 @@ def activate_command(
 ) -> None:
     """Make a version active: the Redis key workers read, then models/ACTIVE."""
     from ..scoring.registry import activate, verify_model
+
     settings = get_settings()
     models_dir = models_dir or settings.models_dir
     url = redis_url or settings.redis_url.get_secret_value()
@@ -464,6 +487,7 @@ def set_shadows_in_redis(url: str, prefix: str, versions: list[str]) -> None:
     """
     import redis
     from ..redis_store import RedisUnavailableError, shadow_models_key
+
     client = _client(url)
     try:
         client.set(shadow_models_key(prefix), orjson.dumps(versions))
@@ -497,6 +521,7 @@ def apply_lifecycle(new: Lifecycle, settings: Settings, models_dir: Path, redis_
     from ..redis_store import RedisUnavailableError
     from ..scoring.registry import activate, verify_model
     from ..scoring.lifecycle import write_lifecycle
+
     assert new.active is not None
     for v in [new.active, *new.shadows]:
         verify_model(v, models_dir)
@@ -525,6 +550,7 @@ def _lifecycle_command(plan, models_dir: Path | None, redis_url: str | None,
                        broker: str | None) -> None:
     from ..scoring.lifecycle import read_lifecycle
     from .replay import with_broker
+
     settings = with_broker(broker)
     models_dir = models_dir or settings.models_dir
     url = redis_url or settings.redis_url.get_secret_value()
@@ -555,7 +581,13 @@ _REDIS_URL = typer.Option(None, "--redis-url", help="Redis to write; default: RE
                           show_default=False)
 
 
-@models_cli.command("promote", epilog=settings_epilog("MODELS_DIR", "REDIS_URL", "REDIS_PASSWORD", "REDIS_KEY_PREFIX", *KAFKA_CLIENT_SETTINGS, "CONTROL_TOPIC"))
+@models_cli.command(
+    "promote",
+    epilog=settings_epilog(
+        "MODELS_DIR", "REDIS_URL", "REDIS_PASSWORD", "REDIS_KEY_PREFIX",
+        *KAFKA_CLIENT_SETTINGS, "CONTROL_TOPIC"
+    ),
+)
 def promote_command(
     version: str = typer.Argument(..., help="The version to serve."),
     models_dir: Path = _MODELS_DIR,
@@ -564,11 +596,18 @@ def promote_command(
 ) -> None:
     """Verify a version and make every running worker serve it from its next batch."""
     from ..scoring.lifecycle import plan_promote
+
     _lifecycle_command(lambda lc, now: plan_promote(lc, version, now, "fraudctl"),
                        models_dir, redis_url, broker)
 
 
-@models_cli.command("rollback", epilog=settings_epilog("MODELS_DIR", "REDIS_URL", "REDIS_PASSWORD", "REDIS_KEY_PREFIX", *KAFKA_CLIENT_SETTINGS, "CONTROL_TOPIC"))
+@models_cli.command(
+    "rollback",
+    epilog=settings_epilog(
+        "MODELS_DIR", "REDIS_URL", "REDIS_PASSWORD", "REDIS_KEY_PREFIX",
+        *KAFKA_CLIENT_SETTINGS, "CONTROL_TOPIC"
+    ),
+)
 def rollback_command(
     to: Optional[str] = typer.Option(
         None, "--to", help="A retired version; default: the one active before the current."
@@ -579,11 +618,18 @@ def rollback_command(
 ) -> None:
     """Serve the previously active version again (every running worker, next batch)."""
     from ..scoring.lifecycle import plan_rollback
+
     _lifecycle_command(lambda lc, now: plan_rollback(lc, now, to, "fraudctl"),
                        models_dir, redis_url, broker)
 
 
-@shadow_cli.command("set", epilog=settings_epilog("MODELS_DIR", "REDIS_URL", "REDIS_PASSWORD", "REDIS_KEY_PREFIX", *KAFKA_CLIENT_SETTINGS, "CONTROL_TOPIC"))
+@shadow_cli.command(
+    "set",
+    epilog=settings_epilog(
+        "MODELS_DIR", "REDIS_URL", "REDIS_PASSWORD", "REDIS_KEY_PREFIX",
+        *KAFKA_CLIENT_SETTINGS, "CONTROL_TOPIC"
+    ),
+)
 def shadow_set_command(
     versions: list[str] = typer.Argument(..., help="Versions to score in shadow."),
     models_dir: Path = _MODELS_DIR,
@@ -592,11 +638,18 @@ def shadow_set_command(
 ) -> None:
     """Score with these versions too: to scored-transactions and metrics, never alerts."""
     from ..scoring.lifecycle import plan_shadows
+
     _lifecycle_command(lambda lc, now: plan_shadows(lc, versions, now, "fraudctl"),
                        models_dir, redis_url, broker)
 
 
-@shadow_cli.command("clear", epilog=settings_epilog("MODELS_DIR", "REDIS_URL", "REDIS_PASSWORD", "REDIS_KEY_PREFIX", *KAFKA_CLIENT_SETTINGS, "CONTROL_TOPIC"))
+@shadow_cli.command(
+    "clear",
+    epilog=settings_epilog(
+        "MODELS_DIR", "REDIS_URL", "REDIS_PASSWORD", "REDIS_KEY_PREFIX",
+        *KAFKA_CLIENT_SETTINGS, "CONTROL_TOPIC"
+    ),
+)
 def shadow_clear_command(
     models_dir: Path = _MODELS_DIR,
     redis_url: str = _REDIS_URL,
@@ -604,5 +657,6 @@ def shadow_clear_command(
 ) -> None:
     """Stop every shadow model."""
     from ..scoring.lifecycle import plan_shadows
+
     _lifecycle_command(lambda lc, now: plan_shadows(lc, [], now, "fraudctl"),
                        models_dir, redis_url, broker)

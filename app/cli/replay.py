@@ -36,7 +36,11 @@ def with_broker(broker: str | None) -> Settings:
     return settings
 
 
-@cli.command(epilog=settings_epilog(*KAFKA_CLIENT_SETTINGS, "TRANSACTIONS_TOPIC", "LABELS_TOPIC", "TOPIC_PARTITIONS"))
+@cli.command(
+    epilog=settings_epilog(
+        *KAFKA_CLIENT_SETTINGS, "TRANSACTIONS_TOPIC", "LABELS_TOPIC", "TOPIC_PARTITIONS"
+    ),
+)
 def replay(
     path: Path = typer.Argument(
         ...,
@@ -105,6 +109,7 @@ def replay(
     """
     from ..data.handbook import parse_date, read_handbook
     from ..replay import DAY_MS, select_days
+
     if days is not None and end is not None:
         raise DataError("give --end or --days, not both")
     first_day, last_day = parse_date(start, "--start"), parse_date(end, "--end")
@@ -151,6 +156,7 @@ def _run(
     """Run :func:`replay_frame` under a progress bar on stderr."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from ..replay import replay_frame
+
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(bar_width=24),

@@ -49,6 +49,7 @@ def get_rules_in_redis(url: str, prefix: str) -> bytes | None:
     import redis
     from ..redis_store import RedisUnavailableError, rules_key
     from .models import _client, _redacted
+
     client = _client(url)
     try:
         return client.get(rules_key(prefix))
@@ -70,6 +71,7 @@ def set_rules_in_redis(url: str, prefix: str, value: bytes) -> None:
     import redis
     from ..redis_store import RedisUnavailableError, rules_key
     from .models import _client, _redacted
+
     client = _client(url)
     try:
         client.set(rules_key(prefix), value)
@@ -108,6 +110,7 @@ def check_command(
     """Validate a rule-set file and print it; exit 2 with the first error otherwise."""
     from ..decisions import load_rule_set
     from ..features import FEATURE_NAMES
+
     s = get_settings()
     try:
         _print_rules(load_rule_set(path, FEATURE_NAMES, s.score_outcome))
@@ -115,7 +118,13 @@ def check_command(
         fail(escape(str(exc)))
 
 
-@rules_cli.command("apply", epilog=settings_epilog("SCORE_OUTCOME", "REDIS_URL", "REDIS_PASSWORD", "REDIS_KEY_PREFIX", *KAFKA_CLIENT_SETTINGS, "RULES_TOPIC"))
+@rules_cli.command(
+    "apply",
+    epilog=settings_epilog(
+        "SCORE_OUTCOME", "REDIS_URL", "REDIS_PASSWORD", "REDIS_KEY_PREFIX",
+        *KAFKA_CLIENT_SETTINGS, "RULES_TOPIC"
+    ),
+)
 def apply_command(
     path: Path = typer.Argument(..., help="Rule set, .json or .yaml."),
     redis_url: Optional[str] = typer.Option(
@@ -128,6 +137,7 @@ def apply_command(
     from ..decisions import load_rule_set, parse_rule_set
     from ..features import FEATURE_NAMES
     from .replay import with_broker
+
     settings = with_broker(broker)
     url = redis_url or settings.redis_url.get_secret_value()
     try:
@@ -157,7 +167,12 @@ def apply_command(
     )
 
 
-@rules_cli.command("show", epilog=settings_epilog("SCORE_OUTCOME", "REDIS_URL", "REDIS_PASSWORD", "REDIS_KEY_PREFIX"))
+@rules_cli.command(
+    "show",
+    epilog=settings_epilog(
+        "SCORE_OUTCOME", "REDIS_URL", "REDIS_PASSWORD", "REDIS_KEY_PREFIX"
+    ),
+)
 def show_command(
     redis_url: Optional[str] = typer.Option(
         None, "--redis-url", help="Redis to read; default: REDIS_URL.", show_default=False
@@ -167,6 +182,7 @@ def show_command(
     """The rule set in force (from Redis)."""
     from ..decisions import parse_rule_set
     from ..features import FEATURE_NAMES
+
     settings = get_settings()
     url = redis_url or settings.redis_url.get_secret_value()
     try:

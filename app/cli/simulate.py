@@ -93,7 +93,15 @@ def simulate_command(
     183 days from 2018-04-01, about 1.75 million transactions and 0.8 % fraud.
     """
     from ..data.handbook import parse_date
-    from ..data.simulate import SIMULATION_STEPS, check_parameters, simulate, summarize, write_handbook_csv, write_handbook_daily
+    from ..data.simulate import (
+        SIMULATION_STEPS,
+        check_parameters,
+        simulate,
+        summarize,
+        write_handbook_csv,
+        write_handbook_daily,
+    )
+
     try:
         start = parse_date(start_date, "--start-date")
         try:

@@ -43,7 +43,14 @@ def _table(statuses: list[local_stack.ComponentStatus], title: str) -> Table:
     return table
 
 
-@stack_app.command("up", epilog=settings_epilog("KAFKA_BROKER_URL", "REDIS_URL", "REDIS_PASSWORD", "RUN_DIR", "TANSU_BIN", "TOPIC_PARTITIONS", "TRANSACTIONS_TOPIC", "LABELS_TOPIC", "ALERTS_TOPIC", "SCORED_TOPIC", "DEAD_LETTER_TOPIC"))
+@stack_app.command(
+    "up",
+    epilog=settings_epilog(
+        "KAFKA_BROKER_URL", "REDIS_URL", "REDIS_PASSWORD", "RUN_DIR", "TANSU_BIN",
+        "TOPIC_PARTITIONS", "TRANSACTIONS_TOPIC", "LABELS_TOPIC", "ALERTS_TOPIC",
+        "SCORED_TOPIC", "DEAD_LETTER_TOPIC"
+    ),
+)
 def up(
     timeout: float = typer.Option(
         30.0, min=1.0, help="Seconds to wait for each component to answer."
@@ -55,6 +62,7 @@ def up(
 ) -> None:
     """Start Tansu and Redis unless they already answer; create the service topics."""
     from .. import stack as local_stack
+
     settings = get_settings()
     started = local_stack.up(settings, timeout_seconds=timeout, create_topics=topics)
     for s in started:
@@ -72,6 +80,7 @@ def down(
 ) -> None:
     """Stop what `stack up` started; leave anything else running."""
     from .. import stack as local_stack
+
     settings = get_settings()
     stopped = local_stack.down(settings, timeout_seconds=timeout)
     for s in stopped:
@@ -84,4 +93,5 @@ def down(
 def status() -> None:
     """Show whether the broker and Redis answer, and which were started by `stack up`."""
     from .. import stack as local_stack
+
     console.print(_table(local_stack.status(get_settings()), "stack"))
