@@ -2,7 +2,7 @@
 
 :func:`app.scoring.train.train` fits one of them (``model=``) or picks the best by
 prequential validation (``compare=True``). Selection results are in each model card
-(``validation``) and in the README.
+(``validation``) and in docs/model.md.
 """
 
 from __future__ import annotations
