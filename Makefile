@@ -3,18 +3,30 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+# The lock of exact versions and hashes every install uses (docs/operations.md).
+LOCK := requirements.lock
+UV_VERSION ?= 0.13.9
+LOCK_ARGS ?=
 
-.PHONY: install demo test test-full stack-up stack-down worker clean
+.PHONY: install lock demo test test-full stack-up stack-down worker clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/activate
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+$(VENV)/.installed: $(LOCK) pyproject.toml | $(BIN)/activate
+	@echo "installing the locked dependencies ($(LOCK)) into $(VENV)..."
+	$(BIN)/pip install -q --require-hashes -r $(LOCK)
+	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
-install: $(VENV)/.installed  ## virtualenv with the project and its test tools
+install: $(VENV)/.installed  ## virtualenv with the exact versions of requirements.lock
+
+$(BIN)/uv: | $(BIN)/activate
+	$(BIN)/pip install -q uv==$(UV_VERSION)
+
+lock: $(BIN)/uv  ## regenerate requirements.lock from pyproject.toml (then: make install test)
+	$(BIN)/uv pip compile pyproject.toml --extra dev --generate-hashes --universal \
+	  --python-version 3.11 --quiet $(LOCK_ARGS) -o $(LOCK)
 
 demo: install  ## stack up, a worker, replay some days, alerts + summary, stack down
 	$(BIN)/fraudctl demo

@@ -132,7 +132,16 @@ class Settings(BaseSettings):
         description=(
             "FIX_END_OFFSETS: table recovery probes each changelog partition's true end "
             "past the broker's answer (Tansu answers too low an end offset when the last "
-            "record batch holds several records; see README). Harmless on Kafka."
+            "record batch holds several records; see docs/operations.md). Harmless on Kafka."
+        ),
+    )
+    allow_unverified_versions: bool = Field(
+        False,
+        description=(
+            "ALLOW_UNVERIFIED_VERSIONS: start a worker although the installed "
+            "faust-streaming, aiokafka or mode-streaming differ from the versions the "
+            "corrections of app/streaming.py, app/offsets.py and app/tables.py were "
+            "verified against (app/compat.py). Only while re-verifying them."
         ),
     )
     broker_session_timeout_seconds: float = Field(
@@ -234,7 +243,7 @@ class Settings(BaseSettings):
         description=(
             "ALLOWED_LATENESS_SECONDS: a transaction older than its account's newest one "
             "by more than this is late: still processed with the history known now, and "
-            "counted in fraud_late_transactions_total (see README, event time)."
+            "counted in fraud_late_transactions_total (see docs/architecture.md, event time)."
         ),
     )
     label_idle_seconds: float = Field(

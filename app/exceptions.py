@@ -13,6 +13,8 @@ __all__ = [
     "DataError",
     "ModelError",
     "ModelIntegrityError",
+    "ModelVersionError",
+    "UnverifiedVersionError",
     "StackError",
     "BrokerUnavailableError",
     "ObservabilityError",
@@ -57,6 +59,15 @@ class ModelError(FraudError):
 
 class ModelIntegrityError(ModelError):
     """A model artifact's sha256 or feature names do not match its model card."""
+
+
+class ModelVersionError(ModelError):
+    """A model artifact was written by another scikit-learn version than the running one."""
+
+
+class UnverifiedVersionError(ConfigError):
+    """An installed library differs from the version the service's corrections of it were
+    verified against (:mod:`app.compat`)."""
 
 
 class StackError(FraudError):

@@ -11,6 +11,9 @@ reported end − 1 returns that whole batch, whose last offset + 1 is the true e
 it, so producers can batch normally (one record per batch was the earlier workaround
 and cost throughput). On a broker that answers right, the probe finds nothing past
 the answer and changes nothing.
+
+Verified on the faust-streaming, aiokafka and mode-streaming versions in
+:data:`app.compat.VERIFIED_VERSIONS`; ``python -m app worker`` refuses to start on others.
 """
 
 from __future__ import annotations
