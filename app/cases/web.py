@@ -177,6 +177,12 @@ def _alert_row(a: Alert) -> str:
     )
 
 
+def _alert_note(alert: Alert | None) -> str:
+    if alert is None:
+        return ""
+    return f"alert on {_e(alert.transaction.transaction_id)}, score {alert.score:.3f}"
+
+
 def render_case(case: Case, analyst: str = "") -> str:
     """One case's page (HTML), with a fresh idempotency key in its form."""
     key = uuid.uuid4().hex
@@ -185,8 +191,7 @@ def render_case(case: Case, analyst: str = "") -> str:
         "<tr>"
         f"<td>{_time(ev.time_ms)}</td><td>{_e(ev.type.replace('_', ' '))}</td>"
         f"<td>{_e(ev.actor)}</td>"
-        f"<td class=comment>{_e(ev.comment)}"
-        f"{' (' + _e(ev.alert.alert_id) + ')' if ev.alert is not None else ''}</td>"
+        f"<td class=comment>{_e(ev.comment)}{_alert_note(ev.alert)}</td>"
         "</tr>"
         for ev in case.history
     )
@@ -198,7 +203,7 @@ def render_case(case: Case, analyst: str = "") -> str:
         )
     else:
         buttons = "<button name=action value=reopen>Reopen</button>"
-    buttons += "<button name=action value=comment>Comment</button>"
+    buttons += "<button name=action value=comment>Add comment</button>"
     form = (
         f"<form class=card method=post action='/cases/{_e(case.case_id)}/actions'>"
         f"<input type=hidden name=key value='{key}'>"
