@@ -276,6 +276,14 @@ class Settings(BaseSettings):
     review_port: int = Field(
         8090, ge=1, le=65535, description="REVIEW_PORT: port of the review console."
     )
+    review_block_confirmed: bool = Field(
+        False,
+        description=(
+            "REVIEW_BLOCK_CONFIRMED: a card confirmed as fraud is added to the block list "
+            "of the rule set in force (a new version, published like `fraudctl rules "
+            "apply`; needs REDIS_URL and RULES_TOPIC)."
+        ),
+    )
 
     # --- models ------------------------------------------------------------------
     models_dir: Path = Field(PROJECT_ROOT / "models", description="MODELS_DIR: the registry.")

@@ -47,7 +47,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Literal
 
-from ..events import MAX_ACTOR_CHARS, MAX_COMMENT_CHARS, Alert, CaseEvent, Label
+from ..events import MAX_ACTOR_CHARS, MAX_COMMENT_CHARS, AccessList, Alert, CaseEvent, Label, RuleSet
 from ..exceptions import CaseError
 
 __all__ = [
@@ -64,7 +64,12 @@ __all__ = [
     "decide",
     "verdict_labels",
     "queue",
+    "BLOCK_RULE_SET_ID",
+    "with_blocked_card",
 ]
+
+#: Id of the rule set a confirmed card's block creates when none is in force.
+BLOCK_RULE_SET_ID = "case-review"
 
 #: What an analyst can ask for -> the event type it records.
 ACTIONS: dict[str, str] = {
@@ -370,3 +375,39 @@ def queue(cases: Iterable[Case], status: Literal["open", "closed", "all"] = "ope
         if status == "all" or (c.status == "open") == (status == "open")
     ]
     return sorted(keep, key=lambda c: (-c.max_score, c.first_alert_time_ms or 0, c.case_id))
+
+
+def with_blocked_card(current: RuleSet | None, account_id: str) -> RuleSet | None:
+    """The rule set in force with ``account_id`` added to its block list.
+
+    Parameters
+    ----------
+    current : RuleSet or None
+        The rule set in force (None: none; a new one, id :data:`BLOCK_RULE_SET_ID`, is
+        made that only blocks the card).
+    account_id : str
+
+    Returns
+    -------
+    RuleSet or None
+        The next version (rules, thresholds and allow list unchanged); None when the
+        card is blocked already.
+
+    Examples
+    --------
+    >>> rs = with_blocked_card(None, "a1")
+    >>> rs.label, rs.block.accounts
+    ('case-review@1', ['a1'])
+    >>> with_blocked_card(rs, "a1") is None, with_blocked_card(rs, "a2").block.accounts
+    (True, ['a1', 'a2'])
+    """
+    if current is None:
+        return RuleSet(
+            id=BLOCK_RULE_SET_ID, version=1,
+            description="Cards confirmed as fraud in case review.",
+            block=AccessList(accounts=[account_id]),
+        )
+    if account_id in current.block.accounts:
+        return None
+    block = current.block.model_copy(update={"accounts": [*current.block.accounts, account_id]})
+    return current.model_copy(update={"version": current.version + 1, "block": block})

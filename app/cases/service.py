@@ -31,7 +31,17 @@ from ..exceptions import BrokerUnavailableError
 from ..metrics import ReviewMetrics
 from ..offsets import client_options, true_end_offsets
 from ..replay import ensure_topics
-from .model import Case, CaseError, Decision, Request, apply_one, decide, events_for_alert, verdict_labels
+from ..exceptions import CaseError
+from .model import (
+    Case,
+    Decision,
+    Request,
+    apply_one,
+    decide,
+    events_for_alert,
+    verdict_labels,
+    with_blocked_card,
+)
 
 __all__ = ["CaseService", "now_ms"]
 
@@ -53,8 +63,9 @@ class CaseService:
     ----------
     settings : Settings
         Reads ``kafka_broker_url`` (and its SASL/TLS settings), ``cases_topic``,
-        ``alerts_topic``, ``labels_topic``, ``topic_partitions``, ``review_group`` and
-        the ``broker_*`` consumer timeouts.
+        ``alerts_topic``, ``labels_topic``, ``topic_partitions``, ``review_group``, the
+        ``broker_*`` consumer timeouts; with ``review_block_confirmed``, also
+        ``redis_url``, ``redis_key_prefix`` and ``rules_topic``.
     metrics : ReviewMetrics, optional
         Counted: events applied after :meth:`start`, verdicts, refused requests.
 
@@ -278,8 +289,9 @@ class CaseService:
         ------
         CaseError
             See :func:`app.cases.model.decide`.
-        BrokerUnavailableError
-            Nothing recorded, or labels written without their event: the same
+        BrokerUnavailableError, RedisUnavailableError
+            Nothing recorded, or labels written without their event, or (with
+            ``review_block_confirmed``) the verdict recorded without the block: the same
             request again completes it.
         """
         async with self._lock:
@@ -290,7 +302,12 @@ class CaseService:
                 if self.metrics is not None:
                     self.metrics.requests_refused.labels(reason=exc.reason).inc()
                 raise
+            block = (
+                decision.event.type == "confirmed_fraud" and self.settings.review_block_confirmed
+            )
             if decision.replayed:
+                if block:  # completes a block that failed the first time (idempotent)
+                    await self._block(case_id)
                 return decision
             labels = verdict_labels(case, decision.event)
             if labels:
@@ -300,7 +317,28 @@ class CaseService:
                 if self.metrics is not None:
                     self.metrics.verdict_labels.inc(len(labels))
             await self._write_events([decision.event])
+            if block:
+                await self._block(case_id)
             return decision
+
+    async def _block(self, account_id: str) -> None:
+        """Add a confirmed card to the block list of the rule set in force, as
+        ``fraudctl rules apply`` does (rules topic, then Redis)."""
+        from ..cli.rules import get_rules_in_redis, set_rules_in_redis
+        from ..control import publish_async
+        from ..decisions import parse_rule_set
+
+        s = self.settings
+        url, prefix = s.redis_url.get_secret_value(), s.redis_key_prefix
+        raw = await asyncio.to_thread(get_rules_in_redis, url, prefix)
+        current = parse_rule_set(raw, score_outcome=s.score_outcome).rule_set if raw else None
+        new = with_blocked_card(current, account_id)
+        if new is None:
+            return
+        value = encode(new)
+        await publish_async(s, s.rules_topic, new.id.encode(), value)
+        await asyncio.to_thread(set_rules_in_redis, url, prefix, value)
+        log.info("card %s blocked: rule set %s", account_id, new.label)
 
     async def follow_alerts(self, on_error=None) -> None:
         """Turn every alert of ``ALERTS_TOPIC`` into case events, until cancelled.

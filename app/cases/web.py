@@ -32,7 +32,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..events import MAX_ACTOR_CHARS, MAX_COMMENT_CHARS, Alert
-from ..exceptions import BrokerUnavailableError, CaseError, ConfigError
+from ..exceptions import BrokerUnavailableError, CaseError, ConfigError, FraudError
 from .model import Case, Request, queue
 from .service import CaseService
 
@@ -281,7 +281,7 @@ async def _action(request: web.Request) -> web.Response:
         await service.request(case_id, req)
     except CaseError as exc:
         return _error(_STATUS_CODES.get(exc.reason, 400), exc.detail, case_id)
-    except BrokerUnavailableError as exc:
+    except FraudError as exc:  # broker or Redis down: the same form again completes it
         return _error(503, f"{exc}; nothing is lost: post the same form again", case_id)
     response = web.Response(status=303, headers={"Location": f"/cases/{case_id}"})
     response.set_cookie(_ANALYST_COOKIE, req.actor.strip(), httponly=True, samesite="Strict")
