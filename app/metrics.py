@@ -8,6 +8,8 @@ transaction id. Tests build their own :class:`Metrics` on a fresh
 
 from __future__ import annotations
 
+from itertools import product
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from .events import CASE_EVENT_TYPES, LABEL_SOURCES, REJECT_REASONS
@@ -39,6 +41,14 @@ VERDICT_DELAY_BUCKETS_SECONDS = (
 REDIS_OPERATIONS = ("get", "set", "mget", "mark_alerted")
 #: Tables whose state size is reported (label ``table``).
 STATE_TABLES = ("account_states", "terminal_states")
+
+
+def _with_series(metric, **label_values):
+    """``metric`` with a series for every combination of ``label_values`` (name ->
+    values), so each exists at 0 before the first event."""
+    for combo in product(*label_values.values()):
+        metric.labels(**dict(zip(label_values, combo)))
+    return metric
 
 
 class Metrics:
@@ -144,16 +154,13 @@ class Metrics:
             "Valid labels applied to terminal state.",
             registry=registry,
         )
-        self.verdicts = Counter(
+        self.verdicts = _with_series(Counter(
             "fraud_verdicts_total",
             "Labels read by the scoring stage, by source (investigation: an analyst's "
             "verdict; chargeback: the delayed feed) and verdict (fraud, genuine).",
             ["source", "verdict"],
             registry=registry,
-        )
-        for source in LABEL_SOURCES:
-            for verdict in ("fraud", "genuine"):
-                self.verdicts.labels(source=source, verdict=verdict)
+        ), source=LABEL_SOURCES, verdict=VERDICTS)
         self.label_duplicates = Counter(
             "fraud_label_duplicates_total",
             "Labels of a transaction whose verdict the terminal state already holds (the "
@@ -392,23 +399,19 @@ class ReviewMetrics:
             "fraud_cases", "Cases by status (open, confirmed_fraud, dismissed_genuine).",
             ["status"], registry=registry,
         )
-        self.case_events = Counter(
+        self.case_events = _with_series(Counter(
             "fraud_case_events_total",
             "Case events applied, by type (opened, alert_added, confirmed_fraud, ...).",
             ["type"],
             registry=registry,
-        )
-        for event_type in CASE_EVENT_TYPES:
-            self.case_events.labels(type=event_type)
-        self.case_verdicts = Counter(
+        ), type=CASE_EVENT_TYPES)
+        self.case_verdicts = _with_series(Counter(
             "fraud_case_verdicts_total",
             "Verdicts given on cases, by verdict (fraud, genuine); each wrote one "
             "investigation label per alerted transaction of the case.",
             ["verdict"],
             registry=registry,
-        )
-        for verdict in ("fraud", "genuine"):
-            self.case_verdicts.labels(verdict=verdict)
+        ), verdict=VERDICTS)
         self.verdict_labels = Counter(
             "fraud_case_verdict_labels_total",
             "Labels written to the labels topic by verdicts (source investigation).",
@@ -426,14 +429,12 @@ class ReviewMetrics:
             "cases (0 before the first verdict).",
             registry=registry,
         )
-        self.requests_refused = Counter(
+        self.requests_refused = _with_series(Counter(
             "fraud_case_requests_refused_total",
             "Analyst requests refused, by reason (unknown_case, conflict, invalid).",
             ["reason"],
             registry=registry,
-        )
-        for reason in ("unknown_case", "conflict", "invalid"):
-            self.requests_refused.labels(reason=reason)
+        ), reason=("unknown_case", "conflict", "invalid"))
         self.alerts_rejected = Counter(
             "fraud_case_alerts_rejected_total",
             "Records of the alerts topic that are no valid Alert (logged and skipped).",

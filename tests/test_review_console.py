@@ -270,6 +270,9 @@ def test_an_analyst_confirms_a_case_in_chromium_and_its_labels_reach_the_stream(
     assert all(l.is_fraud and l.source == "investigation" for _, l in labels)
     assert {l.label_time_ms for _, l in labels} == {verdict[0]["time_ms"]}
     assert _metric(console, "fraud_case_verdicts_total") == 1
+    assert _metric(console, "fraud_case_verdict_delay_seconds_count") == 1
+    assert _metric(console, "fraud_case_verdict_precision") == 1.0
+    assert _metric(console, "fraud_case_verdict_labels_total") == 3
     assert _metric(console, "fraud_case_alerts_rejected_total") == 1
 
 

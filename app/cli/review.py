@@ -37,6 +37,8 @@ _SETTINGS = (
     "LABELS_TOPIC, TOPIC_PARTITIONS, APP_ID"
 )
 
+_BLOCK = "REVIEW_BLOCK_CONFIRMED (then REDIS_URL, REDIS_KEY_PREFIX, RULES_TOPIC)"
+
 review_cli = typer.Typer(
     name="review",
     help="Case review: the analysts' console, and cases for scripts. " + _SETTINGS + ".",
@@ -106,8 +108,7 @@ def serve_command(
     ),
     broker: Optional[str] = broker_option(),
 ) -> None:
-    """Serve the review console and turn alerts into cases (own consumer group
-    APP_ID-case-review). Also reads REVIEW_HOST, REVIEW_PORT."""
+    """Serve the review console and turn alerts into cases."""
     settings = with_broker(broker)
     host = host or settings.review_host
     port = port or settings.review_port
@@ -131,7 +132,10 @@ def serve_command(
         fail(str(exc))
 
 
-serve_command.__doc__ = f"{serve_command.__doc__} {_SETTINGS}."
+serve_command.__doc__ = (
+    "Serve the review console and turn alerts into cases (consumer group "
+    f"APP_ID-case-review). {_SETTINGS}, REVIEW_HOST, REVIEW_PORT, {_BLOCK}."
+)
 
 
 @review_cli.command("list")
@@ -242,41 +246,30 @@ _KEY = typer.Option(
 )
 
 
-@review_cli.command("confirm")
-def confirm_command(
-    case_id: str = typer.Argument(..., help="The case: the card's account id."),
-    analyst: str = _ANALYST,
-    comment: str = _COMMENT,
-    key: Optional[str] = _KEY,
-    broker: Optional[str] = broker_option(),
-) -> None:
-    """Confirm a case as fraud: a fraud label (source investigation) per transaction."""
-    _act("confirm", case_id, analyst, comment, key, broker)
+def _register(action: str, doc: str) -> None:
+    """Register ``review <action> CASE_ID --analyst NAME [--comment] [--key]``."""
+
+    def command(
+        case_id: str = typer.Argument(..., help="The case: the card's account id."),
+        analyst: str = _ANALYST,
+        comment: str = _COMMENT,
+        key: Optional[str] = _KEY,
+        broker: Optional[str] = broker_option(),
+    ) -> None:
+        _act(action, case_id, analyst, comment, key, broker)
+
+    command.__doc__ = f"{doc} {_SETTINGS}."
+    command.__name__ = f"{action}_command"
+    review_cli.command(action)(command)
 
 
-@review_cli.command("dismiss")
-def dismiss_command(
-    case_id: str = typer.Argument(..., help="The case: the card's account id."),
-    analyst: str = _ANALYST,
-    comment: str = _COMMENT,
-    key: Optional[str] = _KEY,
-    broker: Optional[str] = broker_option(),
-) -> None:
-    """Dismiss a case as genuine: a genuine label (source investigation) per transaction."""
-    _act("dismiss", case_id, analyst, comment, key, broker)
+_register(
+    "confirm",
+    "Confirm a case as fraud: a fraud label (source investigation) per transaction; "
+    f"with {_BLOCK}, the card goes on the block list.",
+)
+_register("dismiss", "Dismiss a case as genuine: a genuine label (source investigation) per transaction.")
+_register("reopen", "Reopen a closed case (a new verdict can then be given).")
 
-
-@review_cli.command("reopen")
-def reopen_command(
-    case_id: str = typer.Argument(..., help="The case: the card's account id."),
-    analyst: str = _ANALYST,
-    comment: str = _COMMENT,
-    key: Optional[str] = _KEY,
-    broker: Optional[str] = broker_option(),
-) -> None:
-    """Reopen a closed case (a new verdict can then be given)."""
-    _act("reopen", case_id, analyst, comment, key, broker)
-
-
-for _command in (list_command, show_command, confirm_command, dismiss_command, reopen_command):
+for _command in (list_command, show_command):
     _command.__doc__ = f"{_command.__doc__} {_SETTINGS}."
