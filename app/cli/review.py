@@ -19,6 +19,7 @@ import orjson
 import typer
 from prometheus_client import CollectorRegistry
 from rich.table import Table
+from rich.text import Text
 
 from ..cases.model import Case, Request, queue
 from ..cases.service import CaseService
@@ -207,7 +208,7 @@ def show_command(
     for name in ("time (UTC)", "event", "by", "comment"):
         history.add_column(name)
     for e in case.history:
-        history.add_row(_time(e.time_ms), e.type, e.actor, e.comment)
+        history.add_row(_time(e.time_ms), e.type, Text(e.actor), Text(e.comment))  # not markup
     console.print(alerts)
     console.print(history)
 
