@@ -339,6 +339,7 @@ async def _intake(events) -> list[bytes]:
             event.message.incref()  # acknowledged once scored (see _release)
             aligner.add(q, (item, event), item.transaction.event_time_ms, now)
     m.labels_consumed.inc(intake.labels)
+    m.observe_labels(intake)
     m.duplicate_terminal_transactions.inc(intake.duplicates)
     m.terminals.set(len(terminal_states))
     return label_values

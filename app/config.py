@@ -106,6 +106,13 @@ class Settings(BaseSettings):
             "full by every worker (no consumer group)."
         ),
     )
+    cases_topic: str = Field(
+        "fraud-cases",
+        description=(
+            "CASES_TOPIC: case events (opened, alert_added, verdicts...), key = account "
+            "id; the case state is rebuilt from it (see docs/case-review.md)."
+        ),
+    )
     publish_scored: bool = Field(
         True, description="PUBLISH_SCORED: also write every scored transaction to SCORED_TOPIC."
     )
@@ -284,6 +291,27 @@ class Settings(BaseSettings):
         65_536, ge=256, description="MAX_EVENT_BYTES: larger payloads are dead-lettered."
     )
 
+    # --- case review ---------------------------------------------------------------
+    review_host: str = Field(
+        "127.0.0.1",
+        description=(
+            "REVIEW_HOST: bind address of the review console (`fraudctl review serve`); "
+            "a non-loopback one needs --allow-remote (run it behind a proxy that "
+            "authenticates)."
+        ),
+    )
+    review_port: int = Field(
+        8090, ge=1, le=65535, description="REVIEW_PORT: port of the review console."
+    )
+    review_block_confirmed: bool = Field(
+        False,
+        description=(
+            "REVIEW_BLOCK_CONFIRMED: a card confirmed as fraud is added to the block list "
+            "of the rule set in force (a new version, published like `fraudctl rules "
+            "apply`; needs REDIS_URL and RULES_TOPIC)."
+        ),
+    )
+
     # --- models ------------------------------------------------------------------
     models_dir: Path = Field(PROJECT_ROOT / "models", description="MODELS_DIR: the registry.")
     model_version: str | None = Field(
@@ -400,6 +428,11 @@ class Settings(BaseSettings):
         """The internal topic from the account stage to the scoring stage (one per app
         id, so one per consumer group)."""
         return f"{self.app_id}-transactions-by-terminal"
+
+    @property
+    def review_group(self) -> str:
+        """Consumer group of the review process on ALERTS_TOPIC (never the workers')."""
+        return f"{self.app_id}-case-review"
 
     @property
     def broker_bootstrap(self) -> str:

@@ -20,6 +20,7 @@ __all__ = [
     "ObservabilityError",
     "RuleSetError",
     "ControlMessageError",
+    "CaseError",
 ]
 
 
@@ -89,3 +90,21 @@ class RuleSetError(FraudError):
 
 class ControlMessageError(FraudError):
     """A message on the control or rules topic cannot be parsed or applied."""
+
+
+class CaseError(FraudError):
+    """A request that cannot become a case event.
+
+    Parameters
+    ----------
+    reason : str
+        ``unknown_case``, ``conflict`` (the case's status does not allow it) or
+        ``invalid`` (bad analyst name, comment or key).
+    detail : str
+        One line for the analyst.
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail

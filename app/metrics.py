@@ -8,13 +8,17 @@ transaction id. Tests build their own :class:`Metrics` on a fresh
 
 from __future__ import annotations
 
+from itertools import product
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
-from .events import REJECT_REASONS
+from .events import CASE_EVENT_TYPES, LABEL_SOURCES, REJECT_REASONS
 from .monitoring.outcomes import OUTCOMES, RULES, VERDICTS
 
 __all__ = [
     "Metrics",
+    "ReviewMetrics",
+    "VERDICT_DELAY_BUCKETS_SECONDS",
     "LATENCY_BUCKETS_SECONDS",
     "BATCH_BUCKETS_SECONDS",
     "REDIS_OPERATIONS",
@@ -28,10 +32,23 @@ LATENCY_BUCKETS_SECONDS = (
 #: Buckets of the scoring batch duration histogram, in seconds.
 BATCH_BUCKETS_SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 _SCORE_BUCKETS = tuple(i / 20 for i in range(1, 21))
+#: Buckets of the time from a case's first alert to its verdict, in seconds (1 min .. 30 d).
+VERDICT_DELAY_BUCKETS_SECONDS = (
+    60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 12 * 3600.0, 86_400.0, 2 * 86_400.0,
+    7 * 86_400.0, 30 * 86_400.0,
+)
 #: Operations of :class:`app.redis_store.RedisStore` (label ``operation``).
 REDIS_OPERATIONS = ("get", "set", "mget", "mark_alerted")
 #: Tables whose state size is reported (label ``table``).
 STATE_TABLES = ("account_states", "terminal_states")
+
+
+def _with_series(metric, **label_values):
+    """``metric`` with a series for every combination of ``label_values`` (name ->
+    values), so each exists at 0 before the first event."""
+    for combo in product(*label_values.values()):
+        metric.labels(**dict(zip(label_values, combo)))
+    return metric
 
 
 class Metrics:
@@ -135,6 +152,25 @@ class Metrics:
         self.labels_consumed = Counter(
             "fraud_labels_consumed_total",
             "Valid labels applied to terminal state.",
+            registry=registry,
+        )
+        self.verdicts = _with_series(Counter(
+            "fraud_verdicts_total",
+            "Labels read by the scoring stage, by source (investigation: an analyst's "
+            "verdict; chargeback: the delayed feed) and verdict (fraud, genuine).",
+            ["source", "verdict"],
+            registry=registry,
+        ), source=LABEL_SOURCES, verdict=VERDICTS)
+        self.label_duplicates = Counter(
+            "fraud_label_duplicates_total",
+            "Labels of a transaction whose verdict the terminal state already holds (the "
+            "delayed feed after an analyst's verdict, a redelivery): they change nothing.",
+            registry=registry,
+        )
+        self.label_contradictions = Counter(
+            "fraud_label_contradictions_total",
+            "Labels that contradict the verdict the terminal state holds for their "
+            "transaction (a fraud stays fraud; see docs/case-review.md).",
             registry=registry,
         )
         self.late_transactions = Counter(
@@ -340,6 +376,18 @@ class Metrics:
                 int((scores >= batch.threshold).sum())
             )
 
+    def observe_labels(self, intake) -> None:
+        """Count one batch's labels by source and verdict, duplicates and contradictions.
+
+        Parameters
+        ----------
+        intake : app.pipeline.TerminalIntake
+        """
+        for (source, verdict), n in intake.label_sources.items():
+            self.verdicts.labels(source=source, verdict=verdict).inc(n)
+        self.label_duplicates.inc(intake.label_duplicates)
+        self.label_contradictions.inc(intake.label_contradictions)
+
     def observe_control(self, result) -> None:
         """Count one applied or refused control message.
 
@@ -350,3 +398,67 @@ class Metrics:
         self.control_messages.labels(
             kind=result.kind, result="applied" if result.applied else "refused"
         ).inc()
+
+
+class ReviewMetrics:
+    """Metrics of the case-review process (``fraudctl review serve``, ``GET /metrics``).
+
+    Counters and the histogram count what happened while the process ran (events it
+    wrote or read after loading the case history); the gauges describe every case.
+
+    Parameters
+    ----------
+    registry : CollectorRegistry
+        Where to register; use a fresh one per test.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.open_cases = Gauge(
+            "fraud_open_cases", "Cases waiting for a verdict.", registry=registry
+        )
+        self.cases = Gauge(
+            "fraud_cases", "Cases by status (open, confirmed_fraud, dismissed_genuine).",
+            ["status"], registry=registry,
+        )
+        self.case_events = _with_series(Counter(
+            "fraud_case_events_total",
+            "Case events applied, by type (opened, alert_added, confirmed_fraud, ...).",
+            ["type"],
+            registry=registry,
+        ), type=CASE_EVENT_TYPES)
+        self.case_verdicts = _with_series(Counter(
+            "fraud_case_verdicts_total",
+            "Verdicts given on cases, by verdict (fraud, genuine); each wrote one "
+            "investigation label per alerted transaction of the case.",
+            ["verdict"],
+            registry=registry,
+        ), verdict=VERDICTS)
+        self.verdict_labels = Counter(
+            "fraud_case_verdict_labels_total",
+            "Labels written to the labels topic by verdicts (source investigation).",
+            registry=registry,
+        )
+        self.verdict_delay = Histogram(
+            "fraud_case_verdict_delay_seconds",
+            "Time from a case's first alert (alert_time_ms) to its verdict, in seconds.",
+            buckets=VERDICT_DELAY_BUCKETS_SECONDS,
+            registry=registry,
+        )
+        self.verdict_precision = Gauge(
+            "fraud_case_verdict_precision",
+            "Live precision from verdicts: closed cases confirmed as fraud / closed "
+            "cases (0 before the first verdict).",
+            registry=registry,
+        )
+        self.requests_refused = _with_series(Counter(
+            "fraud_case_requests_refused_total",
+            "Analyst requests refused, by reason (unknown_case, conflict, invalid).",
+            ["reason"],
+            registry=registry,
+        ), reason=("unknown_case", "conflict", "invalid"))
+        self.alerts_rejected = Counter(
+            "fraud_case_alerts_rejected_total",
+            "Records of the alerts topic that are no valid Alert (logged and skipped).",
+            registry=registry,
+        )

@@ -270,6 +270,12 @@ class TerminalIntake:
     partitions: dict[str, int] = field(default_factory=dict)
     labels: int = 0
     duplicates: int = 0
+    #: (source, verdict) -> valid labels of the batch (verdict: fraud or genuine)
+    label_sources: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: labels repeating the verdict held for their transaction (they change nothing)
+    label_duplicates: int = 0
+    #: labels contradicting the verdict held for their transaction
+    label_contradictions: int = 0
 
 
 @dataclass
@@ -328,6 +334,8 @@ def _copy_terminal(state: TerminalState | None) -> TerminalState:
         list(state.fraud_times_ms),
         list(state.fraud_label_times_ms),
         list(state.fraud_ids),
+        list(state.genuine_times_ms),
+        list(state.genuine_ids),
     )
 
 
@@ -516,9 +524,12 @@ def receive_terminal_records(
     copies: dict[str, TerminalState] = {}
     for p, i, obj in decoded:
         is_label = isinstance(obj, Label)
-        if is_label and not obj.is_fraud:
-            continue  # a genuine verdict changes no state (genuine is the default)
         terminal_id = obj.terminal_id if is_label else obj.transaction.terminal_id
+        if is_label:
+            held = copies.get(terminal_id) or get_state(terminal_id)
+            _count_label(out, obj, held.check_label(obj) if held is not None else "new")
+            if not obj.is_fraud and obj.source != "investigation":
+                continue  # a genuine label of the feed changes no state (the default)
         state = copies.get(terminal_id)
         if state is None:
             state = copies[terminal_id] = _copy_terminal(get_state(terminal_id))
@@ -534,6 +545,15 @@ def receive_terminal_records(
         out.states[terminal_id] = state
         out.partitions[terminal_id] = p
     return out
+
+
+def _count_label(out: TerminalIntake, label: Label, check: str) -> None:
+    key = (label.source, "fraud" if label.is_fraud else "genuine")
+    out.label_sources[key] = out.label_sources.get(key, 0) + 1
+    if check == "duplicate":
+        out.label_duplicates += 1
+    elif check == "contradiction":
+        out.label_contradictions += 1
 
 
 def score_enriched(
