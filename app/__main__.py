@@ -2,8 +2,9 @@
 
 Before handing the command line to Faust, ``worker`` checks what would otherwise fail
 only after joining the consumer group (and cost the other workers two rebalances): the
-settings, the web port, Redis and the model. A failure is one line on stderr and exit
-status 2 (settings, port) or 78 (Redis, model).
+settings, the web port, Redis, the model and the broker (a metadata request within
+BROKER_CONNECT_TIMEOUT_SECONDS). A failure is one line on
+stderr and exit status 2 (settings, port) or 78 (broker, Redis, model).
 """
 
 import socket
@@ -43,6 +44,7 @@ def _preflight(argv: list[str]) -> None:
 
     from . import runtime
     from .exceptions import FraudError
+    from .offsets import check_broker
 
     async def check() -> None:
         rt = runtime.get_runtime()
@@ -50,6 +52,7 @@ def _preflight(argv: list[str]) -> None:
             await rt.load_model()
         finally:
             await rt.store.close()
+        await check_broker(settings, settings.broker_connect_timeout_seconds)
 
     try:
         asyncio.run(check())

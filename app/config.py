@@ -141,6 +141,15 @@ class Settings(BaseSettings):
             "fast a restarted worker rejoins (about 1.2 x this on Tansu)."
         ),
     )
+    broker_connect_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description=(
+            "BROKER_CONNECT_TIMEOUT_SECONDS: how long `python -m app worker` waits for the "
+            "broker to answer a metadata request before it refuses to start (exit 78)."
+        ),
+    )
     broker_heartbeat_interval_seconds: float = Field(
         0.3, gt=0, description="BROKER_HEARTBEAT_INTERVAL_SECONDS."
     )
