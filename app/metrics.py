@@ -37,7 +37,7 @@ REDIS_OPERATIONS = (
 )
 #: Outcomes of a reserved but unmarked alert id looked up on the alert topic.
 RESERVATION_OUTCOMES = ("found", "resent")
-#: Where a look-up on the alert topic starts reading (label ``start``).
+#: Where a look-up on the alert topic starts reading (label ``source``).
 LOOKUP_STARTS = ("timestamp", "beginning")
 #: Tables whose state size is reported (label ``table``).
 STATE_TABLES = ("account_states", "terminal_states")
@@ -104,11 +104,11 @@ class Metrics:
             "Partitions of the alert topic read to resolve reserved alert ids, by where "
             "reading started: timestamp (offsets_for_times of the reservation time) or "
             "beginning (the broker gave no offset for that time).",
-            ["start"],
+            ["source"],
             registry=registry,
         )
         for start in LOOKUP_STARTS:
-            self.alert_topic_lookups.labels(start=start)
+            self.alert_topic_lookups.labels(source=start)
         self.alert_reservations_waited = Counter(
             "fraud_alert_reservations_waited_total",
             "Alert ids found reserved by a worker moments ago (possibly still sending) "

@@ -6,7 +6,7 @@ its send got through, at or after the first offset whose timestamp is at or afte
 reservation time (:func:`app.alerting.plan.lookup_start_ms`). That offset comes from
 ``offsets_for_times``; a broker that gives none for the time (an error, or an answer
 without a timestamp, as Tansu gives for a time past its last record) is read from the
-partition's beginning instead (counted by ``start`` in
+partition's beginning instead (counted by ``source`` in
 ``fraud_alert_topic_lookups_total``). Reading stops at the partition's *true* end
 (:func:`app.offsets.true_end_offsets`: Tansu reports too low an end offset), taken
 when the search starts: the record looked for, if acknowledged, is below it.

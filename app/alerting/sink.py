@@ -103,7 +103,7 @@ async def raise_alerts(
                 ]
             )
             for start, n in result.starts.items():
-                m.alert_topic_lookups.labels(start=start).inc(n)
+                m.alert_topic_lookups.labels(source=start).inc(n)
             found = [i for i in plan.look_up if i in result.found]
             await store.mark_alerted(found, ttl)
             m.alert_reservations_resolved.labels(outcome="found").inc(len(found))
