@@ -14,18 +14,16 @@ import asyncio
 import os
 import shutil
 import signal
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
 import redis
 
 from . import fault_utils as fu
-from .conftest import free_port
 from .test_faults import (  # noqa: F401 - fixtures
     RATE,
     _check,
+    _OwnRedis,
     _produce_early_labels,
     _wait_total,
     baseline,
@@ -35,53 +33,6 @@ from .test_faults import (  # noqa: F401 - fixtures
 from .worker_utils import Worker, worker_env
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
-
-
-class _DurableRedis:
-    """A redis-server of the test's own that writes every command to its append-only
-    file before answering (``appendfsync always``), so it can be killed and started
-    again with what it acknowledged, and without what it had not executed yet."""
-
-    def __init__(self, work_dir: Path):
-        self.dir = work_dir / "redis"
-        self.dir.mkdir(exist_ok=True)
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen | None = None
-        self.start()
-
-    def start(self) -> None:
-        log = open(self.dir / "redis.log", "ab")
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "yes", "--appendfsync", "always", "--daemonize", "no",
-             "--dir", str(self.dir)],
-            stdout=log, stderr=subprocess.STDOUT,
-        )
-        log.close()
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                redis.Redis.from_url(self.url, socket_timeout=1).ping()
-                return
-            except redis.RedisError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    self.stop()
-                    raise
-                time.sleep(0.05)
-
-    def kill(self) -> None:
-        """SIGKILL (also when stopped): commands it received but had not executed are
-        gone with it."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.terminate()
-            self.proc.wait(10)
 
 
 def _wait_until(condition, timeout: float, what: str) -> None:
@@ -126,7 +77,7 @@ def test_worker_killed_between_the_alerts_acknowledgement_and_the_mark(
     if not shutil.which("redis-server"):
         pytest.skip("redis-server is not on PATH")
     broker = fresh_broker()
-    own = _DurableRedis(tmp_path)
+    own = _OwnRedis(tmp_path, durable=True)
     n = len(slice_df)
     try:
         env = worker_env(broker.url, own.url, tmp_path, REDIS_RETRY_MAX_SECONDS="300")
