@@ -60,7 +60,7 @@ def test_worker_killed_between_the_alerts_acknowledgement_and_the_mark(
     """The window, made deterministic without hooks in the worker:
 
     1. every transaction is held in the scoring stage (an early label per labels
-       partition and ``LABEL_IDLE_SECONDS=20``), scored published off so that the
+       partition and ``LABEL_IDLE_SECONDS=40``), scored published off so that the
        alerts are the first records the scoring batch sends;
     2. the broker is frozen (SIGSTOP); the held transactions are released, scored in
        one batch, their alert ids checked (and, on this branch, reserved) in Redis,
@@ -81,7 +81,7 @@ def test_worker_killed_between_the_alerts_acknowledgement_and_the_mark(
     n = len(slice_df)
     try:
         env = worker_env(broker.url, own.url, tmp_path, REDIS_RETRY_MAX_SECONDS="300")
-        holding = {**env, "LABEL_IDLE_SECONDS": "20", "LABEL_WAIT_MAX_SECONDS": "300",
+        holding = {**env, "LABEL_IDLE_SECONDS": "40", "LABEL_WAIT_MAX_SECONDS": "300",
                    "PUBLISH_SCORED": "false", "BATCH_MAX_EVENTS": str(2 * n)}
         first = Worker(holding, tmp_path / "worker-1.log").start()
         try:
@@ -90,10 +90,11 @@ def test_worker_killed_between_the_alerts_acknowledgement_and_the_mark(
             first.wait_metric("fraud_labels_consumed_total", 4)
             fu.replay(slice_df, broker.url, env)
             first.wait_metric("fraud_alignment_pending", n, timeout=60)
-            assert first.metric("fraud_transactions_scored_total") == 0
+            time.sleep(4)  # the first stage's last watermarks reach the scoring stage
+            assert first.metric("fraud_transactions_scored_total") == 0, "released too early"
             os.kill(broker.pid, signal.SIGSTOP)
             try:
-                _wait_until(lambda: first.metric("fraud_alignment_pending") == 0, 90,
+                _wait_until(lambda: first.metric("fraud_alignment_pending") == 0, 120,
                             "held transactions not released")
                 time.sleep(2)  # the batch's Redis calls before the send are done
                 own.proc.send_signal(signal.SIGSTOP)
