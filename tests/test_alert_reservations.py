@@ -106,14 +106,15 @@ def test_lookup_finds_alerts_on_their_partition(broker, make_topic):
 def test_alert_step_resolves_each_state(broker, make_topic, redis_url):
     """found on the topic -> marked, not sent; reserved long ago but not on the topic ->
     sent; alerted -> suppressed; free -> sent; reserved a moment ago by a live worker
-    that marks it meanwhile -> waited on, then suppressed."""
+    that marks it meanwhile -> waited on, then suppressed; an unreadable reservation ->
+    looked up from the beginning, not found, taken over and sent."""
     from app.alerting.sink import raise_alerts
 
     topic = make_topic("alerts", 4)
     settings = Settings(
         kafka_broker_url=broker.url, alerts_topic=topic, alert_reservation_in_flight_seconds=2.0
     )
-    found, resent, alerted, free, live = (make_alert(i) for i in range(5))
+    found, resent, alerted, free, live, garbled = (make_alert(i) for i in range(6))
     now = int(time.time() * 1000)
     old = Reservation(now - 3_600_000, "dead-worker").encode()
 
@@ -127,6 +128,7 @@ def test_alert_step_resolves_each_state(broker, make_topic, redis_url):
             await store.reserve_alerts([found.alert_id, resent.alert_id], old, TTL)
             await store.mark_alerted([alerted.alert_id], TTL)
             await store.reserve_alerts([live.alert_id], Reservation(now, "live-worker").encode(), TTL)
+            await store.reserve_alerts([garbled.alert_id], b"not a reservation", TTL)
 
             async def live_worker_commits():
                 await asyncio.sleep(0.5)
@@ -136,9 +138,9 @@ def test_alert_step_resolves_each_state(broker, make_topic, redis_url):
                 return await producer.send(topic, a.model_dump_json().encode(),
                                            key=a.transaction.account_id.encode())
 
-            batch = [found, resent, alerted, free, live]
+            batch = [found, resent, alerted, free, live, garbled]
             committer = asyncio.create_task(live_worker_commits())
-            sent = await raise_alerts(rt, batch, [now] * 5, 0, send)
+            sent = await raise_alerts(rt, batch, [now] * len(batch), 0, send)
             await committer
             states = await store.alert_states([a.alert_id for a in batch])
             on_topic = await rt.alert_lookup().find(
@@ -151,12 +153,12 @@ def test_alert_step_resolves_each_state(broker, make_topic, redis_url):
         return rt.metrics, sent, states, on_topic
 
     m, sent, states, on_topic = asyncio.run(run())
-    assert sorted(a.alert_id for a in sent) == sorted([free.alert_id, resent.alert_id])
-    assert states == [(True, None)] * 5  # every one committed, no reservation left
-    assert on_topic.found == {found.alert_id, resent.alert_id, free.alert_id}
+    assert sorted(a.alert_id for a in sent) == sorted([free.alert_id, resent.alert_id, garbled.alert_id])
+    assert states == [(True, None)] * 6  # every one committed, no reservation left
+    assert on_topic.found == {found.alert_id, resent.alert_id, free.alert_id, garbled.alert_id}
     sample = lambda name, **labels: m.registry.get_sample_value(name, labels or None)  # noqa: E731
     assert sample("fraud_alert_reservations_resolved_total", outcome="found") == 1
-    assert sample("fraud_alert_reservations_resolved_total", outcome="resent") == 1
+    assert sample("fraud_alert_reservations_resolved_total", outcome="resent") == 2
     assert sample("fraud_alert_reservations_waited_total") == 1
     assert sample("fraud_alerts_suppressed_total") == 3  # found, alerted, live
-    assert sample("fraud_alerts_total", model_version="test-model-1") == 2
+    assert sample("fraud_alerts_total", model_version="test-model-1") == 3

@@ -81,10 +81,10 @@ async def raise_alerts(
     ours: list[str] = []
     suppressed = duplicates_in_batch
     for _ in range(_MAX_ROUNDS):
-        raw = await store.alert_states(pending)
+        raw = dict(zip(pending, await store.alert_states(pending)))
         states = {
             i: AlertIdState(alerted, Reservation.decode(res) if res is not None else None)
-            for i, (alerted, res) in zip(pending, raw)
+            for i, (alerted, res) in raw.items()
         }
         plan = plan_alerts(states, _now_ms(), in_flight_ms)
         suppressed += len(plan.suppress)
@@ -111,7 +111,7 @@ async def raise_alerts(
             missing = [i for i in plan.look_up if i not in result.found]
             value = Reservation(_now_ms(), WORKER_TOKEN).encode()
             taken = await store.take_over_reservations(
-                [(i, states[i].reservation.encode()) for i in missing], value, ttl
+                [(i, raw[i][1]) for i in missing], value, ttl  # the value as read
             )
             resent = [i for i, ok in zip(missing, taken) if ok]
             m.alert_reservations_resolved.labels(outcome="resent").inc(len(resent))
