@@ -113,6 +113,9 @@ def test_worker_killed_between_the_alerts_acknowledgement_and_the_mark(
         second = Worker(env, tmp_path / "worker-2.log").start()
         try:
             second.wait_ready()
+            # the scored topic is new (the first worker published none): collect reads
+            # a topic that does not exist yet as empty
+            second.wait_metric("fraud_transactions_scored_total", n)
             run = fu.collect(broker.bootstrap, env, replayed_ids)
             second.assert_alive()
             found = second.metric("fraud_alert_reservations_resolved_total", outcome="found")
