@@ -113,6 +113,11 @@ class Label(_Wire):
     is_fraud: bool = Field(description="True: fraud; False: genuine.")
     transaction_time_ms: EventTimeMs = Field(description="Event time of the transaction.")
     label_time_ms: EventTimeMs = Field(description="When the verdict became known.")
+    source: Literal["chargeback", "investigation"] = Field(
+        "chargeback",
+        description="Where the verdict comes from: the delayed chargeback feed, or an "
+        "investigator's review of the card's case.",
+    )
 
 
 class Reason(_Wire):

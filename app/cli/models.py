@@ -59,7 +59,10 @@ from ..scoring.train import (
     VALIDATION_FOLDS,
     train,
 )
-from .base import broker_option, cli, console, err_console, fail, stage_progress
+from .base import (
+    broker_option, cli, console, err_console, fail, investigation_policy, investigators_option,
+    policy_model_option, stage_progress, verdict_delay_option,
+)
 from .replay import with_broker
 
 __all__ = [
@@ -302,6 +305,9 @@ def train_command(
     threads: int = typer.Option(
         0, "--threads", min=0, help="Threads of the fit; 0: all cores."
     ),
+    investigators: int = investigators_option(),
+    verdict_delay_hours: float = verdict_delay_option(),
+    policy_model: Optional[str] = policy_model_option(),
 ) -> None:
     """Train a model on a handbook-style split, evaluate it and save it as a new version.
 
@@ -322,6 +328,8 @@ def train_command(
                 models_dir=models_dir, model=model, compare=compare,
                 validation_folds=validation_folds, known_compromised=known_compromised,
                 random_state=seed, n_threads=threads or None, progress=progress,
+                investigators=investigation_policy(investigators, verdict_delay_hours),
+                policy_model=policy_model,
             )
         _print_card(card, models_dir)
     except FraudError as exc:
