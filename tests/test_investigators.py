@@ -276,3 +276,45 @@ def test_investigation_arrivals_need_a_score_when_investigators_work():
     df = _frame(np.array([T0, T0 + H]), np.array([1, 2]), np.array([0, 1]))
     with pytest.raises(ValueError, match="score"):
         investigation_arrivals(df, InvestigationPolicy(k=1))
+
+
+@pytest.mark.broker
+def test_fraudctl_replay_with_investigators_emits_the_arrivals_on_the_labels_topic(
+    sim, broker, new_topic_name
+):
+    """The command a user runs: its labels are those evaluate and training compute."""
+    import asyncio
+    import os
+    import subprocess
+
+    from .test_replay import FRAUDCTL, _read_topic
+
+    path, models, _ = sim
+    topics = {"TRANSACTIONS_TOPIC": new_topic_name("inv-tx"),
+              "LABELS_TOPIC": new_topic_name("inv-labels"), "MODELS_DIR": str(models)}
+    args = [str(path), "--start", "2018-07-01", "--days", "6", "--investigators", "5",
+            "--verdict-delay-hours", "3", "--broker", broker.bootstrap]
+    result = subprocess.run(
+        [*FRAUDCTL, "replay", *args],
+        env={**os.environ, "COLUMNS": "200", **topics}, capture_output=True, text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "labels by investigation" in result.stderr
+    df = read_handbook(path, "2018-07-01", "2018-07-06")
+    policy = InvestigationPolicy(k=5, verdict_delay_ms=3 * H)
+    when, inv = investigation_arrivals_of(df, policy, policy_scorer(models))
+    records, _ = asyncio.run(_read_topic(broker.bootstrap, topics["LABELS_TOPIC"], len(df)))
+    labels = [Label.model_validate_json(r.value) for r in records]
+    assert len(labels) == len(df)
+    by_id = {lb.transaction_id: lb for lb in labels}
+    for i, tid in enumerate(df["TRANSACTION_ID"].astype(str)):
+        assert (by_id[tid].label_time_ms, by_id[tid].source) == (
+            when[i], "investigation" if inv[i] else "chargeback")
+    assert inv.any()
+    # the 7-day-only mode of the same command refuses a mixed delay
+    mixed = subprocess.run(
+        [*FRAUDCTL, "replay", *args, "--labels-delay-days", "3"],
+        env={**os.environ, **topics}, capture_output=True, text=True, timeout=120,
+    )
+    assert mixed.returncode == 2 and "--labels-delay-days 7" in mixed.stderr
