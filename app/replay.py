@@ -245,6 +245,7 @@ def plan_records(
     labels: bool = True,
     tail_labels: bool = True,
     currency: str = DEFAULT_CURRENCY,
+    arrivals: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Iterator[PlannedRecord]:
     """The records of a replay, in event-time order.
 
@@ -267,6 +268,11 @@ def plan_records(
     tail_labels : bool, default=True
         Whether to emit labels timed after the last transaction.
     currency : str, default="EUR"
+    arrivals : (ndarray of int64, ndarray of bool), optional
+        Each row's label time (UTC epoch ms) and whether an investigator gave it
+        (``source="investigation"``), from
+        :func:`app.features.offline.investigation_arrivals`; replaces
+        ``labels_delay_ms``. Labels are merged in label-time order.
 
     Yields
     ------
@@ -291,14 +297,27 @@ def plan_records(
         raise ValueError("df must be sorted by TX_DATETIME (read_handbook sorts it)")
     amounts = np.rint(df["TX_AMOUNT"].to_numpy(dtype=float) * 100).astype(np.int64)
     _check_frame(df, amounts, times_ms)
-    label_ms = times_ms + int(labels_delay_ms)
+    if arrivals is None:
+        label_ms = times_ms + int(labels_delay_ms)
+        order = np.arange(n)
+        sources = ["chargeback"] * n
+    else:
+        given, investigated = (np.asarray(a).reshape(-1) for a in arrivals)
+        if len(given) != n or len(investigated) != n:
+            raise ValueError(f"arrivals: expected {n} label times and sources")
+        if (given < times_ms).any():
+            raise ValueError("arrivals: a label time is before its transaction's time")
+        order = np.argsort(given, kind="stable")
+        label_ms = given.astype(np.int64)[order]
+        sources = np.where(investigated, "investigation", "chargeback").tolist()
     if labels and label_ms[-1] >= MAX_EVENT_TIME_MS:
         raise DataError(f"labels_delay_ms={labels_delay_ms} puts label times past 2100")
     tids = [str(v) for v in df["TRANSACTION_ID"].to_numpy()]
     cids = [str(v) for v in df["CUSTOMER_ID"].to_numpy()]
     mids = [str(v) for v in df["TERMINAL_ID"].to_numpy()]
     frauds = df["TX_FRAUD"].to_numpy().astype(bool)
-    times, label_times, amounts_list = times_ms.tolist(), label_ms.tolist(), amounts.tolist()
+    times, amounts_list = times_ms.tolist(), amounts.tolist()
+    rows = order.tolist()
 
     def transaction(i: int) -> PlannedRecord:
         value = (tids[i], cids[i], mids[i], amounts_list[i], currency, times[i])
@@ -306,11 +325,14 @@ def plan_records(
             False, cids[i].encode(), orjson.dumps(dict(zip(_TX_FIELDS, value))), times[i]
         )
 
+    label_list = label_ms.tolist()
+
     def label(j: int) -> PlannedRecord:
-        value = (tids[j], cids[j], mids[j], bool(frauds[j]), times[j], label_times[j], "chargeback")
+        # the j-th label in label-time order, of row ``rows[j]``
+        r, when = rows[j], label_list[j]
+        value = (tids[r], cids[r], mids[r], bool(frauds[r]), times[r], when, sources[r])
         return PlannedRecord(
-            True, mids[j].encode(), orjson.dumps(dict(zip(_LABEL_FIELDS, value))),
-            label_times[j],
+            True, mids[r].encode(), orjson.dumps(dict(zip(_LABEL_FIELDS, value))), when
         )
 
     first = transaction(0)
@@ -424,6 +446,7 @@ async def replay_frame(
     create_topics: bool = True,
     on_progress: Callable[[int, int], None] | None = None,
     progress_every: int = 2_000,
+    arrivals: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> ReplayStats:
     """Produce a handbook frame's transactions and labels to Kafka (see :func:`plan_records`).
 
@@ -446,6 +469,9 @@ async def replay_frame(
     on_progress : callable(transactions_sent, labels_sent), optional
         Called every ``progress_every`` records and once at the end.
     progress_every : int, default=2000
+    arrivals : (ndarray of int64, ndarray of bool), optional
+        Label times and sources instead of ``labels_delay_ms`` (see
+        :func:`plan_records`).
 
     Returns
     -------
@@ -463,7 +489,8 @@ async def replay_frame(
     """
     if rate is not None and not rate > 0:
         raise ValueError(f"rate must be > 0 transactions per second, got {rate!r}")
-    plan = plan_records(df, labels_delay_ms, labels=labels, tail_labels=tail_labels)
+    plan = plan_records(df, labels_delay_ms, labels=labels, tail_labels=tail_labels,
+                        arrivals=arrivals)
     first = next(plan, None)  # validates every row before touching the broker
     if first is None:
         return ReplayStats(0, 0, 0.0)

@@ -2,7 +2,7 @@
 
 Reproduce with::
 
-    python bench/ceiling.py [PATH] [--model VERSION] [--seeds 20]
+    python bench/ceiling.py [PATH] [--model VERSION] [--seeds 20] [--investigators 100]
 
 PATH defaults to the shared handbook file. For each known-compromised rule (see
 ``app.scoring.evaluate.KnownCompromised``) on the split train 2018-07-04..10, gap 7,
@@ -24,7 +24,16 @@ test 2018-07-18..24 it prints:
 * ``model``: the model (default: the active one in models/).
 
 The figures use the same code as ``fraudctl evaluate`` (features from the stream's code,
-labels arriving 7 days after each transaction).
+labels arriving 7 days after each transaction, the rows read from the test start minus
+37 days).
+
+With ``--investigators K`` (``--verdict-delay-hours``, ``--policy-model``) the labels
+arrive as ``fraudctl evaluate --investigators K`` simulates them
+(:mod:`app.features.labels`): a scenario-2 fraud is visible once a fraud of its
+terminal is labelled before it, in the delayed windows or in the known-fraud counts
+(``terminal_known_frauds_30d``). The verdicts reveal no other structure the simulator
+has: its compromised terminals and cards are drawn independently, so cards sharing a
+terminal with a confirmed fraud are not more likely to be defrauded elsewhere.
 """
 
 from __future__ import annotations
@@ -41,14 +50,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from app.features import DEFAULT_DELAY_DAYS, FEATURE_NAMES, TERMINAL_WINDOWS_DAYS  # noqa: E402
+from app.features.labels import InvestigationPolicy  # noqa: E402
+from app.features.terminal import KNOWN_FRAUD_WINDOWS_DAYS  # noqa: E402
 from app.scoring import Scorer  # noqa: E402
+from app.scoring.investigators import policy_scorer  # noqa: E402
 from app.scoring.evaluate import (  # noqa: E402
     KnownCompromised,
     detectable_frauds,
     evaluate_scores,
     handbook_split,
 )
-from app.scoring.train import read_features, split_windows  # noqa: E402
+from app.scoring.train import HISTORY_DAYS, read_features, split_windows  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "handbook-transactions-2018-04-01_2018-07-31.csv.gz"
 TRAIN_START, TRAIN_END, GAP_DAYS, TEST_DAYS = date(2018, 7, 4), date(2018, 7, 10), 7, 7
@@ -68,14 +80,31 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="model version (default: active)")
     parser.add_argument("--models-dir", default=str(ROOT / "models"))
     parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--investigators", type=int, default=0, metavar="K",
+                        help="simulated investigators checking K cards a day (0: off)")
+    parser.add_argument("--verdict-delay-hours", type=float, default=2.0)
+    parser.add_argument("--policy-model", default=None,
+                        help="the investigators' queue (default: the registry's default)")
     args = parser.parse_args()
 
     t0 = time.perf_counter()
     start, end, test_start, test_end = split_windows(TRAIN_START, TRAIN_END, GAP_DAYS,
                                                      TEST_DAYS)
-    frame, _ = read_features(args.path, min(start, test_start), test_end)
+    policy = InvestigationPolicy(k=args.investigators,
+                                 verdict_delay_ms=round(args.verdict_delay_hours * 3_600_000))
+    queue = policy_scorer(args.models_dir, args.policy_model) if policy.active else None
+    frame, _ = read_features(args.path, start, test_end,
+                             history_days=max(0, HISTORY_DAYS - (test_start - start).days),
+                             investigators=policy, policy_model=queue)
     scorer = Scorer.from_registry(args.models_dir, args.model)
-    risk = f"terminal_risk_{max(TERMINAL_WINDOWS_DAYS)}d_delay_{DEFAULT_DELAY_DAYS}d"
+    risk = [f"terminal_risk_{max(TERMINAL_WINDOWS_DAYS)}d_delay_{DEFAULT_DELAY_DAYS}d"]
+    if policy.active:
+        risk.append(f"terminal_known_frauds_{max(KNOWN_FRAUD_WINDOWS_DAYS)}d")
+        inv = frame["LABEL_INVESTIGATED"].to_numpy()
+        print(f"investigators: {policy.k} cards a day, verdicts {args.verdict_delay_hours:g} h "
+              f"after the alert, queue of model {queue.version}: {int(inv.sum()):,} labels "
+              f"by investigation ({int((inv & (frame['TX_FRAUD'].to_numpy() == 1)).sum()):,} "
+              "fraud)")
     print(f"split: train {start}..{end}, gap {GAP_DAYS} d, test {test_start}..{test_end}; "
           f"model {scorer.version}; features + data {time.perf_counter() - t0:.0f} s")
     for rule in KnownCompromised:

@@ -32,11 +32,22 @@ class Offline:
     row_of: dict[str, int]
 
 
-def offline(df: pd.DataFrame, labels_delay_days: int = 7) -> Offline:
-    """Features (``features_frame``) and the default model's scores of ``df``."""
+def offline(df: pd.DataFrame, labels_delay_days: int = 7, arrivals=None) -> Offline:
+    """Features (``features_frame``, labels ``labels_delay_days`` late or at the times
+    ``arrivals`` gives) and the default model's scores of ``df``."""
+    frame = (
+        features_frame(df, labels_delay_days=labels_delay_days)
+        if arrivals is None
+        else features_frame(df, arrivals=arrivals)
+    )
+    return of_features(df, frame[list(FEATURE_NAMES)].to_numpy())
+
+
+def of_features(df: pd.DataFrame, X: np.ndarray) -> Offline:
+    """:class:`Offline` of ``df`` with the feature matrix ``X`` (rows in ``df``'s order)
+    and the default model's scores of it."""
     settings = Settings()
     scorer = Scorer(load_model(default_version(settings.models_dir), settings.models_dir))
-    X = features_frame(df, labels_delay_days=labels_delay_days)[list(FEATURE_NAMES)].to_numpy()
     return Offline(X, scorer.score_many(X), {str(t): i for i, t in enumerate(df["TRANSACTION_ID"])})
 
 

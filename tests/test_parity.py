@@ -4,7 +4,9 @@ At least 14 days of the shared handbook file (simulated data without ``../shared
 replayed with their labels (7 days later, in event-time order) through the real broker
 and a real worker with ``scored-transactions`` on. Every transaction's features and
 score on that topic must equal the offline computation (``features_frame`` + the same
-model) to 1e-9, for 100 % of transactions, with the same count on both sides.
+model) to 1e-9, for 100 % of transactions, with the same count on both sides. The
+same holds with simulated investigators (``fraudctl replay --investigators 100``):
+labels of investigated cards arrive 2 hours after the alert, the others 7 days late.
 
 CI replays the 14 days for one card in ``PARITY_CARD_SAMPLE`` (default 4): every card's
 and terminal's history within the sample is complete, so the check is as strict, on a
@@ -22,14 +24,19 @@ from __future__ import annotations
 import asyncio
 import os
 
+import numpy as np
 import pytest
 
 from app.config import Settings
+from app.events import ScoredTransaction
 from app.features import FEATURE_NAMES
+from app.features.labels import InvestigationPolicy
+from app.features.offline import features_frame
 from app.replay import DAY_MS, replay_frame
+from app.scoring.investigators import investigation_arrivals_of, policy_scorer
 
 from .datasets import handbook_days
-from .parity_utils import compare, offline
+from .parity_utils import compare, of_features
 from .worker_utils import Worker, read_topic, worker_env
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -37,20 +44,43 @@ pytestmark = [pytest.mark.broker, pytest.mark.slow]
 DAYS = 14
 SAMPLE = int(os.environ.get("PARITY_CARD_SAMPLE", "4"))
 PARTITIONS = int(os.environ.get("PARITY_PARTITIONS", "4"))
+#: The investigators' slice: 10 days of one card in 8 (their verdicts within hours).
+INVESTIGATOR_DAYS, INVESTIGATOR_SAMPLE = 10, 8
 
 
 def test_stream_features_and_scores_equal_offline(broker, redis_url, tmp_path):
     df = handbook_days("2018-04-01", DAYS)
     df = df[df["CUSTOMER_ID"] % SAMPLE == 0].reset_index(drop=True)
-    n = len(df)
     assert df["TX_DATETIME"].dt.floor("D").nunique() == DAYS
-
-    expected = offline(df)
-    X = expected.X
-    by_id = expected.row_of
+    offline = features_frame(df, labels_delay_days=7)
+    X = offline[list(FEATURE_NAMES)].to_numpy()
     risk = FEATURE_NAMES.index("terminal_risk_30d_delay_7d")
     assert (X[:, risk] > 0).sum() > 0, "the slice must exercise the label-driven features"
+    _replay_and_compare(df, X, None, broker, redis_url, tmp_path)
 
+
+def test_stream_with_investigators_equals_offline(broker, redis_url, tmp_path):
+    """``fraudctl replay --investigators 100``'s labels (verdicts 2 hours after the
+    alert, the rest 7 days late) give the stream the features training computes."""
+    df = handbook_days("2018-04-01", INVESTIGATOR_DAYS)
+    df = df[df["CUSTOMER_ID"] % INVESTIGATOR_SAMPLE == 0].reset_index(drop=True)
+    settings = Settings()
+    arrivals = investigation_arrivals_of(df, InvestigationPolicy(k=100),
+                                         policy_scorer(settings.models_dir))
+    assert arrivals[1].any()
+    offline = features_frame(df, arrivals=arrivals)
+    X = offline[list(FEATURE_NAMES)].to_numpy()
+    known = FEATURE_NAMES.index("terminal_known_frauds_30d")
+    sooner = features_frame(df, labels_delay_days=7)["terminal_known_frauds_30d"].to_numpy()
+    assert (X[:, known] > sooner).sum() > 0, "verdicts must reach the terminal features sooner"
+    _replay_and_compare(df, X, arrivals, broker, redis_url, tmp_path)
+
+
+def _replay_and_compare(df, X, arrivals, broker, redis_url, tmp_path) -> None:
+    """Replay ``df`` (with ``arrivals``' labels, else 7 days late) through a real worker
+    and check every scored transaction against ``X`` and the model's scores of it."""
+    n = len(df)
+    expected = of_features(df, X)
     env = worker_env(
         broker.url, redis_url, tmp_path, PUBLISH_SCORED="true", TOPIC_PARTITIONS=str(PARTITIONS)
     )
@@ -63,7 +93,8 @@ def test_stream_features_and_scores_equal_offline(broker, redis_url, tmp_path):
             transactions_topic=env["TRANSACTIONS_TOPIC"],
             labels_topic=env["LABELS_TOPIC"],
         )
-        stats = asyncio.run(replay_frame(df, run, labels_delay_ms=7 * DAY_MS))
+        stats = asyncio.run(replay_frame(df, run, labels_delay_ms=7 * DAY_MS,
+                                         arrivals=arrivals))
         assert stats.transactions == n and stats.labels > 0
         worker.wait_metric("fraud_transactions_scored_total", n, timeout=900)
         records = read_topic(broker.bootstrap, env["SCORED_TOPIC"], idle_seconds=3)
@@ -73,11 +104,10 @@ def test_stream_features_and_scores_equal_offline(broker, redis_url, tmp_path):
 
     result = compare(records, expected)
     ids = [s.transaction.transaction_id for s in result.scored]
-    assert len(ids) == n and set(ids) == set(by_id), "each transaction scored exactly once"
-    mismatched, worst_feature, worst_score = result.mismatched, result.worst_feature, result.worst_score
+    assert len(ids) == n and set(ids) == set(expected.row_of), "each transaction scored exactly once"
     print(
-        f"parity: {n} transactions, {stats.labels} labels, {len(mismatched)} mismatched, "
-        f"max |feature diff| {worst_feature:.3g}, max |score diff| {worst_score:.3g}, "
+        f"parity: {n} transactions, {stats.labels} labels, {len(result.mismatched)} mismatched, "
+        f"max |feature diff| {result.worst_feature:.3g}, max |score diff| {result.worst_score:.3g}, "
         f"alignment timeouts {timeouts:.0f}"
     )
-    assert not mismatched, f"{len(mismatched)} of {n} differ, e.g. {mismatched[:5]}"
+    assert not result.mismatched, f"{len(result.mismatched)} of {n} differ, e.g. {result.mismatched[:5]}"

@@ -20,6 +20,7 @@ from rich.markup import escape
 from typer._click.exceptions import NoArgsIsHelpError
 
 from ..exceptions import FraudError
+from ..features.labels import DEFAULT_VERDICT_DELAY_MS, InvestigationPolicy
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -33,6 +34,10 @@ __all__ = [
     "broker_option",
     "settings_epilog",
     "KAFKA_CLIENT_SETTINGS",
+    "investigators_option",
+    "verdict_delay_option",
+    "policy_model_option",
+    "investigation_policy",
 ]
 
 cli = typer.Typer(
@@ -111,6 +116,40 @@ def _print_error(message: str) -> None:
     """``error: <message>`` as one line on stderr (line breaks in ``message`` become spaces)."""
     one_line = " ".join(message.split())
     err_console.print(f"[bold red]error:[/] {escape(one_line)}", highlight=False, soft_wrap=True)
+def investigators_option():
+    """``--investigators K``: simulated investigators checking K cards a day."""
+    return typer.Option(
+        0, "--investigators", min=0, max=100_000, metavar="K",
+        help="Simulate a team that investigates up to K cards a day (the handbook's k is "
+        "100): a card is investigated at its first transaction reaching the previous "
+        "day's K-th highest card score of the policy model, and the verdict labels its "
+        "transactions --verdict-delay-hours later; every other label arrives 7 days "
+        "late (docs/investigators.md). 0: chargebacks only.",
+    )
+
+
+def verdict_delay_option():
+    """``--verdict-delay-hours H``."""
+    return typer.Option(
+        DEFAULT_VERDICT_DELAY_MS / 3_600_000, "--verdict-delay-hours", min=0.0, max=168.0,
+        metavar="H", help="Hours from the alerting transaction to the verdict (with "
+        "--investigators).",
+    )
+
+
+def policy_model_option():
+    """``--policy-model VERSION``."""
+    return typer.Option(
+        None, "--policy-model", metavar="VERSION",
+        help="Model whose scores order the investigators' queue, computed with "
+        "chargeback labels only; default: the registry's default (models/ACTIVE).",
+        show_default=False,
+    )
+
+
+def investigation_policy(k: int, verdict_delay_hours: float) -> InvestigationPolicy:
+    """The policy of ``--investigators`` and ``--verdict-delay-hours``."""
+    return InvestigationPolicy(k=k, verdict_delay_ms=int(round(verdict_delay_hours * 3_600_000)))
 
 
 def fail(message: str, code: int = 2) -> None:

@@ -31,6 +31,7 @@ from rich.table import Table
 
 from ..config import Settings, get_settings
 from ..exceptions import BrokerUnavailableError, ConfigError, DataError, FraudError
+from ..features.labels import InvestigationPolicy
 from ..scoring.protocol import (
     DEFAULT_KNOWN_COMPROMISED,
     DEFAULT_TRAIN_END,
@@ -38,9 +39,22 @@ from ..scoring.protocol import (
     TOP_K,
     KnownCompromised,
 )
-from .base import KAFKA_CLIENT_SETTINGS, cli, console, err_console, fail, settings_epilog
+from .base import (
+    KAFKA_CLIENT_SETTINGS,
+    cli,
+    console,
+    err_console,
+    fail,
+    investigation_policy,
+    investigators_option,
+    policy_model_option,
+    settings_epilog,
+    verdict_delay_option,
+)
 
 if TYPE_CHECKING:  # imported where used: `fraudctl --help` loads none of them
+    import pandas as pd
+
     from ..scoring.model import Scorer
 
 __all__ = ["evaluate_command", "read_scored"]
@@ -167,8 +181,24 @@ async def read_scored(settings: Settings, topic: str) -> tuple[list[tuple[str, f
 # --- the three ways ------------------------------------------------------------------------
 
 
+def _investigation_summary(frame: pd.DataFrame, policy: InvestigationPolicy,
+                           scorer: Scorer | None) -> dict[str, Any]:
+    if not policy.active or scorer is None:
+        return {"investigators": 0}
+    inv = frame["LABEL_INVESTIGATED"].to_numpy()
+    return {
+        "investigators": policy.k,
+        "verdict_delay_hours": policy.verdict_delay_ms / 3_600_000,
+        "policy_model": scorer.version,
+        "simulation_start": frame["TX_DATETIME"].iloc[0].date().isoformat(),
+        "investigation_labels": int(inv.sum()),
+        "investigation_fraud_labels": int((inv & (frame["TX_FRAUD"].to_numpy() == 1)).sum()),
+    }
+
+
 def _offline(
-    path: Path, split: tuple[date, date, date, date], rule: KnownCompromised, scorer: Scorer
+    path: Path, split: tuple[date, date, date, date], rule: KnownCompromised, scorer: Scorer,
+    policy: InvestigationPolicy = InvestigationPolicy(), policy_model: Scorer | None = None,
 ) -> dict[str, Any]:
     import numpy as np
     from ..features import FEATURE_NAMES
@@ -177,13 +207,15 @@ def _offline(
 
     start, end, test_start, test_end = split
     history = max(0, HISTORY_DAYS - (test_start - start).days)
-    frame, _ = read_features(path, start, test_end, history_days=history)
+    frame, _ = read_features(path, start, test_end, history_days=history,
+                             investigators=policy, policy_model=policy_model)
     _, mask = handbook_split(frame, start, end, (test_start - end).days - 1,
                              (test_end - test_start).days + 1, rule)
     test = frame.loc[mask]
     scores = scorer.score_many(test[list(FEATURE_NAMES)].to_numpy(dtype=np.float64))
     result = evaluate_scores(test, scores, k=TOP_K)
-    result.update(source="offline", model_versions=[scorer.version])
+    result.update(source="offline", model_versions=[scorer.version],
+                  **_investigation_summary(frame, policy, policy_model))
     return result
 
 
@@ -224,6 +256,7 @@ def _from_topic(
 def _prequential(
     path: Path, split: tuple[date, date, date, date], rule: KnownCompromised,
     estimator: Any, n_folds: int, fit_days: int | None = None,
+    policy: InvestigationPolicy = InvestigationPolicy(), policy_model: Scorer | None = None,
 ) -> dict[str, Any]:
     from sklearn.base import clone
     from ..scoring.evaluate import METRICS, prequential_folds, summarize_folds
@@ -233,7 +266,8 @@ def _prequential(
     gap, test_days = (test_start - end).days - 1, (test_end - test_start).days + 1
     first = prequential_folds(start, end, test_days, n_folds)[-1]
     fit_start = first[1] - timedelta(days=fit_days - 1) if fit_days else first[0]
-    frame, _ = read_features(path, min(first[0], fit_start), test_end)
+    frame, _ = read_features(path, min(first[0], fit_start), test_end,
+                             investigators=policy, policy_model=policy_model)
 
     def make() -> Any:
         est = clone(estimator)
@@ -246,6 +280,7 @@ def _prequential(
     summary = summarize_folds(folds)
     return {
         "source": "prequential",
+        **_investigation_summary(frame, policy, policy_model),
         "fit_days": fit_days,
         "folds": [
             {k: (v.isoformat() if isinstance(v, date) else v) for k, v in f.items()
@@ -347,12 +382,19 @@ def evaluate_command(
         help="Refit the model's family on N folds, each moving the split back by the "
         "test length, and report mean +- std (0: off).",
     ),
+    investigators: int = investigators_option(),
+    verdict_delay_hours: float = verdict_delay_option(),
+    policy_model: Optional[str] = policy_model_option(),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ) -> None:
     """ROC AUC, average precision and daily card precision@100 of a model on a split.
 
     Default split (the handbook's): train 2018-07-04..10, gap 7 days, test 2018-07-18..24.
+    With --investigators K the features are computed with labels as `fraudctl replay
+    --investigators K` of the rows read emits them (from the test start minus 37 days).
+    Reads MODELS_DIR, MODEL_VERSION, KAFKA_BROKER_URL (--from-topic).
     """
+    from ..scoring.investigators import policy_scorer
     from ..scoring.model import Scorer
     from ..scoring.registry import load_model
     from ..scoring.train import split_windows
@@ -365,6 +407,11 @@ def evaluate_command(
             raise ConfigError("--from-topic and --prequential exclude each other")
         split = split_windows(train_start, train_end, gap_days, test_days)
         version = model or settings.model_version
+        policy = investigation_policy(investigators, verdict_delay_hours)
+        if policy.active and from_topic:
+            raise ConfigError("--investigators applies to offline scoring: with --from-topic "
+                              "the replay (fraudctl replay --investigators) decided the labels")
+        queue = policy_scorer(models_dir, policy_model) if policy.active else None
         if from_topic:
             result = _from_topic(path, split, known_compromised, with_broker(broker), from_topic)
         elif n_prequential:
@@ -372,11 +419,13 @@ def evaluate_command(
             fit = loaded.card.data.fit
             result = _prequential(path, split, known_compromised, loaded.estimator,
                                   n_prequential,
-                                  fit_days=(fit.end - fit.start).days + 1 if fit else None)
+                                  fit_days=(fit.end - fit.start).days + 1 if fit else None,
+                                  policy=policy, policy_model=queue)
             result["model_versions"] = [loaded.version]
         else:
             result = _offline(path, split, known_compromised,
-                              Scorer.from_registry(models_dir, version, n_threads=None))
+                              Scorer.from_registry(models_dir, version, n_threads=None),
+                              policy, queue)
     except FraudError as exc:
         fail(escape(str(exc)))
         return
@@ -395,6 +444,12 @@ def evaluate_command(
         f"gap {gap_days} d, test {test_start}..{test_end}, known-compromised rule "
         f"{known_compromised.value}, scores {result['source']}"
         + (f", {n_prequential} folds" if n_prequential else "")
+        + (f"; investigators: {result['investigators']} cards a day, verdicts "
+           f"{result['verdict_delay_hours']:g} h after the alert, queue of model "
+           f"{result['policy_model']} from {result['simulation_start']} "
+           f"({result['investigation_labels']:,} labels by investigation, "
+           f"{result['investigation_fraud_labels']:,} of them fraud)"
+           if result.get("investigators") else "")
     ))
     if result.get("missing"):
         err_console.print(

@@ -41,8 +41,12 @@ from .base import (
     console,
     err_console,
     fail,
+    investigation_policy,
+    investigators_option,
+    policy_model_option,
     settings_epilog,
     stage_progress,
+    verdict_delay_option,
 )
 
 if TYPE_CHECKING:  # imported where used: `fraudctl --help` loads none of them
@@ -306,6 +310,9 @@ def train_command(
     threads: int = typer.Option(
         0, "--threads", min=0, help="Threads of the fit; 0: all cores."
     ),
+    investigators: int = investigators_option(),
+    verdict_delay_hours: float = verdict_delay_option(),
+    policy_model: Optional[str] = policy_model_option(),
 ) -> None:
     """Train a model on a handbook-style split, evaluate it and save it as a new version.
 
@@ -328,6 +335,8 @@ def train_command(
                 models_dir=models_dir, model=model, compare=compare,
                 validation_folds=validation_folds, known_compromised=known_compromised,
                 random_state=seed, n_threads=threads or None, progress=progress,
+                investigators=investigation_policy(investigators, verdict_delay_hours),
+                policy_model=policy_model,
             )
         _print_card(card, models_dir)
     except FraudError as exc:

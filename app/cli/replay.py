@@ -11,7 +11,18 @@ import typer
 
 from ..config import Settings, check_broker_url, get_settings
 from ..exceptions import ConfigError, DataError
-from .base import KAFKA_CLIENT_SETTINGS, broker_option, cli, console, err_console, settings_epilog
+from .base import (
+    KAFKA_CLIENT_SETTINGS,
+    broker_option,
+    cli,
+    console,
+    err_console,
+    investigation_policy,
+    investigators_option,
+    policy_model_option,
+    settings_epilog,
+    verdict_delay_option,
+)
 
 if TYPE_CHECKING:  # imported where used: `fraudctl --help` loads none of them
     import pandas as pd
@@ -101,14 +112,20 @@ def replay(
         "--no-tail-labels skips them.",
     ),
     broker: Optional[str] = broker_option(),
+    investigators: int = investigators_option(),
+    verdict_delay_hours: float = verdict_delay_option(),
+    policy_model: Optional[str] = policy_model_option(),
 ) -> None:
     """Replay transactions to TRANSACTIONS_TOPIC in event-time order (key: account id,
     Kafka timestamp: event time), with their labels merged in after a delay.
 
-    Topics missing on the broker are created with TOPIC_PARTITIONS partitions.
+    Topics missing on the broker are created with TOPIC_PARTITIONS partitions. Reads
+    KAFKA_BROKER_URL, TRANSACTIONS_TOPIC, LABELS_TOPIC, TOPIC_PARTITIONS, and
+    MODELS_DIR with --investigators (the policy model).
     """
     from ..data.handbook import parse_date, read_handbook
     from ..replay import DAY_MS, select_days
+    from ..scoring.investigators import investigation_arrivals_of, policy_scorer
 
     if days is not None and end is not None:
         raise DataError("give --end or --days, not both")
@@ -124,6 +141,21 @@ def replay(
         until = last_day or (f"+{days} days" if days else "last day")
         raise DataError(f"{path}: no transactions in the range {first_day or 'first day'}..{until}")
     span = f"{df['TX_DATETIME'].iloc[0]:%Y-%m-%d}..{df['TX_DATETIME'].iloc[-1]:%Y-%m-%d}"
+    policy = investigation_policy(investigators, verdict_delay_hours)
+    arrivals = None
+    if policy.active and labels:
+        if abs(labels_delay_days - policy.chargeback_delay_ms / DAY_MS) > 1e-9:
+            raise DataError("--investigators needs --labels-delay-days 7 (the chargeback "
+                            "delay the features assume)")
+        queue = policy_scorer(settings.models_dir, policy_model)
+        with err_console.status(f"simulating investigators (queue: model {queue.version})"):
+            arrivals = investigation_arrivals_of(df, policy, queue)
+        err_console.print(
+            f"investigators: {policy.k} cards a day, verdicts {verdict_delay_hours:g} h after "
+            f"the alert: {int(arrivals[1].sum()):,} labels by investigation "
+            f"({int((arrivals[1] & (df['TX_FRAUD'].to_numpy() == 1)).sum()):,} fraud), "
+            "the rest 7 days late", highlight=False,
+        )
     stats = _run(
         df,
         settings,
@@ -132,6 +164,7 @@ def replay(
         int(round(labels_delay_days * DAY_MS)),
         tail_labels,
         f"replay {span}",
+        arrivals,
     )
     console.print(
         f"transactions produced: {stats.transactions:,} -> {settings.transactions_topic}\n"
@@ -152,6 +185,7 @@ def _run(
     labels_delay_ms: int,
     tail_labels: bool,
     title: str,
+    arrivals: tuple | None = None,
 ) -> ReplayStats:
     """Run :func:`replay_frame` under a progress bar on stderr."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -182,5 +216,6 @@ def _run(
                 labels=labels,
                 tail_labels=tail_labels,
                 on_progress=on_progress,
+                arrivals=arrivals,
             )
         )

@@ -182,23 +182,48 @@ def to_transactions(df: pd.DataFrame, currency: str = DEFAULT_CURRENCY) -> Itera
         )
 
 
-def to_labels(df: pd.DataFrame, delay_ms: int) -> Iterator[Label]:
-    """One :class:`Label` per row, known ``delay_ms`` after the transaction's event time."""
+def to_labels(
+    df: pd.DataFrame,
+    delay_ms: int,
+    label_times_ms: np.ndarray | None = None,
+    investigated: np.ndarray | None = None,
+) -> Iterator[Label]:
+    """One :class:`Label` per row, known ``delay_ms`` after the transaction's event time.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        A :func:`read_handbook` frame.
+    delay_ms : int
+        Delay of every label when ``label_times_ms`` is not given.
+    label_times_ms : ndarray of int of shape (len(df),), optional
+        Each row's label time instead (e.g. from
+        :func:`app.features.labels.label_arrivals`); the labels are then yielded in
+        label-time order (rows in their order at equal times).
+    investigated : ndarray of bool of shape (len(df),), optional
+        Rows whose label is an investigator's verdict (``source="investigation"``);
+        default: none (``source="chargeback"``).
+    """
     ms = _event_ms(df)
+    when = ms + delay_ms if label_times_ms is None else np.asarray(label_times_ms, np.int64)
+    order = (np.arange(len(df)) if label_times_ms is None
+             else np.argsort(when, kind="stable"))
     fraud = df["TX_FRAUD"].to_numpy()
     tids, cids, mids = (
         df["TRANSACTION_ID"].to_numpy(),
         df["CUSTOMER_ID"].to_numpy(),
         df["TERMINAL_ID"].to_numpy(),
     )
-    for i in range(len(df)):
+    for i in order.tolist():
         yield Label.model_construct(
             transaction_id=str(tids[i]),
             account_id=str(cids[i]),
             terminal_id=str(mids[i]),
             is_fraud=bool(fraud[i]),
             transaction_time_ms=int(ms[i]),
-            label_time_ms=int(ms[i]) + delay_ms,
+            label_time_ms=int(when[i]),
+            source="investigation" if investigated is not None and investigated[i]
+            else "chargeback",
         )
 
 

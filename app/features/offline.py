@@ -16,10 +16,11 @@ import pandas as pd
 from ..data.handbook import to_labels, to_transactions
 from ..events import Label, Transaction
 from .extract import extract_account, feature_names
+from .labels import InvestigationPolicy, label_arrivals
 from .state import DAY_MS, AccountState
 from .terminal import DEFAULT_DELAY_DAYS, TerminalState, extract_terminal, terminal_horizon_ms
 
-__all__ = ["build_features", "features_frame", "event_order"]
+__all__ = ["build_features", "features_frame", "event_order", "investigation_arrivals"]
 
 _TX, _LABEL = 0, 1
 
@@ -98,6 +99,7 @@ def features_frame(
     labels_delay_days: float | None = 7,
     delay_days: int = DEFAULT_DELAY_DAYS,
     progress: Callable[[int], None] | None = None,
+    arrivals: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """Handbook rows with their features appended.
 
@@ -112,6 +114,10 @@ def features_frame(
         ``fraudctl replay --labels-delay-days`` emits it; None: no labels at all.
     delay_days : int, default=7
         Label delay assumed by the terminal features (their windows end this early).
+    arrivals : (ndarray of int64, ndarray of bool), optional
+        Each row's label time (UTC epoch ms) and whether an investigator gave it, as
+        :func:`investigation_arrivals` returns them (``labels_delay_days`` is then
+        ignored): labels arrive as ``fraudctl replay --investigators`` emits them.
 
     Returns
     -------
@@ -119,9 +125,64 @@ def features_frame(
         ``df``'s columns then one column per feature name.
     """
     labels: Iterable[Label] = ()
-    if labels_delay_days is not None:
+    if arrivals is not None:
+        labels = to_labels(df, 0, label_times_ms=arrivals[0], investigated=arrivals[1])
+    elif labels_delay_days is not None:
         labels = to_labels(df, int(round(labels_delay_days * DAY_MS)))
     X = build_features(to_transactions(df), labels, delay_days, progress=progress)
     out = df.reset_index(drop=True).copy()
     feats = pd.DataFrame(X, columns=list(feature_names(delay_days)))
     return pd.concat([out, feats], axis=1)
+
+
+def investigation_arrivals(
+    df: pd.DataFrame,
+    policy: InvestigationPolicy,
+    score: Callable[[pd.DataFrame], np.ndarray] | None = None,
+    chargeback_frame: pd.DataFrame | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Label time and source of every row of ``df`` under ``policy``
+    (:func:`app.features.labels.label_arrivals`).
+
+    The policy scores (the investigators' queue) are ``score`` of the rows' features
+    computed with chargeback labels only, so they never depend on an investigator's
+    verdict.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        A :func:`app.data.handbook.read_handbook` frame, sorted by event time; the
+        simulation starts at its first row (as a replay of it does).
+    policy : InvestigationPolicy
+    score : callable, optional
+        ``score(frame) -> ndarray of shape (len(frame),)``: the policy scores of a
+        :func:`features_frame` result (e.g. a model's ``score_many`` of its feature
+        columns). Required when ``policy.active``.
+    chargeback_frame : pandas.DataFrame, optional
+        ``features_frame(df, labels_delay_days=policy.chargeback_delay_ms / DAY_MS)``
+        when the caller has it already; default: computed here.
+    progress : callable, optional
+        As for :func:`build_features`.
+
+    Returns
+    -------
+    label_time_ms : ndarray of int64 of shape (len(df),)
+    investigated : ndarray of bool of shape (len(df),)
+
+    Raises
+    ------
+    ValueError
+        ``score`` missing while ``policy.active``, or it returned a wrong shape.
+    """
+    times = df["TX_DATETIME"].to_numpy(dtype="datetime64[ms]").astype(np.int64)
+    cards = df["CUSTOMER_ID"].to_numpy()
+    if not policy.active:
+        return label_arrivals(times, cards, None, policy)
+    if score is None:
+        raise ValueError("score: required when investigators work (k > 0)")
+    if chargeback_frame is None:
+        chargeback_frame = features_frame(
+            df, labels_delay_days=policy.chargeback_delay_ms / DAY_MS, progress=progress
+        )
+    return label_arrivals(times, cards, score(chargeback_frame), policy)

@@ -7,6 +7,13 @@ and the share of them known to be fraudulent. "Known" means a fraud label whose
 arrives later is never used, whatever order the stream processes labels in (and a
 label timed exactly at the transaction, which the replay emits just after it, is not).
 
+Labels can arrive sooner than ``delay`` (an investigator's verdict, see
+:mod:`app.features.labels`), so the terminal's *known frauds* are counted too over
+windows ending at the transaction: frauds with event time in ``(t - w, t]`` whose
+label arrived before ``t``. They read labels only, never the terminal's recent
+transactions, which the stream's event-time alignment does not wait for (it waits for
+every transaction up to ``t - delay`` and every label up to ``t``).
+
 A transaction can be labelled twice: by an analyst's verdict (``source="investigation"``)
 and later by the delayed feed. :meth:`TerminalState.check_label` tells a label that
 repeats the verdict held (a duplicate: it changes nothing) from one that contradicts it;
@@ -28,6 +35,7 @@ __all__ = [
     "TerminalState",
     "TERMINAL_WINDOWS_DAYS",
     "DEFAULT_DELAY_DAYS",
+    "KNOWN_FRAUD_WINDOWS_DAYS",
     "terminal_feature_names",
     "extract_terminal",
     "terminal_horizon_ms",
@@ -41,6 +49,8 @@ LabelCheck = Literal["new", "duplicate", "contradiction"]
 TERMINAL_WINDOWS_DAYS = (1, 7, 30)
 #: Default label delay, in days: windows end this long before the transaction.
 DEFAULT_DELAY_DAYS = 7
+#: Windows, in days, of the known-fraud counts, which end at the transaction.
+KNOWN_FRAUD_WINDOWS_DAYS = (1, 7, 30)
 
 
 def terminal_horizon_ms(delay_days: int = DEFAULT_DELAY_DAYS) -> int:
@@ -56,6 +66,7 @@ def terminal_feature_names(delay_days: int = DEFAULT_DELAY_DAYS) -> tuple[str, .
             f"terminal_tx_count_{w}d_delay_{delay_days}d",
             f"terminal_risk_{w}d_delay_{delay_days}d",
         ]
+    names += [f"terminal_known_frauds_{w}d" for w in KNOWN_FRAUD_WINDOWS_DAYS]
     return tuple(names)
 
 
@@ -220,13 +231,16 @@ def extract_terminal(
 ) -> list[float]:
     """Terminal features of ``tx`` (see :func:`terminal_feature_names`).
 
-    For each window ``w``: transactions of the terminal with event time in
-    ``(t - delay - w, t - delay]`` and, among them, frauds whose label arrived before
-    ``t``; risk is frauds / transactions (0.0 without transactions).
+    For each window ``w`` of :data:`TERMINAL_WINDOWS_DAYS`: transactions of the
+    terminal with event time in ``(t - delay - w, t - delay]`` and, among them, frauds
+    whose label arrived before ``t``; risk is frauds / transactions (0.0 without
+    transactions). Then for each window ``w`` of :data:`KNOWN_FRAUD_WINDOWS_DAYS`: the
+    terminal's frauds with event time in ``(t - w, t]`` whose label arrived before ``t``.
 
     Returns
     -------
-    list of float of length ``2 * len(TERMINAL_WINDOWS_DAYS)``
+    list of float of length ``2 * len(TERMINAL_WINDOWS_DAYS) +
+    len(KNOWN_FRAUD_WINDOWS_DAYS)``
     """
     t = tx.event_time_ms
     end_t = t - delay_days * DAY_MS
@@ -240,4 +254,8 @@ def extract_terminal(
         flo = bisect_right(ftimes, start_t, 0, fhi)
         frauds = sum(1 for j in range(flo, fhi) if flabels[j] < t)
         out += [float(n), frauds / n if n else 0.0]
+    fhi = bisect_right(ftimes, t)
+    for w in KNOWN_FRAUD_WINDOWS_DAYS:
+        flo = bisect_right(ftimes, t - w * DAY_MS, 0, fhi)
+        out.append(float(sum(1 for j in range(flo, fhi) if flabels[j] < t)))
     return out

@@ -359,14 +359,17 @@ def summarize_folds(results: Sequence[dict[str, Any]]) -> dict[str, tuple[float,
     return out
 
 
-def detectable_frauds(frame: pd.DataFrame, terminal_risk_column: str) -> np.ndarray:
+def detectable_frauds(
+    frame: pd.DataFrame, terminal_risk_column: str | Sequence[str]
+) -> np.ndarray:
     """Frauds that the features can see, by the handbook simulator's scenarios.
 
     Scenario 1 (amount above 220) and 3 (a compromised card's amounts times 5) show in
     the amount and account features; a scenario-2 fraud (any transaction on a
     compromised terminal) shows only once a fraud of its terminal is labelled and in
     the terminal windows, i.e. when ``terminal_risk_column`` (the widest terminal risk
-    window) is above zero. Scoring exactly these frauds 1 and everything else 0 is an
+    window; or any of several columns, e.g. also ``terminal_known_frauds_30d`` when
+    investigators label frauds sooner) is above zero. Scoring exactly these frauds 1 and everything else 0 is an
     *oracle*: an upper bound, up to chance among ties, of what a model of these
     features can reach.
 
@@ -374,7 +377,7 @@ def detectable_frauds(frame: pd.DataFrame, terminal_risk_column: str) -> np.ndar
     ----------
     frame : pandas.DataFrame
         Columns ``TX_FRAUD``, ``TX_FRAUD_SCENARIO`` and ``terminal_risk_column``.
-    terminal_risk_column : str
+    terminal_risk_column : str or sequence of str
         E.g. ``terminal_risk_30d_delay_7d``.
 
     Returns
@@ -386,13 +389,15 @@ def detectable_frauds(frame: pd.DataFrame, terminal_risk_column: str) -> np.ndar
     ValueError
         A column is missing.
     """
-    need = ["TX_FRAUD", "TX_FRAUD_SCENARIO", terminal_risk_column]
+    columns = [terminal_risk_column] if isinstance(terminal_risk_column, str) else list(
+        terminal_risk_column)
+    need = ["TX_FRAUD", "TX_FRAUD_SCENARIO", *columns]
     missing = [c for c in need if c not in frame.columns]
     if missing:
         raise ValueError(f"frame: missing columns {missing}")
     fraud = frame["TX_FRAUD"].to_numpy() == 1
     scenario = frame["TX_FRAUD_SCENARIO"].to_numpy()
-    seen = frame[terminal_risk_column].to_numpy() > 0
+    seen = (frame[columns].to_numpy() > 0).any(axis=1)
     return fraud & ((scenario == 1) | (scenario == 3) | ((scenario == 2) & seen))
 
 

@@ -510,7 +510,11 @@ def verify_model(
     return card, artifact
 
 
-def load_model(version: str | None = None, models_dir: str | Path = "models") -> LoadedModel:
+def load_model(
+    version: str | None = None,
+    models_dir: str | Path = "models",
+    feature_names: Sequence[str] = FEATURE_NAMES,
+) -> LoadedModel:
     """Load one version after verifying it.
 
     Parameters
@@ -518,6 +522,9 @@ def load_model(version: str | None = None, models_dir: str | Path = "models") ->
     version : str, optional
         Default: :func:`default_version`.
     models_dir : str or Path, default="models"
+    feature_names : sequence of str, default=FEATURE_NAMES
+        The names the model must take, in order (an older model of other names can be
+        loaded by passing its card's, e.g. to order the simulated investigators' queue).
 
     Returns
     -------
@@ -535,8 +542,8 @@ def load_model(version: str | None = None, models_dir: str | Path = "models") ->
     """
     models_dir = Path(models_dir)
     version = version or default_version(models_dir)
-    card, artifact = verify_model(version, models_dir)
-    expected = list(FEATURE_NAMES)
+    card, artifact = verify_model(version, models_dir, feature_names)
+    expected = list(feature_names)
     artifact_path = models_dir / version / card.artifact
     try:
         estimator = joblib.load(io.BytesIO(artifact))

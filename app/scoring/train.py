@@ -32,8 +32,12 @@ from ..data.handbook import parse_date, read_handbook
 from ..exceptions import DataError
 from ..monitoring.drift import reference_from_matrix
 from ..features import DEFAULT_DELAY_DAYS, FEATURE_NAMES, TERMINAL_WINDOWS_DAYS, WINDOWS_DAYS
+from ..features.labels import InvestigationPolicy
 from ..features.offline import features_frame
+from ..features.state import DAY_MS
 from .candidates import CANDIDATES, DEFAULT_MODEL, candidate
+from .investigators import investigation_arrivals_of, policy_scorer
+from .model import Scorer
 from .evaluate import (
     DEFAULT_KNOWN_COMPROMISED,
     KnownCompromised,
@@ -159,12 +163,18 @@ def read_features(
     last_day: date,
     progress: Progress | None = None,
     history_days: int = HISTORY_DAYS,
+    investigators: InvestigationPolicy | None = None,
+    policy_model: Scorer | None = None,
 ) -> tuple[pd.DataFrame, date]:
     """Handbook rows of ``first_day - history_days .. last_day`` with their features.
 
     Labels arrive :data:`~app.features.DEFAULT_DELAY_DAYS` after each transaction, as
     ``fraudctl replay`` emits them, so the terminal features are those the stream
-    computes.
+    computes. With ``investigators``, the labels arrive as ``fraudctl replay
+    --investigators`` of the same rows emits them
+    (:func:`app.scoring.investigators.investigation_arrivals_of`, the simulation
+    starting at the first row read), and the frame has two more columns:
+    ``LABEL_TIME_MS`` and ``LABEL_INVESTIGATED``.
 
     Parameters
     ----------
@@ -177,6 +187,11 @@ def read_features(
         ``progress(stage, done, total)`` for the stages ``read`` and ``features``.
     history_days : int, default=HISTORY_DAYS
         Days read before ``first_day`` (rows before ``first_day`` only warm up state).
+    investigators : InvestigationPolicy, optional
+        Simulated investigators (``k > 0``); default: chargebacks only.
+    policy_model : Scorer, optional
+        The investigators' queue (:func:`app.scoring.investigators.policy_scorer`);
+        required with ``investigators``.
 
     Returns
     -------
@@ -209,6 +224,16 @@ def read_features(
     report("features", 0, n)
     frame = features_frame(df, labels_delay_days=DEFAULT_DELAY_DAYS,
                            progress=lambda done: report("features", done, n))
+    if investigators is not None and investigators.active:
+        if investigators.chargeback_delay_ms != DEFAULT_DELAY_DAYS * DAY_MS:
+            raise DataError("investigators: the chargeback delay must be the features' "
+                            f"label delay, {DEFAULT_DELAY_DAYS} days")
+        when, investigated = investigation_arrivals_of(df, investigators, policy_model,
+                                                       chargeback_frame=frame)
+        report("features", 0, n)
+        frame = features_frame(df, arrivals=(when, investigated),
+                               progress=lambda done: report("features", done, n))
+        frame["LABEL_TIME_MS"], frame["LABEL_INVESTIGATED"] = when, investigated
     report("features", n, n)
     return frame, max(first, history_start)
 
@@ -381,6 +406,8 @@ def train(
     n_threads: int | None = 1,
     progress: Progress | None = None,
     features: tuple[pd.DataFrame, date] | None = None,
+    investigators: InvestigationPolicy | None = None,
+    policy_model: str | None = None,
 ) -> ModelCard:
     """Train on a window, evaluate on a later one, save the model as a new version.
 
@@ -419,6 +446,11 @@ def train(
         What :func:`read_features` returned for ``path`` over at least the days this
         split needs (a notebook computes them once for training and its plots); default:
         computed here.
+    investigators : InvestigationPolicy, optional
+        Train on features with labels as simulated investigators give them (see
+        :func:`read_features`); default: chargebacks only.
+    policy_model : str, optional
+        Version of the investigators' queue model; default: the registry's default.
 
     Returns
     -------
@@ -449,7 +481,11 @@ def train(
     longest = max([(end - start).days + 1] + [CANDIDATES[n].fit_days or 0 for n in names])
     first_day = min(f[1] for f in [(start, end), *folds]) - timedelta(days=longest - 1)
     if features is None:
-        frame, history_start = read_features(path, first_day, test_end, progress=report)
+        policy = (policy_scorer(models_dir, policy_model)
+                  if investigators is not None and investigators.active else None)
+        frame, history_start = read_features(path, first_day, test_end, progress=report,
+                                             investigators=investigators,
+                                             policy_model=policy)
     else:
         frame, history_start = features
         days = frame["TX_DATETIME"].dt.floor("D")
