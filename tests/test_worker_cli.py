@@ -13,10 +13,14 @@ from .worker_utils import ROOT
 
 
 def _worker(**env: str) -> subprocess.CompletedProcess:
+    # a free web port unless the test names one: a worker of another run may hold 6066
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
     return subprocess.run(
         [sys.executable, "-m", "app", "worker"],
         cwd=ROOT,
-        env={**os.environ, **env},
+        env={**os.environ, "WEB_PORT": port, **env},
         capture_output=True,
         text=True,
         timeout=120,
