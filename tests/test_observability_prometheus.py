@@ -44,7 +44,6 @@ from app.replay import plan_records, replay_frame
 
 from .datasets import handbook_days
 from .review_utils import Console, run_cli
-from .test_review_loop import _alerts_in_cases
 from .worker_utils import Worker, free_port, worker_env
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -247,7 +246,7 @@ def test_every_dashboard_query_returns_data_on_real_prometheus(broker, redis_url
             if (
                 not verdict_labels
                 and worker.metric("fraud_transactions_scored_total") >= len(df)
-                and _alerts_in_cases(console) >= worker.metric("fraud_alerts_total") > 0
+                and console.alerts_in_cases() >= worker.metric("fraud_alerts_total") > 0
             ):
                 for i, (case_id, action, n_alerts) in enumerate(_verdicts(run, truth)):
                     out = run_cli(env, "review", action, case_id, "--analyst", "Ann",
