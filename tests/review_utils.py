@@ -88,6 +88,13 @@ class Console:
             time.sleep(0.3)
         raise TimeoutError(f"{what} not reached after {timeout}s; log: {self.tail()}")
 
+    def alerts_in_cases(self) -> float:
+        """Alerts the console has put in a case (opened or alert_added events)."""
+        _, text = self.get("/metrics")
+        return sum(float(line.split()[-1]) for line in text.splitlines()
+                   if line.startswith(('fraud_case_events_total{type="opened"}',
+                                       'fraud_case_events_total{type="alert_added"}')))
+
     def wait_cases(self, n: int) -> None:
         self.wait(lambda: (self.get_json("/healthz") or {}).get("cases", 0) >= n, f"{n} cases")
 

@@ -29,8 +29,10 @@ DOCKERFILE = PROJECT_ROOT / "Dockerfile"
 PROMETHEUS_FILES = [PROJECT_ROOT / "ops/prometheus.yml", PROJECT_ROOT / "ops/prometheus-local.yml"]
 DATASOURCE_FILE = PROJECT_ROOT / "ops/grafana/provisioning/datasources/prometheus.yml"
 COMPOSE_SPEC = Path(__file__).parent / "data" / "compose-spec.schema.json"
-SERVICES = {"kafka", "redis", "prometheus", "grafana", "worker", "replay"}
+SERVICES = {"kafka", "redis", "prometheus", "grafana", "worker", "review", "replay"}
 METRICS_PORT = 6066
+#: Port of the review console (REVIEW_PORT's default): its page and its /metrics.
+REVIEW_PORT = Settings.model_fields["review_port"].default
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +119,7 @@ def test_worker_reaches_kafka_and_redis_by_service_name(services):
     internal = _listeners(kafka_env["KAFKA_ADVERTISED_LISTENERS"])[
         kafka_env["KAFKA_INTER_BROKER_LISTENER_NAME"]
     ]
-    for name in ("worker", "replay"):
+    for name in ("worker", "review", "replay"):
         env = _env(services[name])
         assert env["KAFKA_BROKER_URL"] == f"kafka://kafka:{internal[1]}"
         redis = urlsplit(env["REDIS_URL"])
@@ -127,7 +129,7 @@ def test_worker_reaches_kafka_and_redis_by_service_name(services):
     assert _env(services["worker"])["WEB_HOST"] == "0.0.0.0"
 
 
-@pytest.mark.parametrize("name", ["worker", "replay"])
+@pytest.mark.parametrize("name", ["worker", "review", "replay"])
 def test_app_environment_names_settings_fields_with_valid_values(services, name, monkeypatch):
     env = _env(services[name])
     fields = {f.upper() for f in Settings.model_fields}
@@ -161,6 +163,27 @@ def test_local_prometheus_scrapes_loopback_workers():
     targets = [t for sc in job["static_configs"] for t in sc["targets"]]
     assert targets == ["127.0.0.1:6066", "127.0.0.1:6067", "127.0.0.1:6068"]
     assert prom["global"]["scrape_interval"] == "5s"
+    review = next(j for j in prom["scrape_configs"] if j["job_name"] == "fraud-review")
+    assert [t for sc in review["static_configs"] for t in sc["targets"]] == [
+        f"127.0.0.1:{REVIEW_PORT}"
+    ]
+
+
+def test_review_console_is_published_on_loopback_and_scraped_by_dns(services):
+    from app.dashboards.build import REVIEW_JOB
+
+    review = services["review"]
+    assert review["command"] == ["fraudctl", "review", "serve", "--allow-remote"]
+    env = _env(review)
+    assert env["REVIEW_HOST"] == "0.0.0.0" and int(env["REVIEW_PORT"]) == REVIEW_PORT
+    assert review["ports"] == [f"127.0.0.1:{REVIEW_PORT}:{REVIEW_PORT}"]  # no login: loopback
+    assert f"{REVIEW_PORT}/healthz" in review["healthcheck"]["test"][-1]
+    assert review["build"] == "."
+
+    prom = yaml.safe_load(PROMETHEUS_FILES[0].read_text())
+    job = next(j for j in prom["scrape_configs"] if j["job_name"] == REVIEW_JOB)
+    (sd,) = job["dns_sd_configs"]
+    assert sd["names"] == ["review"] and sd["port"] == REVIEW_PORT and sd["type"] == "A"
 
 
 def test_replay_job_runs_real_fraudctl_commands(services):

@@ -67,11 +67,12 @@ def test_push_creates_the_missing_folder_then_saves_every_dashboard(httpserver, 
     results = push_dashboards(httpserver.url_for("/"), TOKEN, boards)
 
     httpserver.check_assertions()
-    assert [(r.title, r.uid, r.version) for r in results] == [
+    assert [(r.title, r.uid, r.version) for r in results] == [  # in file-name order
+        ("Case review", "fraud-case-review", 3),
         ("Fraud operations", "fraud-operations", 3),
         ("Model quality", "fraud-model-quality", 3),
     ]
-    assert results[0].url == "/d/fraud-operations/fraud-operations"
+    assert results[1].url == "/d/fraud-operations/fraud-operations"
 
 
 def test_push_into_an_existing_folder_creates_no_folder(httpserver, boards):
@@ -83,8 +84,8 @@ def test_push_into_an_existing_folder_creates_no_folder(httpserver, boards):
     results = push_dashboards(httpserver.url_for("/"), TOKEN, boards)
 
     httpserver.check_assertions()
-    assert len(results) == 2
-    assert len(httpserver.log) == 3  # one GET, two dashboards, no POST /api/folders
+    assert len(results) == len(boards) == 3
+    assert len(httpserver.log) == 4  # one GET, three dashboards, no POST /api/folders
 
 
 def test_a_refused_token_is_one_clear_error(httpserver, boards):
@@ -102,7 +103,8 @@ def test_a_rejected_dashboard_names_it(httpserver, boards):
     httpserver.expect_request("/api/dashboards/db", method="POST").respond_with_json(
         CONTRACT["save_dashboard_version_mismatch"]["body"], status=412
     )
-    with pytest.raises(ObservabilityError, match="saving dashboard 'Fraud operations' failed"):
+    # the first in file-name order: dashboards/case-review.json
+    with pytest.raises(ObservabilityError, match="saving dashboard 'Case review' failed"):
         push_dashboards(httpserver.url_for("/"), TOKEN, boards)
 
 
@@ -124,7 +126,7 @@ def test_cli_push_uploads_the_committed_dashboards(httpserver, boards):
     assert result.exit_code == 0, result.output
     httpserver.check_assertions()
     assert f"Fraud operations: {url}/d/fraud-operations/fraud-operations (version 3)" in result.output
-    assert "Model quality" in result.output
+    assert "Model quality" in result.output and "Case review" in result.output
 
 
 def test_cli_push_without_a_token_exits_2(monkeypatch):

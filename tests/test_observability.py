@@ -24,7 +24,7 @@ from app.dashboards.build import build_all, render
 from app.dashboards.queries import expand, metric_names, panel_queries
 from app.events import ScoredTransaction, Transaction, encode
 from app.features import FEATURE_NAMES
-from app.metrics import REDIS_OPERATIONS, Metrics
+from app.metrics import REDIS_OPERATIONS, Metrics, ReviewMetrics
 from app.monitoring.drift import (
     DriftMonitor,
     FeatureReference,
@@ -46,6 +46,8 @@ ALLOWED_LABELS = {
     # issue 4: control messages (kind: model|rules, result: applied|refused) and the
     # ids of the analysts' rules (a rule set is a small, reviewed list)
     "kind", "result", "rule_id",
+    # the source an event-time alignment timed out on (watermark|labels)
+    "cause",
 }
 
 
@@ -301,8 +303,11 @@ def test_build_check_passes_on_the_committed_files(tmp_path: Path):
 
 
 def _exported_names() -> set[str]:
+    """Names the worker and the review console export."""
     names = set()
-    for family in Metrics(CollectorRegistry()).registry.collect():
+    families = [*Metrics(CollectorRegistry()).registry.collect(),
+                *ReviewMetrics(CollectorRegistry()).registry.collect()]
+    for family in families:
         names |= {family.name, *(s.name for s in family.samples)}
         if family.type in ("histogram", "counter"):
             names |= {f"{family.name}_{s}" for s in ("bucket", "count", "sum", "total")}
@@ -344,6 +349,11 @@ def test_the_dashboards_show_what_the_issue_asks_for():
         "fraud_decisions_total", "fraud_alerts_by_rule_total", "fraud_labelled_transactions_total",
         "fraud_feature_psi", "fraud_model_info",
     } <= read["Model quality"]
+    assert {
+        "fraud_open_cases", "fraud_cases", "fraud_verdicts_total",
+        "fraud_case_verdict_delay_seconds_bucket", "fraud_case_verdict_precision",
+        "fraud_label_duplicates_total", "fraud_label_contradictions_total", "up",
+    } <= read["Case review"]
     thresholds = [
         p for b in load_dashboards(DASHBOARDS_DIR).values() for p in b["panels"]
         if len(p.get("fieldConfig", {}).get("defaults", {}).get("thresholds", {}).get("steps", [])) > 1
@@ -353,7 +363,7 @@ def test_the_dashboards_show_what_the_issue_asks_for():
 
 def test_docs_list_every_panel_with_the_metrics_it_reads():
     readme = (PROJECT_ROOT / "docs" / "observability.md").read_text(encoding="utf-8")
-    rows = set(re.findall(r"^\| (Fraud operations|Model quality) \| ([^|]+?) \| ([^|]+?) \|", readme, re.M))
+    rows = set(re.findall(r"^\| (Fraud operations|Model quality|Case review) \| ([^|]+?) \| ([^|]+?) \|", readme, re.M))
     expected = set()
     for board in load_dashboards(DASHBOARDS_DIR).values():
         by_panel: dict[str, set[str]] = {}

@@ -1,10 +1,15 @@
-"""Every dashboard query returns data on a real Prometheus scraping a real worker.
+"""Every dashboard query returns data on a real Prometheus scraping a real worker and a
+real review console.
 
 Prometheus (Debian's ``prometheus``, which .ci/run installs) runs with the project's
-config (ops/prometheus-local.yml: its rule files, a 1 s scrape interval and the worker's
-port as the only fraud-worker target); a real worker scores one replayed day of
-handbook transactions on the real Tansu broker with the real Redis, then receives the
-labels of those transactions. Every panel query of every dashboard in ``dashboards/``
+config (ops/prometheus-local.yml: its rule files, a 1 s scrape interval, the worker's
+port as the only fraud-worker target and the console's as the only fraud-review one); a
+real worker scores one replayed day of handbook transactions on the real Tansu broker
+with the real Redis, the review console (``fraudctl review serve``) turns its alerts into
+cases, an analyst gives two verdicts with ``fraudctl review confirm|dismiss`` (one the
+delayed feed will repeat, one it will contradict), and once the worker has read the
+verdicts' labels it receives the feed's labels of the day's transactions. Every panel
+query of every dashboard in ``dashboards/``
 is then evaluated through Prometheus' HTTP API until it returns at least one finite
 value, except the panels that can only fill in during an incident (listed below by
 name), which must be valid PromQL and return nothing. The rules must all evaluate
@@ -22,6 +27,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import orjson
 import pytest
 import yaml
 from aiokafka import AIOKafkaProducer
@@ -30,12 +36,14 @@ from typer.testing import CliRunner
 
 from app.cli import cli
 from app.cli.dashboards import DASHBOARDS_DIR, load_dashboards
+from app.cases.service import CaseService
 from app.config import PROJECT_ROOT, Settings
 from app.dashboards.prometheus import instant_query
 from app.dashboards.queries import INCIDENT_ONLY_PANELS, PanelQuery, expand, panel_queries
 from app.replay import plan_records, replay_frame
 
 from .datasets import handbook_days
+from .review_utils import Console, run_cli
 from .worker_utils import Worker, free_port, worker_env
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -59,12 +67,13 @@ ZERO_WHEN_HEALTHY = {
 BAD_PAYLOADS = [b"not json", b"[1, 2]", b'{"transaction_id": "x"}']
 #: Grafana variables, for a 1 s scrape interval and a test that lasts minutes.
 RATE_INTERVAL, RANGE = "20s", "15m"
-DEADLINE_SECONDS = 120
+DEADLINE_SECONDS = 180
 
 
-def _prometheus_config(worker_port: int, prom_port: int, tmp: Path) -> dict:
-    """ops/prometheus-local.yml and its rules, scraping this test's worker and evaluating
-    every group every second (the rules' own group intervals are dropped)."""
+def _prometheus_config(worker_port: int, console_port: int, prom_port: int, tmp: Path) -> dict:
+    """ops/prometheus-local.yml and its rules, scraping this test's worker and review
+    console and evaluating every group every second (the rules' own group intervals are
+    dropped)."""
     config = yaml.safe_load((PROJECT_ROOT / "ops/prometheus-local.yml").read_text())
     config["global"].update(scrape_interval="1s", evaluation_interval="1s", scrape_timeout="1s")
     rule_files = []
@@ -78,9 +87,10 @@ def _prometheus_config(worker_port: int, prom_port: int, tmp: Path) -> dict:
             rule_files.append(str(copy))
     assert rule_files, config["rule_files"]
     config["rule_files"] = rule_files
+    ports = {"fraud-worker": worker_port, "fraud-review": console_port, "prometheus": prom_port}
+    assert {job["job_name"] for job in config["scrape_configs"]} == set(ports)
     for job in config["scrape_configs"]:
-        target = worker_port if job["job_name"] == "fraud-worker" else prom_port
-        job["static_configs"] = [{"targets": [f"127.0.0.1:{target}"]}]
+        job["static_configs"] = [{"targets": [f"127.0.0.1:{ports[job['job_name']]}"]}]
     return config
 
 
@@ -153,6 +163,30 @@ async def _send(settings: Settings, topic: str, records: list[tuple[bytes, bytes
         await producer.stop()
 
 
+def _verdicts(settings: Settings, truth: dict[str, bool]) -> list[tuple[str, str, int]]:
+    """(case id, ``confirm`` or ``dismiss``, its alerts) for two open cases, read from the
+    cases topic as ``fraudctl review`` does: the first verdict agrees
+    with the true label of its case's first alert, the second contradicts it, and one of
+    them is a confirmation (so the precision from verdicts is above 0)."""
+
+    async def cases():
+        async with CaseService(settings) as service:
+            return [c for c in service.cases.values() if c.status == "open"]
+
+    by_truth: dict[bool, list] = {True: [], False: []}
+    for case in asyncio.run(cases()):
+        by_truth[truth[case.transaction_ids[0]]].append(case)
+    fraud, genuine = by_truth[True], by_truth[False]
+    if fraud and genuine:  # agree on a fraud, call a genuine card fraud
+        chosen = [(fraud[0], "confirm"), (genuine[0], "confirm")]
+    else:
+        same, is_fraud = (fraud, True) if fraud else (genuine, False)
+        assert len(same) >= 2, "the day must open at least two cases"
+        agree, contradict = ("confirm", "dismiss") if is_fraud else ("dismiss", "confirm")
+        chosen = [(same[0], agree), (same[1], contradict)]
+    return [(case.case_id, action, len(case.alerts)) for case, action in chosen]
+
+
 def test_incident_only_panels_are_the_listed_ones():
     assert INCIDENT_ONLY == set(INCIDENT_ONLY_PANELS)
     panels = {(q.dashboard, q.panel) for b in load_dashboards(DASHBOARDS_DIR).values() for q in panel_queries(b)}
@@ -163,22 +197,32 @@ def test_every_dashboard_query_returns_data_on_real_prometheus(broker, redis_url
     queries: list[PanelQuery] = [
         q for board in load_dashboards(DASHBOARDS_DIR).values() for q in panel_queries(board)
     ]
-    assert {q.dashboard for q in queries} == {"Fraud operations", "Model quality"}
+    assert {q.dashboard for q in queries} == {"Fraud operations", "Model quality", "Case review"}
     df = handbook_days("2018-04-01", 1)
+    # a threshold that alerts enough of the day's cards for cases of both truths
     env = worker_env(
-        broker.url, redis_url, tmp_path, METRICS_INTERVAL_SECONDS="1", DRIFT_MIN_EVENTS="500"
+        broker.url, redis_url, tmp_path, METRICS_INTERVAL_SECONDS="1", DRIFT_MIN_EVENTS="500",
+        ALERT_THRESHOLD="0.3", REVIEW_PORT=str(free_port()),
+        CASES_TOPIC=f"cases-{tmp_path.name[-30:]}".replace("_", "-"),
     )
     worker = Worker(env, tmp_path / "worker.log")
+    console = Console(env, tmp_path / "review.log")
     port = free_port()
-    prometheus = Prometheus(_prometheus_config(worker.web_port, port, tmp_path), port, tmp_path)
+    prometheus = Prometheus(
+        _prometheus_config(worker.web_port, console.port, port, tmp_path), port, tmp_path
+    )
     worker.start()
     try:
         prometheus.wait_ready()
         worker.wait_ready()
+        console.start()
         run = Settings(
             kafka_broker_url=broker.url,
+            app_id=env["APP_ID"],
             transactions_topic=env["TRANSACTIONS_TOPIC"],
             labels_topic=env["LABELS_TOPIC"],
+            alerts_topic=env["ALERTS_TOPIC"],
+            cases_topic=env["CASES_TOPIC"],
         )
         stats = asyncio.run(replay_frame(df, run, labels=False))
         assert stats.transactions == len(df)
@@ -186,14 +230,35 @@ def test_every_dashboard_query_returns_data_on_real_prometheus(broker, redis_url
         assert asyncio.run(_send(run, run.transactions_topic, bad)) == len(bad)
         # the labels of the day's transactions, as replay sends them 7 days later
         labels = [(r.key, r.value) for r in plan_records(df) if r.is_label]
+        truth = {
+            label["transaction_id"]: label["is_fraud"]
+            for label in (orjson.loads(value) for _, value in labels)
+        }
 
         pending = {q.name: q for q in queries if (q.dashboard, q.panel) not in INCIDENT_ONLY}
-        labels_sent = 0
+        labels_sent = verdict_labels = 0
         seen: dict[str, list] = {}  # first data of each query (printed with -s)
         deadline = time.monotonic() + DEADLINE_SECONDS
         while pending and time.monotonic() < deadline:
             worker.assert_alive()
-            if not labels_sent and worker.metric("fraud_transactions_scored_total") >= len(df):
+            console.alive()
+            # the day scored and every alert in a case: an analyst gives two verdicts
+            if (
+                not verdict_labels
+                and worker.metric("fraud_transactions_scored_total") >= len(df)
+                and console.alerts_in_cases() >= worker.metric("fraud_alerts_total") > 0
+            ):
+                for i, (case_id, action, n_alerts) in enumerate(_verdicts(run, truth)):
+                    out = run_cli(env, "review", action, case_id, "--analyst", "Ann",
+                                  "--key", f"panels-{i}")
+                    assert out.returncode == 0, out.stderr
+                    verdict_labels += n_alerts
+            # the worker read the verdicts' labels: the delayed feed comes after them
+            if (
+                verdict_labels
+                and not labels_sent
+                and worker.metric("fraud_verdicts_total", source="investigation") >= verdict_labels
+            ):
                 labels_sent = asyncio.run(_send(run, run.labels_topic, labels))
             for name, q in list(pending.items()):
                 result = instant_query(prometheus.url, expand(q.expr, RATE_INTERVAL, RANGE))
@@ -203,6 +268,8 @@ def test_every_dashboard_query_returns_data_on_real_prometheus(broker, redis_url
             time.sleep(1.0)
         print(json.dumps(seen, indent=1))
         assert labels_sent == len(df)
+        assert worker.metric("fraud_label_duplicates_total") >= 1
+        assert worker.metric("fraud_label_contradictions_total") >= 1
         assert ZERO_WHEN_HEALTHY <= {q.name for q in queries}
         assert not pending, f"no data after {DEADLINE_SECONDS}s: {sorted(pending)}"
 
@@ -218,7 +285,7 @@ def test_every_dashboard_query_returns_data_on_real_prometheus(broker, redis_url
              "--rate-interval", RATE_INTERVAL, "--range", RANGE],
         )
         assert verify.exit_code == 0, verify.output
-        assert "Model quality" in verify.output and "Fraud operations" in verify.output
+        assert all(t in verify.output for t in ("Model quality", "Fraud operations", "Case review"))
 
         # the project's rules were loaded and evaluate without error on real series
         def rules() -> list[dict]:
@@ -228,13 +295,23 @@ def test_every_dashboard_query_returns_data_on_real_prometheus(broker, redis_url
         deadline = time.monotonic() + 30
         while any(r.get("health") == "unknown" for r in rules()) and time.monotonic() < deadline:
             time.sleep(1.0)
-        assert len(rules()) == 16
+        in_files = [
+            rule
+            for path in sorted((PROJECT_ROOT / "ops/rules").glob("*.rules.yml"))
+            for group in yaml.safe_load(path.read_text())["groups"]
+            for rule in group["rules"]
+        ]
+        assert len(rules()) == len(in_files) >= 16
         assert [(r["name"], r.get("lastError")) for r in rules() if r.get("health") != "ok"] == []
         targets = prometheus.get("/api/v1/targets")["data"]["activeTargets"]
         assert {t["labels"]["job"]: t["health"] for t in targets} == {
             "fraud-worker": "up",
+            "fraud-review": "up",
             "prometheus": "up",
         }
+        console.alive()
     finally:
+        if console.proc is not None:
+            console.stop()
         worker.stop()
         prometheus.stop()

@@ -38,7 +38,7 @@ def test_a_verdict_reaches_the_worker_and_the_feed_after_it_is_deduplicated(brok
         assert n_alerts > 0, "the slice must alert at this threshold"
 
         console = Console(env, tmp_path / "review.log").start()
-        console.wait(lambda: _alerts_in_cases(console) >= n_alerts, "every alert in a case",
+        console.wait(lambda: console.alerts_in_cases() >= n_alerts, "every alert in a case",
                      timeout=180)
         out = run_cli(env, "review", "list", "--format", "json")
         assert out.returncode == 0, out.stderr
@@ -73,10 +73,3 @@ def test_a_verdict_reaches_the_worker_and_the_feed_after_it_is_deduplicated(brok
         if console is not None:
             console.stop()
         worker.stop()
-
-
-def _alerts_in_cases(console: Console) -> float:
-    _, text = console.get("/metrics")
-    return sum(float(line.split()[-1]) for line in text.splitlines()
-               if line.startswith(('fraud_case_events_total{type="opened"}',
-                                   'fraud_case_events_total{type="alert_added"}')))

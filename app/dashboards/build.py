@@ -1,10 +1,13 @@
-"""The two dashboards, built with grafana-foundation-sdk.
+"""The three dashboards, built with grafana-foundation-sdk.
 
 "Fraud operations" answers *is the pipeline healthy?* (throughput, lag, latency, rejects,
 workers, rebalances, Redis errors, state); "Model quality" answers *does the model still
 work?* (score distribution, alert rate, outcomes and rules, live precision, drift, model
-version). Every panel reads the metrics of :mod:`app.metrics` (or Prometheus' ``up``),
-has a unit and a short description, and thresholds where a level means something.
+version); "Case review" answers *do the analysts keep up, and what do their verdicts
+say?* (open cases, verdicts by source, time from alert to verdict, precision from
+verdicts, feed labels that repeat or contradict a verdict). Every panel reads the
+metrics of :mod:`app.metrics` (or Prometheus' ``up``), has a unit and a short
+description, and thresholds where a level means something.
 
 ``fraudctl dashboards build`` writes :func:`build_all` to ``dashboards/*.json``; a test
 checks the committed files equal it.
@@ -34,12 +37,21 @@ from grafana_foundation_sdk.models.dashboard import (
     ThresholdsMode,
 )
 
-__all__ = ["fraud_operations", "model_quality", "build_all", "render", "FILES", "JOB"]
+__all__ = [
+    "fraud_operations", "model_quality", "case_review", "build_all", "render", "FILES", "JOB",
+    "REVIEW_JOB",
+]
 
 #: Prometheus job that scrapes the workers (ops/prometheus*.yml).
 JOB = "fraud-worker"
+#: Prometheus job that scrapes the review console, `fraudctl review serve` (ops/prometheus*.yml).
+REVIEW_JOB = "fraud-review"
 #: Dashboard file name -> builder.
-FILES = {"fraud-operations.json": "fraud_operations", "model-quality.json": "model_quality"}
+FILES = {
+    "fraud-operations.json": "fraud_operations",
+    "model-quality.json": "model_quality",
+    "case-review.json": "case_review",
+}
 
 _DS = DataSourceRef(type_val="prometheus", uid="${datasource}")
 _RATE = "$__rate_interval"
@@ -96,10 +108,12 @@ def _stat(title, description, unit, queries, thresholds=_NEUTRAL, span=6, height
     return _targets(panel, queries, instant=True)
 
 
-def _quantiles(metric: str, by: str = "le") -> list[tuple[str, str]]:
+def _quantiles(
+    metric: str, by: str = "le", qs: Sequence[float] = (0.5, 0.95, 0.99)
+) -> list[tuple[str, str]]:
     return [
         (f"histogram_quantile({q}, sum by ({by}) (rate({metric}_bucket[{_RATE}])))", f"p{int(q * 100)}")
-        for q in (0.5, 0.95, 0.99)
+        for q in qs
     ]
 
 
@@ -479,6 +493,123 @@ def model_quality() -> dashboard.Dashboard:
             .height(8)
             .with_target(
                 _q("sort_desc(max by (feature) (fraud_feature_psi))", "{{feature}}", instant=True)
+            )
+        )
+    )
+
+
+def case_review() -> dashboard.Dashboard:
+    """Do the analysts keep up? Open cases, verdicts, time to verdict, their precision."""
+    up = f'up{{job="{REVIEW_JOB}"}}'
+    day = 86_400.0
+    return (
+        _base(
+            "Case review",
+            "fraud-case-review",
+            "The analysts' work on the alerts (fraudctl review serve and the workers): "
+            "open cases, verdicts by source, time from alert to verdict, live precision "
+            "from verdicts, and delayed-feed labels that repeat or contradict a verdict.",
+            ["fraud-stream", "case-review"],
+        )
+        .with_row(dashboard.Row("Queue"))
+        .with_panel(
+            _stat(
+                "Console up",
+                f"Review consoles answering Prometheus' scrape (job {REVIEW_JOB}). Red: "
+                "none, so no alert becomes a case and no verdict is given.",
+                units.Short,
+                [(f"sum({up})", "consoles")],
+                _thresholds((None, "red"), (1, "green")),
+            )
+        )
+        .with_panel(
+            _stat(
+                "Open cases",
+                "Cases waiting for a verdict. Orange above 100 (the cards a team of the "
+                "handbook checks in a day), red above 500.",
+                units.Short,
+                [("max(fraud_open_cases)", "open")],
+                _thresholds((None, "green"), (100, "orange"), (500, "red")),
+            )
+        )
+        .with_panel(
+            _stat(
+                "Live precision from verdicts",
+                "Closed cases confirmed as fraud / closed cases, over every case the "
+                "console holds (0 before the first verdict). Red below 0.1.",
+                units.PercentUnit,
+                [("max(fraud_case_verdict_precision)", "precision")],
+                _thresholds((None, "red"), (0.1, "orange"), (0.3, "green")),
+            )
+        )
+        .with_panel(
+            _stat(
+                "Verdicts (range)",
+                "Verdicts given on cases over the time range, by verdict (each writes one "
+                "investigation label per alerted transaction of the case).",
+                units.Short,
+                [(f"sum by (verdict) (increase(fraud_case_verdicts_total[{_RANGE}]))", "{{verdict}}")],
+            )
+        )
+        .with_panel(
+            _timeseries(
+                "Cases by status",
+                "Cases the console holds, by status: open, confirmed_fraud, dismissed_genuine.",
+                units.Short,
+                [("max by (status) (fraud_cases)", "{{status}}")],
+            )
+        )
+        .with_panel(
+            _timeseries(
+                "Time from alert to verdict p50 / p95",
+                "From a case's first alert to its verdict. Orange above a day, red above "
+                "7 days: the delayed feed's labels arrive then, and the verdict brings "
+                "nothing new to the stream.",
+                units.Seconds,
+                _quantiles("fraud_case_verdict_delay_seconds", qs=(0.5, 0.95)),
+                _thresholds((None, "green"), (day, "orange"), (7 * day, "red")),
+            )
+        )
+        .with_row(dashboard.Row("Verdicts in the stream"))
+        .with_panel(
+            _timeseries(
+                "Verdicts by source",
+                "Labels the workers' scoring stage reads per second, by source "
+                "(investigation: an analyst's verdict; chargeback: the delayed feed) and "
+                "verdict.",
+                units.OpsPerSecond,
+                [
+                    (
+                        f"sum by (source, verdict) (rate(fraud_verdicts_total[{_RATE}]))",
+                        "{{source}}, {{verdict}}",
+                    )
+                ],
+            )
+        )
+        .with_panel(
+            _timeseries(
+                "Feed labels after a verdict",
+                "Delayed-feed labels per second of transactions an analyst already "
+                "judged: duplicates repeat the verdict (they change nothing), "
+                "contradictions disagree with it (a fraud stays fraud).",
+                units.OpsPerSecond,
+                [
+                    (f"sum(rate(fraud_label_duplicates_total[{_RATE}]))", "duplicates"),
+                    (f"sum(rate(fraud_label_contradictions_total[{_RATE}]))", "contradictions"),
+                ],
+                span=8,
+            )
+        )
+        .with_panel(
+            _stat(
+                "Contradicted verdicts (range)",
+                "Delayed-feed labels that contradict an analyst's verdict over the time "
+                "range: verdicts to look at again. Orange from 1.",
+                units.Short,
+                [(f"sum(increase(fraud_label_contradictions_total[{_RANGE}]))", "contradictions")],
+                _thresholds((None, "green"), (1, "orange")),
+                span=4,
+                height=8,
             )
         )
     )
