@@ -233,6 +233,9 @@ class AccountBatch:
     event_times: dict[int, int] = field(default_factory=dict)
     #: partition -> offset after the batch's last record of that partition
     next_offsets: dict[int, int] = field(default_factory=dict)
+    #: names of the fields valid transactions carried that the contract does not list
+    #: (one per occurrence; accepted and left out of the features)
+    unknown_fields: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -276,6 +279,8 @@ class TerminalIntake:
     label_duplicates: int = 0
     #: labels contradicting the verdict held for their transaction
     label_contradictions: int = 0
+    #: names of the fields labels carried that the contract does not list
+    unknown_fields: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -391,7 +396,7 @@ def featurize_accounts(
     for rec in records:
         out.next_offsets[rec.partition] = rec.offset + 1
         try:
-            tx = decode_transaction(rec.value, max_event_bytes)
+            tx = decode_transaction(rec.value, max_event_bytes, out.unknown_fields)
         except InvalidEventError as err:
             out.dead_letters.append(dead_letter(rec, err, now_ms))
             continue
@@ -481,7 +486,7 @@ def receive_terminal_records(
         p = rec.partition
         if rec.topic == labels_topic:
             try:
-                label = decode_label(rec.value, max_event_bytes)
+                label = decode_label(rec.value, max_event_bytes, out.unknown_fields)
             except InvalidEventError as err:
                 out.dead_letters.append(dead_letter(rec, err, now_ms))
                 continue
