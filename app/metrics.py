@@ -527,6 +527,13 @@ class SinkMetrics:
             buckets=LATENCY_BUCKETS_SECONDS + (30.0, 60.0),
             registry=registry,
         )
+        self.skipped = Counter(
+            "fraud_sink_skipped_total",
+            "Records of the alerts topic that are no alert (not JSON, no alert_id): "
+            "logged and committed past.",
+            ["sink"],
+            registry=registry,
+        )
         self.up = Gauge(
             "fraud_sink_up",
             "1 if the sink's last delivery attempt succeeded, 0 while it is retrying.",
@@ -534,5 +541,5 @@ class SinkMetrics:
             registry=registry,
         )
         for sink in sinks:
-            for metric in (self.sent, self.failed, self.backlog, self.up):
+            for metric in (self.sent, self.failed, self.skipped, self.backlog, self.up):
                 metric.labels(sink=sink)
