@@ -50,19 +50,28 @@ def worker_env(broker_url: str, redis_url: str, tmp: Path, **extra: str) -> dict
 
 
 class Worker:
-    """A ``python -m app worker`` subprocess."""
+    """A ``python -m app worker`` subprocess (or another command of the project serving
+    ``/metrics`` on the port in ``port_env``, e.g. ``fraudctl sinks run``)."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, web_port: int | None = None):
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        web_port: int | None = None,
+        args: list[str] | None = None,
+        port_env: str = "WEB_PORT",
+    ):
         self.env = dict(env)
         self.web_port = web_port or free_port()
-        self.env["WEB_PORT"] = str(self.web_port)
+        self.env[port_env] = str(self.web_port)
         self.log_path = log_path
+        self.args = args or ["-m", "app", "worker", "-l", "info"]
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "Worker":
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app", "worker", "-l", "info"],
+            [sys.executable, *self.args],
             cwd=ROOT,
             env=self.env,
             stdout=self._log,
