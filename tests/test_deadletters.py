@@ -13,19 +13,17 @@ second re-drive refuses them (and the re-driven ones).
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 from collections import Counter
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from app.deadletters import header_value, plan_redrive, read_entry, select, Selection
 from app.events import REDRIVE_HEADER, Alert, DeadLetter, ScoredTransaction
 
-from .worker_utils import ROOT, Worker, read_topic, worker_env
+from .worker_utils import ROOT, Worker, produce, read_topic, worker_env
 
 pytestmark = [pytest.mark.broker]
 
@@ -64,16 +62,6 @@ def _records() -> list[tuple[bytes, bytes]]:
     return out
 
 
-async def _produce(bootstrap: str, topic: str, records) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=4 * 2**20)
-    await producer.start()
-    try:
-        for key, value in records:
-            await (await producer.send(topic, value, key=key))
-    finally:
-        await producer.stop()
-
-
 def _fraudctl(env: dict, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", "from app.cli import main; main()", *args],
@@ -87,7 +75,7 @@ def test_dead_letters_fixed_and_redriven_are_scored_exactly_once(broker, redis_u
     n_rejected = N_LARGE + N_HUGE
     try:
         worker.wait_ready()
-        asyncio.run(_produce(broker.bootstrap, env["TRANSACTIONS_TOPIC"], _records()))
+        produce(broker.bootstrap, env["TRANSACTIONS_TOPIC"], _records())
         worker.wait_metric("fraud_transactions_scored_total", N_SMALL, timeout=180)
         worker.wait_metric("fraud_events_rejected_total", n_rejected, timeout=60, reason="too_large")
         topic = env["TRANSACTIONS_TOPIC"]

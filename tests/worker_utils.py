@@ -12,7 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -195,3 +195,19 @@ async def _read_topic(bootstrap: str, topic: str, idle_seconds: float, timeout: 
 def read_topic(bootstrap: str, topic: str, idle_seconds: float = 3.0, timeout: float = 120.0):
     """Every record of ``topic`` from the beginning, until ``idle_seconds`` pass without one."""
     return asyncio.run(_read_topic(bootstrap, topic, idle_seconds, timeout))
+
+
+async def _produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=16 * 2**20)
+    await producer.start()
+    try:
+        for key, value in records:
+            await (await producer.send(topic, value, key=key))
+    finally:
+        await producer.stop()
+
+
+def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
+    """Produce ``(key, value)`` records one by one, each acknowledged before the next
+    (so their offsets follow the list's order); records up to 16 MiB."""
+    asyncio.run(_produce(bootstrap, topic, records))

@@ -18,7 +18,7 @@ from typing import Optional
 import orjson
 import redis
 import typer
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from rich.table import Table
 
@@ -29,12 +29,13 @@ from ..deadletters import (
     header_value,
     parse_id,
     plan_redrive,
+    read_entry,
     select,
     source_of,
 )
 from ..events import REDRIVE_HEADER
-from ..exceptions import BrokerUnavailableError, ConfigError
-from ..offsets import true_end_offsets
+from ..exceptions import BrokerUnavailableError
+from ..offsets import start_on_topic, true_end_offsets
 from ..redis_store import redis_client_options
 from ..replay import client_options
 from .base import broker_option, cli, console, fail
@@ -67,24 +68,12 @@ def redriven_key(prefix: str, source: tuple[str, int, int]) -> str:
 
 
 async def _read(settings: Settings, topic: str) -> list[DeadLetterEntry]:
-    from ..deadletters import read_entry
-
     consumer = AIOKafkaConsumer(**client_options(settings), group_id=None, enable_auto_commit=False)
     try:
-        try:
-            await consumer.start()
-            await consumer.topics()
-        except KafkaError as exc:
-            raise BrokerUnavailableError(
-                f"Kafka broker {settings.kafka_broker_url} is unavailable ({exc})"
-            ) from None
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            raise ConfigError(
-                f"topic {topic!r} does not exist on {settings.kafka_broker_url} "
-                "(nothing was dead-lettered yet, or DEAD_LETTER_TOPIC is wrong)"
-            )
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        tps = await start_on_topic(
+            consumer, settings, topic,
+            " (nothing was dead-lettered yet, or DEAD_LETTER_TOPIC is wrong)",
+        )
         ends = await true_end_offsets(consumer, tps, _PROBE_SECONDS)
         starts = await consumer.beginning_offsets(tps)
         for tp in tps:
