@@ -246,3 +246,38 @@ def test_field_labels_are_per_topic_and_reject_negative_caps():
     assert labels.label("a", "y") == "other"
     with pytest.raises(ValueError, match="max_names"):
         FieldLabels(-1)
+
+
+# --- fraudctl schemas check / release -------------------------------------------------
+
+
+def test_cli_release_writes_only_versions_not_released_yet(tmp_path):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from app.cli.base import cli
+
+    released = tmp_path / "released"
+    shutil.copytree(DEFAULT_RELEASED_DIR, released)
+    runner = CliRunner()
+    result = runner.invoke(cli, ["schemas", "release", "--released", str(released)])
+    assert result.exit_code == 0, result.output
+    assert "0 new released schemas" in result.output
+
+    (released / "transactions.v2.schema.json").unlink()  # v2 not released yet
+    result = runner.invoke(cli, ["schemas", "release", "--released", str(released)])
+    assert result.exit_code == 0 and "transactions.v2.schema.json" in result.output
+    assert json.loads((released / "transactions.v2.schema.json").read_text()) == schema_of(
+        "transactions", Transaction
+    )
+
+    # a released version whose schema is then changed in place: check and release refuse
+    doc = json.loads((released / "fraud-alerts.v1.schema.json").read_text())
+    doc["properties"]["score"]["maximum"] = 0.5
+    (released / "fraud-alerts.v1.schema.json").write_text(json.dumps(doc))
+    result = runner.invoke(cli, ["schemas", "check", "--released", str(released)])
+    assert result.exit_code == 1
+    assert "incompatible: fraud-alerts: v1 is released and its schema changed" in result.output
+    result = runner.invoke(cli, ["schemas", "release", "--released", str(released)])
+    assert result.exit_code == 2 and "fraud-alerts" in result.output

@@ -337,3 +337,28 @@ def test_webhook_sink_signs_retries_after_500s_and_loses_nothing(broker, make_to
         offsets_of[f"tx-{i}"] = (i % PARTITIONS, i // PARTITIONS)
     assert _check_order([(a, *offsets_of[a]) for a in received], n) == 0
     assert count["requests"] == n + len(failing)
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "message"),
+    [
+        pytest.param({}, [], "no alert sink configured", id="no-sink"),
+        pytest.param({"WEBHOOK_URL": "http://127.0.0.1:1/x"}, ["--sink", "webhook"],
+                     "needs WEBHOOK_URL and WEBHOOK_SECRET", id="webhook-without-secret"),
+        pytest.param({}, ["--sink", "sqs"], "unknown sink 'sqs'", id="unknown-sink"),
+    ],
+)
+def test_sink_configuration_errors_are_one_line_and_exit_2(env, args, message, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from .worker_utils import ROOT
+
+    result = subprocess.run(
+        [sys.executable, "-c", "from app.cli import main; main()", "sinks", "run", *args],
+        cwd=ROOT, env={**os.environ, "SINK_METRICS_PORT": "0", **env},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1

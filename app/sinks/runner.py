@@ -20,7 +20,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from ..exceptions import SinkDeliveryError
+from ..exceptions import BrokerUnavailableError, SinkDeliveryError
 from ..metrics import SinkMetrics
 from ..redis_store import backoff_delays
 from .types import AlertSink, SinkMessage, message_of
@@ -90,7 +90,10 @@ class SinkRunner:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
         )
-        await consumer.start()
+        try:
+            await consumer.start()
+        except KafkaError as exc:
+            raise BrokerUnavailableError(f"{self.sink.name}: Kafka broker unavailable ({exc})") from None
         backlog = asyncio.create_task(self._sample_backlog(stop))
         try:
             while not stop.is_set():
