@@ -293,6 +293,17 @@ def _without_metadata(doc: dict) -> dict:
     return {k: v for k, v in doc.items() if k not in METADATA_KEYS}
 
 
+def _without_open_values(node: Any) -> Any:
+    """``node`` without the value lists of extensible enums (their readers accept any
+    value, so the list names the known ones and may grow within a version)."""
+    if isinstance(node, dict):
+        drop = "enum" if node.get("x-extensible-enum") else None
+        return {k: _without_open_values(v) for k, v in node.items() if k != drop}
+    if isinstance(node, list):
+        return [_without_open_values(v) for v in node]
+    return node
+
+
 def release_problems(
     current: dict, version: int, rule: str, released: dict[int, dict]
 ) -> list[str]:
@@ -300,8 +311,9 @@ def release_problems(
 
     Rules: released versions are 1..N without a gap, each compatible with the one
     before; the code's ``version`` is N (then its schema is the released one, apart
-    from :data:`METADATA_KEYS`: a released version never changes) or N + 1 (a new,
-    not yet released version, compatible with N).
+    from :data:`METADATA_KEYS` and values added to an extensible enum: a released
+    version never changes) or N + 1 (a new, not yet released version, compatible
+    with N).
 
     Parameters
     ----------
@@ -336,11 +348,17 @@ def release_problems(
             problems.append(f"released v{v} against v{v - 1} ({rule}): {p}")
     latest = versions[-1] if versions else 0
     if version == latest:
-        if _without_metadata(current) != _without_metadata(released[latest]):
+        same = _without_open_values(_without_metadata(current)) == _without_open_values(
+            _without_metadata(released[latest])
+        )
+        if not same:
             problems.append(
                 f"v{version} is released and its schema changed: raise the contract's "
                 f"version to {version + 1} for a new one"
             )
+        else:  # values of an extensible enum added within the version: still the rule
+            for p in check_compatibility(current, released[latest], rule):
+                problems.append(f"v{version} against released v{latest} ({rule}): {p}")
     elif version == latest + 1:
         if latest:
             for p in check_compatibility(current, released[latest], rule):

@@ -156,6 +156,10 @@ def test_dead_letter_reasons_are_an_extensible_enum_for_readers():
     new = schema_of("dead-letter", DeadLetter)
     new["properties"]["reason"]["enum"].append("future_timestamp")
     assert check_compatibility(new, _released("dead-letter")[2], "forward") == []
+    # a new reason needs no new version: the released v2 names its reasons open
+    assert release_problems(new, 2, "forward", _released("dead-letter")) == []
+    new["properties"]["reason"]["x-extensible-enum"] = False
+    assert release_problems(new, 2, "forward", _released("dead-letter"))
     # against v1 (a closed enum) the same addition breaks forward: why v2 marks it open
     assert check_compatibility(new, _released("dead-letter")[1], "forward")
 
