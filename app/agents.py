@@ -38,6 +38,7 @@ from .alignment import EventTimeAligner
 from .config import get_settings
 from .control import ControlFollower
 from .deadletters import carried_headers
+from .encoding import ENCODING_HEADER, encoding_of
 from .events import encode
 from .features import AccountState, TerminalState
 from .features.state import DAY_MS
@@ -122,6 +123,7 @@ def _records(events) -> list[RawRecord]:
             offset=e.message.offset,
             received_ms=now_ms,
             timestamp_ms=int(e.message.timestamp * 1000) if e.message.timestamp else None,
+            encoding=encoding_of(e.message.headers),
         )
         for e in events
     ]
@@ -194,9 +196,12 @@ async def _accounts_batch(events) -> None:
     pending: list = []
     await _send_dead_letters(rt, batch.dead_letters, pending, events)
     m.count_unknown_fields(transactions_topic.get_topic_name(), batch.unknown_fields)
-    for account_id, raw in batch.rekeyed:
+    for account_id, raw, encoding in batch.rekeyed:
+        headers = [(ENCODING_HEADER, encoding)] if encoding is not None else None
         pending.append(
-            await _produce(transactions_topic.get_topic_name(), raw, key=account_id.encode())
+            await _produce(
+                transactions_topic.get_topic_name(), raw, key=account_id.encode(), headers=headers
+            )
         )
         m.transactions_rekeyed.inc()
     partitions, by_terminal = list(range(s.topic_partitions)), by_terminal_topic.get_topic_name()

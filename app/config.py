@@ -287,6 +287,17 @@ class Settings(BaseSettings):
         ),
     )
     top_reasons: int = Field(3, ge=0, le=50, description="TOP_REASONS: reasons per alert.")
+    transactions_encoding: Literal["json", "avro"] = Field(
+        "json",
+        description=(
+            "TRANSACTIONS_ENCODING: encoding `fraudctl replay` writes transactions in: json, "
+            "or avro (binary, from the same model; header fraud-encoding: avro/<version>). "
+            "Workers read both, by the record header."
+        ),
+    )
+    labels_encoding: Literal["json", "avro"] = Field(
+        "json", description="LABELS_ENCODING: the same for labels (see TRANSACTIONS_ENCODING)."
+    )
     max_event_bytes: int = Field(
         65_536, ge=256, description="MAX_EVENT_BYTES: larger payloads are dead-lettered."
     )

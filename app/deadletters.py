@@ -27,7 +27,12 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from .encoding import ENCODING_HEADER
 from .events import REDRIVE_HEADER
+
+#: Headers a dead letter keeps from its record: the re-drive origin, and the encoding a
+#: re-drive must send the payload with.
+_CARRIED = (REDRIVE_HEADER, ENCODING_HEADER)
 
 __all__ = [
     "DeadLetterEntry",
@@ -75,7 +80,8 @@ def carried_headers(
     Returns
     -------
     dict
-        Only records that carry :data:`app.events.REDRIVE_HEADER`: that header.
+        Only records that carry :data:`app.events.REDRIVE_HEADER` or
+        :data:`app.encoding.ENCODING_HEADER`: those headers.
 
     Examples
     --------
@@ -85,7 +91,7 @@ def carried_headers(
     """
     out: dict[tuple[str, int, int], list[tuple[str, bytes]]] = {}
     for where, headers in records:
-        kept = [(k, v) for k, v in (headers or ()) if k == REDRIVE_HEADER]
+        kept = [(k, v) for k, v in (headers or ()) if k in _CARRIED]
         if kept:
             out[where] = kept
     return out
@@ -118,6 +124,8 @@ class DeadLetterEntry:
     redriven_from : str or None
         The re-drive header: the record had been re-driven from that dead letter and
         was rejected again.
+    encoding : bytes or None
+        The record's encoding header (None: JSON); a re-drive sends it again.
     """
 
     partition: int
@@ -134,6 +142,7 @@ class DeadLetterEntry:
     raw_truncated: bool
     rejected_time_ms: int
     redriven_from: str | None = None
+    encoding: bytes | None = None
 
     @property
     def id(self) -> str:
@@ -169,10 +178,12 @@ def read_entry(
     >>> read_entry(0, 4, 0, b"junk").reason
     'unreadable'
     """
-    redriven = None
+    redriven = encoding = None
     for k, v in headers or ():
         if k == REDRIVE_HEADER:
             redriven = v.decode("utf-8", "replace")
+        elif k == ENCODING_HEADER:
+            encoding = v
     try:
         d = orjson.loads(value) if value is not None else None
         if not isinstance(d, dict):
@@ -192,11 +203,13 @@ def read_entry(
             raw_truncated=bool(d.get("raw_truncated", False)),
             rejected_time_ms=int(d.get("rejected_time_ms", timestamp_ms)),
             redriven_from=redriven,
+            encoding=encoding,
         )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         return DeadLetterEntry(
             partition, offset, timestamp_ms, "", -1, -1, "unreadable",
             f"not a dead letter: {exc!r}"[:300], None, None, 0, False, timestamp_ms, redriven,
+            encoding,
         )
 
 

@@ -27,6 +27,7 @@ from typing import Annotated, Literal, Union
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from .encoding import decode_avro, parse_encoding
 from .exceptions import InvalidEventError
 
 __all__ = [
@@ -84,6 +85,7 @@ REJECT_REASONS = (
     "future_timestamp",
     "bad_id",
     "invalid",
+    "bad_encoding",
 )
 
 Id = Annotated[
@@ -421,17 +423,39 @@ _FIELD_REASONS = {
 }
 
 
+def _from_binary(model: type[_Wire], raw: bytes, encoding: bytes) -> dict:
+    """The record of a payload in a binary encoding (see :mod:`app.encoding`)."""
+    name, version = parse_encoding(encoding)
+    contract = next(c for c in CONTRACTS.values() if c.model is model)
+    if name != "avro" or version != contract.version:
+        raise InvalidEventError(
+            "bad_encoding",
+            f"encoding {encoding[:40]!r}: this reader reads json and avro/{contract.version}",
+        )
+    try:
+        return decode_avro(model, raw)
+    except ValueError as exc:
+        raise InvalidEventError("bad_encoding", str(exc)[:300]) from None
+
+
 def _decode(
-    model: type[_Wire], raw: bytes | None, max_bytes: int, unknown_fields: list[str] | None
+    model: type[_Wire],
+    raw: bytes | None,
+    max_bytes: int,
+    unknown_fields: list[str] | None,
+    encoding: bytes | None = None,
 ) -> _Wire:
     if raw is None:
         raise InvalidEventError("not_json", "empty payload (tombstone)")
     if len(raw) > max_bytes:
         raise InvalidEventError("too_large", f"payload of {len(raw)} bytes > {max_bytes}")
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidEventError("not_json", f"payload is not valid JSON ({exc})"[:300]) from None
+    if encoding is not None and encoding != b"json":
+        obj = _from_binary(model, raw, encoding)
+    else:
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidEventError("not_json", f"payload is not valid JSON ({exc})"[:300]) from None
     if not isinstance(obj, dict):
         raise InvalidEventError("not_object", f"expected a JSON object, got {type(obj).__name__}")
     unknown: list[str] = []
@@ -459,7 +483,10 @@ def _decode(
 
 
 def decode_transaction(
-    raw: bytes | None, max_bytes: int = 65_536, unknown_fields: list[str] | None = None
+    raw: bytes | None,
+    max_bytes: int = 65_536,
+    unknown_fields: list[str] | None = None,
+    encoding: bytes | None = None,
 ) -> Transaction:
     """Parse and validate one ``transactions`` payload.
 
@@ -474,6 +501,10 @@ def decode_transaction(
         Larger payloads are rejected without parsing.
     unknown_fields : list of str, optional
         The names of the fields the contract does not list are appended to it.
+    encoding : bytes, optional
+        The record's :data:`app.encoding.ENCODING_HEADER` value: None or ``b"json"``
+        for JSON, ``b"avro/<version>"`` for Avro of this contract version (anything
+        else is rejected as ``bad_encoding``).
 
     Returns
     -------
@@ -492,14 +523,17 @@ def decode_transaction(
     ...     b'"mcc": "5411"}', unknown_fields=seen).transaction_id, seen
     ('t1', ['mcc'])
     """
-    return _decode(Transaction, raw, max_bytes, unknown_fields)  # type: ignore[return-value]
+    return _decode(Transaction, raw, max_bytes, unknown_fields, encoding)  # type: ignore[return-value]
 
 
 def decode_label(
-    raw: bytes | None, max_bytes: int = 65_536, unknown_fields: list[str] | None = None
+    raw: bytes | None,
+    max_bytes: int = 65_536,
+    unknown_fields: list[str] | None = None,
+    encoding: bytes | None = None,
 ) -> Label:
     """Parse and validate one ``transaction-labels`` payload (see :func:`decode_transaction`)."""
-    return _decode(Label, raw, max_bytes, unknown_fields)  # type: ignore[return-value]
+    return _decode(Label, raw, max_bytes, unknown_fields, encoding)  # type: ignore[return-value]
 
 
 def encode(record: BaseModel) -> bytes:

@@ -33,6 +33,7 @@ from ..deadletters import (
     select,
     source_of,
 )
+from ..encoding import ENCODING_HEADER
 from ..events import REDRIVE_HEADER
 from ..exceptions import BrokerUnavailableError
 from ..offsets import start_on_topic, true_end_offsets
@@ -286,6 +287,7 @@ def show_command(
         f"key:            {e.raw_key!r}",
         f"size:           {e.raw_size_bytes} bytes" + (" (kept truncated)" if e.raw_truncated else ""),
         f"re-driven from: {e.redriven_from or '-'}",
+        f"encoding:       {(e.encoding or b'json').decode('utf-8', 'replace')}",
     ]
     payload = e.raw_value or b""
     try:
@@ -311,11 +313,11 @@ async def _send(settings: Settings, dlq_topic: str, entries: list[DeadLetterEntr
     try:
         futures = []
         for e in entries:
-            header = header_value(dlq_topic, e.partition, e.offset).encode()
+            headers = [(REDRIVE_HEADER, header_value(dlq_topic, e.partition, e.offset).encode())]
+            if e.encoding is not None:
+                headers.append((ENCODING_HEADER, e.encoding))
             futures.append(
-                await producer.send(
-                    e.source_topic, e.raw_value, key=e.raw_key, headers=[(REDRIVE_HEADER, header)]
-                )
+                await producer.send(e.source_topic, e.raw_value, key=e.raw_key, headers=headers)
             )
         sent = []
         for fut in futures:
