@@ -85,17 +85,8 @@ def _sink_process(broker, topic: str, tmp_path, sink: str, **extra: str) -> Work
     ).start()
 
 
-def _wait_up(proc: Worker, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        proc.assert_alive()
-        try:
-            if "fraud_sink_alerts_sent_total" in proc.metrics_text():
-                return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(f"sink process not serving metrics: {proc.tail()}")
+def _wait_up(proc: Worker) -> None:
+    proc.wait_ready(timeout=60, marker="fraud_sink_alerts_sent_total")
 
 
 # --- RabbitMQ ---------------------------------------------------------------------

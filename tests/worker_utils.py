@@ -94,13 +94,13 @@ class Worker:
                     total += s.value
         return total
 
-    def wait_ready(self, timeout: float = 120.0) -> None:
-        """Wait until /metrics answers and the model is loaded."""
+    def wait_ready(self, timeout: float = 120.0, marker: str = "fraud_model_info{") -> None:
+        """Wait until /metrics answers with ``marker`` in it (default: the model is loaded)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.assert_alive()
             try:
-                if "fraud_model_info{" in self.metrics_text():
+                if marker in self.metrics_text():
                     return
             except OSError:
                 pass
