@@ -26,7 +26,6 @@ import io
 from functools import lru_cache
 from typing import Any, Literal
 
-import fastavro
 from pydantic import BaseModel
 
 __all__ = [
@@ -143,6 +142,8 @@ def avro_schema(model: type[BaseModel]) -> dict:
 
 @lru_cache(maxsize=None)
 def _parsed(model: type[BaseModel]):
+    import fastavro  # imported where used: importing the events loads no codec
+
     return fastavro.parse_schema(avro_schema(model))
 
 
@@ -154,6 +155,8 @@ def encode_avro(model: type[BaseModel], value: dict) -> bytes:
     ValueError
         If ``value`` does not fit the schema.
     """
+    import fastavro
+
     out = io.BytesIO()
     try:
         fastavro.schemaless_writer(out, _parsed(model), value)
@@ -171,6 +174,8 @@ def decode_avro(model: type[BaseModel], raw: bytes) -> dict:
         If ``raw`` is not exactly one record of the schema (too short, bad values,
         bytes left over).
     """
+    import fastavro
+
     buf = io.BytesIO(raw)
     try:
         value = fastavro.schemaless_reader(buf, _parsed(model), None)

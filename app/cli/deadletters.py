@@ -13,13 +13,10 @@ import enum
 import sys
 import time
 from datetime import datetime, timezone
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import orjson
-import redis
 import typer
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import KafkaError
 from rich.table import Table
 
 from ..config import Settings
@@ -36,11 +33,11 @@ from ..deadletters import (
 from ..encoding import ENCODING_HEADER
 from ..events import REDRIVE_HEADER
 from ..exceptions import BrokerUnavailableError
-from ..offsets import start_on_topic, true_end_offsets
-from ..redis_store import redis_client_options
-from ..replay import client_options
-from .base import broker_option, cli, console, fail
+from .base import KAFKA_CLIENT_SETTINGS, broker_option, cli, console, fail, settings_epilog
 from .replay import with_broker
+
+if TYPE_CHECKING:  # imported where used: `fraudctl --help` loads none of them
+    import redis
 
 __all__ = ["dead_letters_cli", "read_dead_letters", "redriven_key"]
 
@@ -69,6 +66,11 @@ def redriven_key(prefix: str, source: tuple[str, int, int]) -> str:
 
 
 async def _read(settings: Settings, topic: str) -> list[DeadLetterEntry]:
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.errors import KafkaError
+
+    from ..offsets import client_options, start_on_topic, true_end_offsets
+
     consumer = AIOKafkaConsumer(**client_options(settings), group_id=None, enable_auto_commit=False)
     try:
         tps = await start_on_topic(
@@ -186,7 +188,11 @@ def _entry_json(e: DeadLetterEntry, redriven: bool) -> dict:
     }
 
 
-def _redis(settings: Settings) -> redis.Redis:
+def _redis(settings: Settings) -> "redis.Redis":
+    import redis
+
+    from ..redis_store import redis_client_options
+
     return redis.Redis.from_url(
         settings.redis_url.get_secret_value(),
         socket_timeout=5,
@@ -199,6 +205,8 @@ def _marks(settings: Settings, entries: list[DeadLetterEntry]) -> set[tuple[str,
     """Source records of ``entries`` already re-driven (Redis)."""
     if not entries:
         return set()
+    from redis.exceptions import RedisError
+
     sources = sorted({source_of(e) for e in entries})
     prefix = settings.redis_key_prefix
     try:
@@ -207,12 +215,16 @@ def _marks(settings: Settings, entries: list[DeadLetterEntry]) -> set[tuple[str,
             values = client.mget([redriven_key(prefix, s) for s in sources])
         finally:
             client.close()
-    except redis.RedisError as exc:
+    except RedisError as exc:
         fail(f"Redis at REDIS_URL is unavailable ({exc}); it holds the re-drive marks")
     return {s for s, v in zip(sources, values) if v is not None}
 
 
-@dead_letters_cli.command("list")
+_READ_SETTINGS = (*KAFKA_CLIENT_SETTINGS, "DEAD_LETTER_TOPIC")
+_MARK_SETTINGS = ("REDIS_URL", "REDIS_PASSWORD", "REDIS_TLS", "REDIS_KEY_PREFIX")
+
+
+@dead_letters_cli.command("list", epilog=settings_epilog(*_READ_SETTINGS, *_MARK_SETTINGS))
 def list_command(
     reason: Optional[list[str]] = _REASON,
     since: Optional[str] = _SINCE,
@@ -226,8 +238,7 @@ def list_command(
     broker: Optional[str] = broker_option(),
 ) -> None:
     """List dead letters (id, rejected time, reason, source partition and offset, size,
-    whether re-driven). Reads KAFKA_BROKER_URL (and KAFKA_SASL_*/KAFKA_SSL_*),
-    DEAD_LETTER_TOPIC, REDIS_URL and REDIS_KEY_PREFIX (re-drive marks)."""
+    whether re-driven)."""
     settings = with_broker(broker)
     sel = _selection(reason, since, until, source_partition, offset_from, offset_to, ids)
     chosen = sorted(
@@ -256,15 +267,14 @@ def list_command(
     console.print(f"{len(chosen)} dead letters: {summary}", highlight=False)
 
 
-@dead_letters_cli.command("show")
+@dead_letters_cli.command("show", epilog=settings_epilog(*_READ_SETTINGS))
 def show_command(
     dead_letter_id: str = typer.Argument(..., metavar="P/O", help="Dead letter <partition>/<offset>."),
     raw: bool = typer.Option(False, "--raw", help="Write only the payload's exact bytes to stdout."),
     topic: Optional[str] = _TOPIC,
     broker: Optional[str] = broker_option(),
 ) -> None:
-    """Show one dead letter with its payload (text, and a hex dump when it is not UTF-8).
-    Reads KAFKA_BROKER_URL (and KAFKA_SASL_*/KAFKA_SSL_*), DEAD_LETTER_TOPIC."""
+    """Show one dead letter with its payload (text, and a hex dump when it is not UTF-8)."""
     settings = with_broker(broker)
     try:
         wanted = parse_id(dead_letter_id)
@@ -301,6 +311,11 @@ def show_command(
 
 
 async def _send(settings: Settings, dlq_topic: str, entries: list[DeadLetterEntry]) -> list[str]:
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.errors import KafkaError
+
+    from ..offsets import client_options
+
     producer = AIOKafkaProducer(
         **client_options(settings), acks="all", enable_idempotence=False, max_request_size=4 * 2**20
     )
@@ -330,7 +345,10 @@ async def _send(settings: Settings, dlq_topic: str, entries: list[DeadLetterEntr
         await producer.stop()
 
 
-@dead_letters_cli.command("redrive")
+@dead_letters_cli.command(
+    "redrive",
+    epilog=settings_epilog(*_READ_SETTINGS, "TRANSACTIONS_TOPIC", "LABELS_TOPIC", *_MARK_SETTINGS),
+)
 def redrive_command(
     reason: Optional[list[str]] = _REASON,
     since: Optional[str] = _SINCE,
@@ -346,10 +364,8 @@ def redrive_command(
 ) -> None:
     """Send selected dead letters back to their source topic, once each, with the header
     fraud-redriven-from: <dead-letter topic>/<partition>/<offset>. Refuses records that
-    were re-driven before or that failed again after a re-drive. Reads
-    KAFKA_BROKER_URL (and KAFKA_SASL_*/KAFKA_SSL_*), DEAD_LETTER_TOPIC,
-    TRANSACTIONS_TOPIC and LABELS_TOPIC (the topics it re-drives to), REDIS_URL and
-    REDIS_KEY_PREFIX (re-drive marks)."""
+    were re-driven before or that failed again after a re-drive (re-drive marks in
+    Redis)."""
     settings = with_broker(broker)
     sel = _selection(reason, since, until, source_partition, offset_from, offset_to, ids)
     if sel.empty and not all_:
@@ -378,6 +394,8 @@ def _mark(settings: Settings, dlq_topic: str, entries: list[DeadLetterEntry], se
     """Mark re-driven records in Redis (after the broker acknowledged them)."""
     if not entries:
         return
+    from redis.exceptions import RedisError
+
     now = int(time.time() * 1000)
     try:
         client = _redis(settings)
@@ -390,6 +408,6 @@ def _mark(settings: Settings, dlq_topic: str, entries: list[DeadLetterEntry], se
             pipe.execute()
         finally:
             client.close()
-    except redis.RedisError as exc:
+    except RedisError as exc:
         fail(f"{len(sent)} records re-driven but not marked in Redis ({exc}): do not re-drive "
              "the same selection again", code=1)

@@ -358,7 +358,7 @@ def check_command(
     raise typer.Exit(1)
 
 
-@schemas_cli.command("release")
+@schemas_cli.command("release", epilog=settings_epilog())
 def release_command(
     released_dir: Path = typer.Option(
         DEFAULT_RELEASED_DIR, "--released", help="Directory of the released versions."

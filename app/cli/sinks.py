@@ -10,21 +10,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
-from prometheus_client import CollectorRegistry, start_http_server
 
 from ..config import Settings
 from ..exceptions import ConfigError
-from ..metrics import SinkMetrics
-from ..offsets import client_options
-from ..sinks.rabbitmq import RabbitMQSink
-from ..sinks.runner import SinkRunner, consumer_group
-from ..sinks.types import AlertSink
-from ..sinks.webhook import WebhookSink
-from .base import broker_option, cli, console
+from .base import KAFKA_CLIENT_SETTINGS, broker_option, cli, console, settings_epilog
 from .replay import with_broker
+
+if TYPE_CHECKING:  # imported where used: `fraudctl --help` loads none of them
+    from ..metrics import SinkMetrics
+    from ..sinks.types import AlertSink
 
 __all__ = ["sinks_cli", "build_sinks"]
 
@@ -34,7 +31,7 @@ sinks_cli = typer.Typer(
 cli.add_typer(sinks_cli, name="sinks")
 
 
-def build_sinks(settings: Settings, names: tuple[str, ...]) -> list[AlertSink]:
+def build_sinks(settings: Settings, names: tuple[str, ...]) -> list["AlertSink"]:
     """The sinks called ``names``, configured from ``settings``.
 
     Raises
@@ -42,9 +39,12 @@ def build_sinks(settings: Settings, names: tuple[str, ...]) -> list[AlertSink]:
     ConfigError
         No sink named, or a webhook without WEBHOOK_URL / WEBHOOK_SECRET.
     """
+    from ..sinks.rabbitmq import RabbitMQSink
+    from ..sinks.webhook import WebhookSink
+
     if not names:
         raise ConfigError('no alert sink configured: set SINKS (e.g. ["rabbitmq"]) or pass --sink')
-    out: list[AlertSink] = []
+    out: list["AlertSink"] = []
     for name in dict.fromkeys(names):
         if name == "rabbitmq":
             out.append(
@@ -69,7 +69,10 @@ def build_sinks(settings: Settings, names: tuple[str, ...]) -> list[AlertSink]:
     return out
 
 
-async def _run_all(settings: Settings, sinks: list[AlertSink], metrics: SinkMetrics) -> None:
+async def _run_all(settings: Settings, sinks: list["AlertSink"], metrics: "SinkMetrics") -> None:
+    from ..offsets import client_options
+    from ..sinks.runner import SinkRunner, consumer_group
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -96,7 +99,15 @@ async def _run_all(settings: Settings, sinks: list[AlertSink], metrics: SinkMetr
             raise task.exception()  # type: ignore[misc]
 
 
-@sinks_cli.command("run")
+@sinks_cli.command(
+    "run",
+    epilog=settings_epilog(
+        *KAFKA_CLIENT_SETTINGS, "ALERTS_TOPIC", "APP_ID", "SINKS", "RABBITMQ_URL",
+        "RABBITMQ_QUEUE", "RABBITMQ_CONFIRM_TIMEOUT_SECONDS", "WEBHOOK_URL", "WEBHOOK_SECRET",
+        "WEBHOOK_TIMEOUT_SECONDS", "SINK_BATCH_MAX_RECORDS", "SINK_RETRY_INITIAL_DELAY_SECONDS",
+        "SINK_RETRY_MAX_DELAY_SECONDS", "SINK_METRICS_PORT", "WEB_HOST",
+    ),
+)
 def run_command(
     sink: Optional[list[str]] = typer.Option(
         None, "--sink", help="rabbitmq or webhook (repeatable; default: SINKS).", show_default=False
@@ -104,11 +115,11 @@ def run_command(
     broker: Optional[str] = broker_option(),
 ) -> None:
     """Deliver every alert of ALERTS_TOPIC to each sink, at least once, until Ctrl-C or
-    SIGTERM. Reads KAFKA_BROKER_URL (and KAFKA_SASL_*/KAFKA_SSL_*), ALERTS_TOPIC, APP_ID
-    (consumer group <APP_ID>-sink-<name>), SINKS, RABBITMQ_URL, RABBITMQ_QUEUE,
-    RABBITMQ_CONFIRM_TIMEOUT_SECONDS, WEBHOOK_URL, WEBHOOK_SECRET, WEBHOOK_TIMEOUT_SECONDS,
-    SINK_BATCH_MAX_RECORDS, SINK_RETRY_INITIAL_DELAY_SECONDS, SINK_RETRY_MAX_DELAY_SECONDS,
-    SINK_METRICS_PORT."""
+    SIGTERM (consumer group <APP_ID>-sink-<name> per sink)."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from ..metrics import SinkMetrics
+
     settings = with_broker(broker)
     sinks = build_sinks(settings, tuple(sink) if sink else settings.sinks)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
