@@ -59,6 +59,7 @@ def test_the_rule_per_topic_is_backward_for_inputs_forward_for_outputs():
         "dead-letter": "forward",
         "fraud-control": "full",
         "fraud-rules": "full",
+        "fraud-cases": "full",
     }
     released = load_released(DEFAULT_RELEASED_DIR)
     for name, contract in CONTRACTS.items():
