@@ -4,8 +4,9 @@ Before handing the command line to Faust, ``worker`` checks what would otherwise
 only after joining the consumer group (and cost the other workers two rebalances): the
 settings, that the installed faust-streaming, aiokafka and mode-streaming are the
 versions the service's corrections were verified against (:mod:`app.compat`), the web
-port, Redis and the model. A failure is one line on stderr and exit status 2 (settings,
-port) or 78 (library versions, Redis, model).
+port, Redis, the model and the broker (a metadata request within
+BROKER_CONNECT_TIMEOUT_SECONDS). A failure is one line on stderr and exit status 2
+(settings, port) or 78 (library versions, broker, Redis, model).
 """
 
 import socket
@@ -58,6 +59,7 @@ def _preflight(argv: list[str]) -> None:
 
     from . import runtime
     from .exceptions import FraudError
+    from .offsets import check_broker
 
     async def check() -> None:
         rt = runtime.get_runtime()
@@ -65,6 +67,7 @@ def _preflight(argv: list[str]) -> None:
             await rt.load_model()
         finally:
             await rt.store.close()
+        await check_broker(settings, settings.broker_connect_timeout_seconds)
 
     try:
         asyncio.run(check())

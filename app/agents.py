@@ -34,6 +34,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from .alerting.sink import raise_alerts
 from .alignment import EventTimeAligner
 from .config import get_settings
 from .control import ControlFollower
@@ -55,7 +56,6 @@ from .monitoring.worker import (
     MetricsSensor,
     count_label_verdicts,
     count_produced,
-    observe_alerts,
     observe_scored,
     sample_gauges,
 )
@@ -411,22 +411,15 @@ async def _score_released(released: list, controller) -> None:
             key = st.transaction.account_id.encode()
             pending.append(await _produce(name, encode(st), key=key))
     if batch.alerts:
-        seen = await rt.store.already_alerted([a.alert_id for a in batch.alerts])
-        fresh = [
-            (a, r) for a, r, dup in zip(batch.alerts, batch.alert_received_ms, seen) if not dup
-        ]
-        m.alerts_suppressed.inc(len(batch.alerts) - len(fresh) + batch.alerts_deduplicated)
-        sent = []
-        for a, received in fresh:
-            key = a.transaction.account_id.encode()
-            fut = await _produce(alerts_topic.get_topic_name(), encode(a), key=key)
-            sent.append((fut, a, received))
-        for fut, a, received in sent:
-            await fut
-            m.alert_latency.observe(max(0.0, time.time() - received / 1000))
-            m.alerts.labels(model_version=a.model_version).inc()
-        await rt.store.mark_alerted([a.alert_id for a, _ in fresh], s.alert_dedup_ttl_seconds)
-        observe_alerts(m, [a for a, _ in fresh])
+        # exactly once: reserve in Redis, send, commit once acknowledged (app/alerting)
+        alerts_name = alerts_topic.get_topic_name()
+        await raise_alerts(
+            rt,
+            batch.alerts,
+            batch.alert_received_ms,
+            batch.alerts_deduplicated,
+            lambda a: _produce(alerts_name, encode(a), key=a.transaction.account_id.encode()),
+        )
     for fut in pending:
         await fut
     done = time.time()

@@ -159,6 +159,15 @@ class Settings(BaseSettings):
             "fast a restarted worker rejoins (about 1.2 x this on Tansu)."
         ),
     )
+    broker_connect_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description=(
+            "BROKER_CONNECT_TIMEOUT_SECONDS: how long `python -m app worker` waits for the "
+            "broker to answer a metadata request before it refuses to start (exit 78)."
+        ),
+    )
     broker_heartbeat_interval_seconds: float = Field(
         0.3, gt=0, description="BROKER_HEARTBEAT_INTERVAL_SECONDS."
     )
@@ -340,6 +349,27 @@ class Settings(BaseSettings):
     redis_key_prefix: str = Field("fraud:", description="REDIS_KEY_PREFIX: namespace of keys.")
     alert_dedup_ttl_seconds: int = Field(
         90 * 86_400, ge=1, description="ALERT_DEDUP_TTL_SECONDS: how long an alert id is kept."
+    )
+    alert_reservation_in_flight_seconds: float = Field(
+        10.0,
+        ge=0,
+        le=3600,
+        description=(
+            "ALERT_RESERVATION_IN_FLIGHT_SECONDS: an alert id reserved less than this "
+            "long ago and not yet marked alerted may still be in the hands of a live "
+            "worker (two owners of a partition during a rebalance): it is waited on "
+            "before the alert topic is searched for it. Longer than a send plus its mark."
+        ),
+    )
+    alert_lookup_timeout_seconds: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description=(
+            "ALERT_LOOKUP_TIMEOUT_SECONDS: longest search of the alert topic for reserved, "
+            "unmarked alert ids; past it the batch fails (exit 70, processed again after "
+            "a restart) rather than guess."
+        ),
     )
     redis_password: SecretStr | None = Field(
         None,

@@ -26,6 +26,8 @@ __all__ = [
     "LATENCY_BUCKETS_SECONDS",
     "BATCH_BUCKETS_SECONDS",
     "REDIS_OPERATIONS",
+    "RESERVATION_OUTCOMES",
+    "LOOKUP_STARTS",
     "STATE_TABLES",
 ]
 
@@ -42,7 +44,14 @@ VERDICT_DELAY_BUCKETS_SECONDS = (
     7 * 86_400.0, 30 * 86_400.0,
 )
 #: Operations of :class:`app.redis_store.RedisStore` (label ``operation``).
-REDIS_OPERATIONS = ("get", "set", "mget", "mark_alerted")
+REDIS_OPERATIONS = (
+    "get", "set", "mget", "alert_states", "reserve_alerts", "take_over_reservations",
+    "mark_alerted",
+)
+#: Outcomes of a reserved but unmarked alert id looked up on the alert topic.
+RESERVATION_OUTCOMES = ("found", "resent")
+#: Where a look-up on the alert topic starts reading (label ``source``).
+LOOKUP_STARTS = ("timestamp", "beginning")
 #: Distinct unknown field names per topic that get a label of their own (the rest:
 #: ``field="other"``).
 UNKNOWN_FIELD_LABELS_MAX = 50
@@ -102,6 +111,32 @@ class Metrics:
             "fraud_alerts_suppressed_total",
             "Alerts not published again because Redis shows one was already raised for "
             "that transaction.",
+            registry=registry,
+        )
+        self.alert_reservations_resolved = Counter(
+            "fraud_alert_reservations_resolved_total",
+            "Alert ids found reserved but not marked alerted (their worker died between "
+            "the reservation and the mark), by what the alert topic showed: found (marked, "
+            "not sent again) or resent (not on the topic: sent now).",
+            ["outcome"],
+            registry=registry,
+        )
+        for outcome in RESERVATION_OUTCOMES:
+            self.alert_reservations_resolved.labels(outcome=outcome)
+        self.alert_topic_lookups = Counter(
+            "fraud_alert_topic_lookups_total",
+            "Partitions of the alert topic read to resolve reserved alert ids, by where "
+            "reading started: timestamp (offsets_for_times of the reservation time) or "
+            "beginning (the broker gave no offset for that time).",
+            ["source"],
+            registry=registry,
+        )
+        for start in LOOKUP_STARTS:
+            self.alert_topic_lookups.labels(source=start)
+        self.alert_reservations_waited = Counter(
+            "fraud_alert_reservations_waited_total",
+            "Alert ids found reserved by a worker moments ago (possibly still sending) "
+            "and waited on before deciding.",
             registry=registry,
         )
         self.events_rejected = Counter(

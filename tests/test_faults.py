@@ -256,17 +256,26 @@ def _produce_early_labels(
 
 
 class _OwnRedis:
-    """A redis-server of the test's own, on a free port, writing nothing to disk."""
+    """A redis-server of the test's own, on a free port, writing nothing to disk; with
+    ``durable``, writing every command to its append-only file before answering
+    (``appendfsync always``), so that :meth:`kill` and :meth:`start` keep exactly what
+    it acknowledged."""
 
-    def __init__(self, work_dir: Path):
+    def __init__(self, work_dir: Path, durable: bool = False):
         self.port = free_port()
-        self.log = open(work_dir / "redis.log", "ab")
+        self.dir = work_dir
+        self.durable = durable
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.start()
+
+    def start(self) -> None:
+        persistence = ["yes", "--appendfsync", "always"] if self.durable else ["no"]
+        self.log = open(self.dir / "redis.log", "ab")
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--daemonize", "no", "--dir", str(work_dir)],
+             "--appendonly", *persistence, "--daemonize", "no", "--dir", str(self.dir)],
             stdout=self.log, stderr=subprocess.STDOUT,
         )
-        self.url = f"redis://127.0.0.1:{self.port}/0"
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -277,6 +286,14 @@ class _OwnRedis:
                     self.stop()
                     raise
                 time.sleep(0.05)
+
+    def kill(self) -> None:
+        """SIGKILL (also when stopped): commands it received but had not executed yet
+        are gone with it."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.log.close()
 
     def stop(self) -> None:
         if self.proc.poll() is None:

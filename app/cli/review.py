@@ -13,7 +13,7 @@ import logging
 import sys
 import uuid
 from datetime import datetime, timezone
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import orjson
 import typer
@@ -22,14 +22,15 @@ from rich.table import Table
 from rich.text import Text
 
 from ..cases.model import Case, Request, queue
-from ..cases.service import CaseService
-from ..cases.web import build_app, check_bind_address
 from ..config import Settings
 from ..events import encode
 from ..exceptions import FraudError
 from ..metrics import ReviewMetrics
-from .base import broker_option, cli, console, fail
+from .base import KAFKA_CLIENT_SETTINGS, broker_option, cli, console, fail, settings_epilog
 from .replay import with_broker
+
+if TYPE_CHECKING:  # the service and the web app import aiokafka and aiohttp: lazily
+    from ..cases.service import CaseService
 
 __all__ = ["review_cli"]
 
@@ -39,6 +40,11 @@ _SETTINGS = (
 )
 
 _BLOCK = "REVIEW_BLOCK_CONFIRMED (then REDIS_URL, REDIS_KEY_PREFIX, RULES_TOPIC)"
+_READS = (
+    *KAFKA_CLIENT_SETTINGS, "CASES_TOPIC", "ALERTS_TOPIC", "LABELS_TOPIC", "TOPIC_PARTITIONS",
+    "APP_ID", "REVIEW_BLOCK_CONFIRMED", "REDIS_URL", "REDIS_KEY_PREFIX", "RULES_TOPIC",
+)
+_EPILOG = settings_epilog(*_READS)
 
 review_cli = typer.Typer(
     name="review",
@@ -70,6 +76,8 @@ def _time(ms: int | None) -> str:
 
 
 async def _with_service(settings: Settings, work):
+    from ..cases.service import CaseService
+
     async with CaseService(settings) as service:
         return await work(service)
 
@@ -93,7 +101,7 @@ def _case_json(case: Case) -> dict:
     }
 
 
-@review_cli.command("serve")
+@review_cli.command("serve", epilog=settings_epilog(*_READS, "REVIEW_HOST", "REVIEW_PORT"))
 def serve_command(
     host: Optional[str] = typer.Option(
         None, "--host", help="Bind address (default: REVIEW_HOST).", show_default=False
@@ -113,6 +121,9 @@ def serve_command(
     settings = with_broker(broker)
     host = host or settings.review_host
     port = port or settings.review_port
+    from ..cases.service import CaseService
+    from ..cases.web import build_app, check_bind_address
+
     try:
         check_bind_address(host, allow_remote)
     except FraudError as exc:
@@ -139,7 +150,7 @@ serve_command.__doc__ = (
 )
 
 
-@review_cli.command("list")
+@review_cli.command("list", epilog=_EPILOG)
 def list_command(
     status: CaseStatus = typer.Option(CaseStatus.open, "--status", help="Which cases."),
     output_format: Format = typer.Option(Format.table, "--format", help="table or json lines."),
@@ -170,7 +181,7 @@ def list_command(
     console.print(table if cases else "no cases")
 
 
-@review_cli.command("show")
+@review_cli.command("show", epilog=_EPILOG)
 def show_command(
     case_id: str = typer.Argument(..., help="The case: the card's account id."),
     output_format: Format = typer.Option(Format.table, "--format", help="table or json."),
@@ -261,7 +272,7 @@ def _register(action: str, doc: str) -> None:
 
     command.__doc__ = f"{doc} {_SETTINGS}."
     command.__name__ = f"{action}_command"
-    review_cli.command(action)(command)
+    review_cli.command(action, epilog=_EPILOG)(command)
 
 
 _register(
