@@ -38,6 +38,8 @@ from .alerting.sink import raise_alerts
 from .alignment import EventTimeAligner
 from .config import get_settings
 from .control import ControlFollower
+from .deadletters import carried_headers
+from .encoding import ENCODING_HEADER, encoding_of
 from .events import encode
 from .features import AccountState, TerminalState
 from .features.state import DAY_MS
@@ -121,24 +123,38 @@ def _records(events) -> list[RawRecord]:
             offset=e.message.offset,
             received_ms=now_ms,
             timestamp_ms=int(e.message.timestamp * 1000) if e.message.timestamp else None,
+            encoding=encoding_of(e.message.headers),
         )
         for e in events
     ]
 
 
-async def _send_dead_letters(rt: Runtime, dead, pending: list) -> None:
+async def _send_dead_letters(rt: Runtime, dead, pending: list, events) -> None:
+    carried = carried_headers(
+        ((e.message.topic, e.message.partition, e.message.offset), e.message.headers)
+        for e in events
+    )  # a re-driven record's origin stays on its new dead letter (never re-driven twice)
     for dl in dead:
         key = base64.b64decode(dl.raw_key_b64) if dl.raw_key_b64 is not None else None
-        pending.append(await _produce(dead_letter_topic.get_topic_name(), encode(dl), key=key))
+        headers = carried.get((dl.source_topic, dl.partition, dl.offset))
+        pending.append(
+            await _produce(dead_letter_topic.get_topic_name(), encode(dl), key=key, headers=headers)
+        )
         rt.metrics.events_rejected.labels(reason=dl.reason).inc()
         log.warning(
             "dead-lettered %s[%d]@%d: %s", dl.source_topic, dl.partition, dl.offset, dl.detail
         )
 
 
-async def _produce(topic: str, value: bytes, key: bytes | None = None, partition: int | None = None):
+async def _produce(
+    topic: str,
+    value: bytes,
+    key: bytes | None = None,
+    partition: int | None = None,
+    headers: list[tuple[str, bytes]] | None = None,
+):
     """:func:`app.streaming.produce`, counted in ``fraud_messages_produced_total``."""
-    fut = await produce(app, topic, value, key=key, partition=partition)
+    fut = await produce(app, topic, value, key=key, partition=partition, headers=headers)
     fut.add_done_callback(_counted())
     return fut
 
@@ -178,10 +194,14 @@ async def _accounts_batch(events) -> None:
         max_clock_skew_ms=int(s.max_clock_skew_seconds * 1000),
     )
     pending: list = []
-    await _send_dead_letters(rt, batch.dead_letters, pending)
-    for account_id, raw in batch.rekeyed:
+    await _send_dead_letters(rt, batch.dead_letters, pending, events)
+    m.count_unknown_fields(transactions_topic.get_topic_name(), batch.unknown_fields)
+    for account_id, raw, encoding in batch.rekeyed:
+        headers = [(ENCODING_HEADER, encoding)] if encoding is not None else None
         pending.append(
-            await _produce(transactions_topic.get_topic_name(), raw, key=account_id.encode())
+            await _produce(
+                transactions_topic.get_topic_name(), raw, key=account_id.encode(), headers=headers
+            )
         )
         m.transactions_rekeyed.inc()
     partitions, by_terminal = list(range(s.topic_partitions)), by_terminal_topic.get_topic_name()
@@ -310,7 +330,8 @@ async def _intake(events) -> list[bytes]:
         max_clock_skew_ms=int(s.max_clock_skew_seconds * 1000),
     )
     pending: list = []
-    await _send_dead_letters(rt, intake.dead_letters, pending)
+    await _send_dead_letters(rt, intake.dead_letters, pending, events)
+    m.count_unknown_fields(labels_topic.get_topic_name(), intake.unknown_fields)
     for terminal_id, state in intake.states.items():
         pending.append(
             await terminal_states.put(

@@ -296,6 +296,17 @@ class Settings(BaseSettings):
         ),
     )
     top_reasons: int = Field(3, ge=0, le=50, description="TOP_REASONS: reasons per alert.")
+    transactions_encoding: Literal["json", "avro"] = Field(
+        "json",
+        description=(
+            "TRANSACTIONS_ENCODING: encoding `fraudctl replay` writes transactions in: json, "
+            "or avro (binary, from the same model; header fraud-encoding: avro/<version>). "
+            "Workers read both, by the record header."
+        ),
+    )
+    labels_encoding: Literal["json", "avro"] = Field(
+        "json", description="LABELS_ENCODING: the same for labels (see TRANSACTIONS_ENCODING)."
+    )
     max_event_bytes: int = Field(
         65_536, ge=256, description="MAX_EVENT_BYTES: larger payloads are dead-lettered."
     )
@@ -425,6 +436,60 @@ class Settings(BaseSettings):
         1_000,
         ge=1,
         description="DRIFT_MIN_EVENTS: transactions counted before a PSI is reported.",
+    )
+
+    # --- alert sinks (fraudctl sinks run) -------------------------------------------
+    sinks: tuple[Literal["rabbitmq", "webhook"], ...] = Field(
+        (),
+        description=(
+            'SINKS: alert sinks `fraudctl sinks run` feeds, JSON list (e.g. ["rabbitmq", '
+            '"webhook"]); each has the consumer group `<APP_ID>-sink-<name>`. Default: none.'
+        ),
+    )
+    rabbitmq_url: SecretStr = Field(
+        SecretStr("amqp://guest:guest@127.0.0.1:5672/"),
+        description="RABBITMQ_URL: `amqp://user:password@host:port/vhost` (amqps:// for TLS).",
+    )
+    rabbitmq_queue: str = Field(
+        "fraud-alerts",
+        min_length=1,
+        max_length=255,
+        description="RABBITMQ_QUEUE: durable queue the alerts are published to (declared if missing).",
+    )
+    rabbitmq_confirm_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="RABBITMQ_CONFIRM_TIMEOUT_SECONDS: longest wait for a connection or a publisher confirm.",
+    )
+    webhook_url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="WEBHOOK_URL: endpoint each alert is POSTed to (http:// or https://).",
+    )
+    webhook_secret: SecretStr | None = Field(
+        None,
+        description="WEBHOOK_SECRET: HMAC-SHA256 key of the X-Fraud-Signature header (a secret).",
+    )
+    webhook_timeout_seconds: float = Field(
+        10.0, gt=0, le=300, description="WEBHOOK_TIMEOUT_SECONDS: per request."
+    )
+    sink_batch_max_records: int = Field(
+        100, ge=1, le=10_000, description="SINK_BATCH_MAX_RECORDS: alerts fetched per batch."
+    )
+    sink_retry_initial_delay_seconds: float = Field(
+        0.5,
+        gt=0,
+        description="SINK_RETRY_INITIAL_DELAY_SECONDS: first wait after a failed delivery; doubles.",
+    )
+    sink_retry_max_delay_seconds: float = Field(
+        30.0, gt=0, description="SINK_RETRY_MAX_DELAY_SECONDS: longest wait between two deliveries."
+    )
+    sink_metrics_port: int = Field(
+        6070,
+        ge=0,
+        le=65535,
+        description="SINK_METRICS_PORT: the sink process serves GET /metrics here (0: off).",
     )
 
     # --- local stack ---------------------------------------------------------------

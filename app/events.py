@@ -20,12 +20,14 @@ app.exceptions.InvalidEventError: not_json: payload is not valid JSON ...
 from __future__ import annotations
 
 import base64
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Annotated, Literal, Union
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from .encoding import decode_avro, parse_encoding
 from .exceptions import InvalidEventError
 
 __all__ = [
@@ -47,6 +49,10 @@ __all__ = [
     "OUTCOMES",
     "REJECT_REASONS",
     "WIRE_MODELS",
+    "Compatibility",
+    "Contract",
+    "CONTRACTS",
+    "REDRIVE_HEADER",
     "decode_transaction",
     "decode_label",
     "encode",
@@ -79,6 +85,7 @@ REJECT_REASONS = (
     "future_timestamp",
     "bad_id",
     "invalid",
+    "bad_encoding",
 )
 
 Id = Annotated[
@@ -200,7 +207,11 @@ class DeadLetter(_Wire):
     source_topic: str
     partition: int
     offset: int
-    reason: Literal[REJECT_REASONS]  # type: ignore[valid-type]
+    reason: Literal[REJECT_REASONS] = Field(  # type: ignore[valid-type]
+        json_schema_extra={"x-extensible-enum": True},
+        description="Why it was rejected. New reasons are added over time: a reader "
+        "must accept a value it does not know.",
+    )
     detail: str
     raw_value_b64: str = Field(description="The payload's bytes, base64.")
     raw_key_b64: str | None = None
@@ -338,17 +349,67 @@ class CaseEvent(_Wire):
     )
 
 
-#: topic setting name -> model, for schema export
-WIRE_MODELS: dict[str, type[BaseModel]] = {
-    "transactions": Transaction,
-    "fraud-alerts": Alert,
-    "transaction-labels": Label,
-    "scored-transactions": ScoredTransaction,
-    "dead-letter": DeadLetter,
-    "fraud-control": ModelControl,
-    "fraud-rules": RuleSet,
-    "fraud-cases": CaseEvent,
+#: How a topic's contract may change between two versions (a schema registry's modes):
+#: ``backward``: a reader of the new version reads records of the previous one (inputs:
+#: upgrade the readers first); ``forward``: a reader of the previous version reads
+#: records of the new one (outputs: upgrade the writer first, its readers later);
+#: ``full``: both.
+Compatibility = Literal["backward", "forward", "full"]
+
+
+@dataclass(frozen=True)
+class Contract:
+    """One topic's contract: its record model, version and compatibility rule.
+
+    Attributes
+    ----------
+    model : type of pydantic.BaseModel
+        The record (the JSON Schema is generated from it).
+    version : int
+        Increases with every released change; the released schemas are
+        ``schemas/released/<topic>.v<version>.schema.json``.
+    compatibility : {"backward", "forward", "full"}
+        The rule every new version must keep against the previous one.
+    accepts_unknown_fields : bool
+        Readers accept fields the model does not list (kept out of the record and
+        counted in ``fraud_unknown_fields_total``); the schema is then open
+        (``additionalProperties: true``).
+    """
+
+    model: type[BaseModel]
+    version: int
+    compatibility: Compatibility
+    accepts_unknown_fields: bool = False
+
+
+#: topic (the setting's default name) -> its contract. The one place that names each
+#: topic's version and compatibility rule.
+CONTRACTS: dict[str, Contract] = {
+    # inputs, written by card processors and the labelling system: readers first
+    "transactions": Contract(Transaction, 2, "backward", accepts_unknown_fields=True),
+    "transaction-labels": Contract(Label, 2, "backward", accepts_unknown_fields=True),
+    # outputs, read by analysts' tools, case systems and sinks: the writer first
+    "fraud-alerts": Contract(Alert, 1, "forward"),
+    "scored-transactions": Contract(ScoredTransaction, 1, "forward"),
+    "dead-letter": Contract(DeadLetter, 2, "forward"),
+    # control topics: fraudctl writes, every worker reads; either may be upgraded first
+    "fraud-control": Contract(ModelControl, 1, "full"),
+    "fraud-rules": Contract(RuleSet, 1, "full"),
+    # case events: the console writes, every console and the label feed fold them
+    # from the beginning; either may be upgraded first
+    "fraud-cases": Contract(CaseEvent, 1, "full"),
 }
+
+#: topic -> model, for schema export
+WIRE_MODELS: dict[str, type[BaseModel]] = {name: c.model for name, c in CONTRACTS.items()}
+
+#: Record header of a record that ``fraudctl dead-letters redrive`` sent back to its
+#: source topic: ``<dead-letter topic>/<partition>/<offset>`` of the dead letter. A
+#: worker that rejects such a record again keeps the header on the new dead letter, so
+#: it is never re-driven twice.
+REDRIVE_HEADER = "fraud-redriven-from"
+
+_OPEN_MODELS = frozenset(c.model for c in CONTRACTS.values() if c.accepts_unknown_fields)
 
 _FIELD_REASONS = {
     "account_id": "bad_id",
@@ -362,19 +423,52 @@ _FIELD_REASONS = {
 }
 
 
-def _decode(model: type[_Wire], raw: bytes | None, max_bytes: int) -> _Wire:
+def _from_binary(model: type[_Wire], raw: bytes, encoding: bytes) -> dict:
+    """The record of a payload in a binary encoding (see :mod:`app.encoding`)."""
+    name, version = parse_encoding(encoding)
+    contract = next(c for c in CONTRACTS.values() if c.model is model)
+    if name != "avro" or version != contract.version:
+        raise InvalidEventError(
+            "bad_encoding",
+            f"encoding {encoding[:40]!r}: this reader reads json and avro/{contract.version}",
+        )
+    try:
+        return decode_avro(model, raw)
+    except ValueError as exc:
+        raise InvalidEventError("bad_encoding", str(exc)[:300]) from None
+
+
+def _decode(
+    model: type[_Wire],
+    raw: bytes | None,
+    max_bytes: int,
+    unknown_fields: list[str] | None,
+    encoding: bytes | None = None,
+) -> _Wire:
     if raw is None:
         raise InvalidEventError("not_json", "empty payload (tombstone)")
     if len(raw) > max_bytes:
         raise InvalidEventError("too_large", f"payload of {len(raw)} bytes > {max_bytes}")
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidEventError("not_json", f"payload is not valid JSON ({exc})"[:300]) from None
+    if encoding is not None and encoding != b"json":
+        obj = _from_binary(model, raw, encoding)
+    else:
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidEventError("not_json", f"payload is not valid JSON ({exc})"[:300]) from None
     if not isinstance(obj, dict):
         raise InvalidEventError("not_object", f"expected a JSON object, got {type(obj).__name__}")
+    unknown: list[str] = []
+    if model in _OPEN_MODELS:
+        fields = model.model_fields
+        unknown = [name for name in obj if name not in fields]
+        if unknown:
+            obj = {name: value for name, value in obj.items() if name in fields}
     try:
-        return model.model_validate(obj)
+        record = model.model_validate(obj)
+        if unknown and unknown_fields is not None:
+            unknown_fields.extend(unknown)
+        return record
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
         loc = ".".join(str(p) for p in err["loc"]) or "(root)"
@@ -388,8 +482,16 @@ def _decode(model: type[_Wire], raw: bytes | None, max_bytes: int) -> _Wire:
         raise InvalidEventError(reason, f"{loc}: {err['msg']}"[:300]) from None
 
 
-def decode_transaction(raw: bytes | None, max_bytes: int = 65_536) -> Transaction:
+def decode_transaction(
+    raw: bytes | None,
+    max_bytes: int = 65_536,
+    unknown_fields: list[str] | None = None,
+    encoding: bytes | None = None,
+) -> Transaction:
     """Parse and validate one ``transactions`` payload.
+
+    Fields the contract does not list are accepted and left out of the record (the
+    contract is backward compatible: see :data:`CONTRACTS`).
 
     Parameters
     ----------
@@ -397,6 +499,12 @@ def decode_transaction(raw: bytes | None, max_bytes: int = 65_536) -> Transactio
         The Kafka record value.
     max_bytes : int, default=65536
         Larger payloads are rejected without parsing.
+    unknown_fields : list of str, optional
+        The names of the fields the contract does not list are appended to it.
+    encoding : bytes, optional
+        The record's :data:`app.encoding.ENCODING_HEADER` value: None or ``b"json"``
+        for JSON, ``b"avro/<version>"`` for Avro of this contract version (anything
+        else is rejected as ``bad_encoding``).
 
     Returns
     -------
@@ -406,13 +514,26 @@ def decode_transaction(raw: bytes | None, max_bytes: int = 65_536) -> Transactio
     ------
     InvalidEventError
         With ``reason`` one of :data:`REJECT_REASONS`.
+
+    Examples
+    --------
+    >>> seen = []
+    >>> decode_transaction(b'{"transaction_id": "t1", "account_id": "a1", '
+    ...     b'"terminal_id": "m1", "amount_minor": 1250, "event_time_ms": 1522540800000, '
+    ...     b'"mcc": "5411"}', unknown_fields=seen).transaction_id, seen
+    ('t1', ['mcc'])
     """
-    return _decode(Transaction, raw, max_bytes)  # type: ignore[return-value]
+    return _decode(Transaction, raw, max_bytes, unknown_fields, encoding)  # type: ignore[return-value]
 
 
-def decode_label(raw: bytes | None, max_bytes: int = 65_536) -> Label:
+def decode_label(
+    raw: bytes | None,
+    max_bytes: int = 65_536,
+    unknown_fields: list[str] | None = None,
+    encoding: bytes | None = None,
+) -> Label:
     """Parse and validate one ``transaction-labels`` payload (see :func:`decode_transaction`)."""
-    return _decode(Label, raw, max_bytes)  # type: ignore[return-value]
+    return _decode(Label, raw, max_bytes, unknown_fields, encoding)  # type: ignore[return-value]
 
 
 def encode(record: BaseModel) -> bytes:

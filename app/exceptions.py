@@ -21,6 +21,7 @@ __all__ = [
     "RuleSetError",
     "ControlMessageError",
     "CaseError",
+    "SinkDeliveryError",
 ]
 
 
@@ -108,3 +109,20 @@ class CaseError(FraudError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+class SinkDeliveryError(FraudError):
+    """An alert sink did not confirm every message of a batch (it is retried).
+
+    Parameters
+    ----------
+    message : str
+        What failed, one line.
+    confirmed : int, default=0
+        How many messages at the start of the batch the sink did confirm (they are not
+        sent again).
+    """
+
+    def __init__(self, message: str, confirmed: int = 0) -> None:
+        super().__init__(message)
+        self.confirmed = confirmed

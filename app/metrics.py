@@ -8,10 +8,12 @@ transaction id. Tests build their own :class:`Metrics` on a fresh
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from itertools import product
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
+from .contracts import FieldLabels
 from .events import CASE_EVENT_TYPES, LABEL_SOURCES, REJECT_REASONS
 from .monitoring.outcomes import OUTCOMES, RULES, VERDICTS
 
@@ -19,6 +21,8 @@ __all__ = [
     "Metrics",
     "ReviewMetrics",
     "VERDICT_DELAY_BUCKETS_SECONDS",
+    "SinkMetrics",
+    "UNKNOWN_FIELD_LABELS_MAX",
     "LATENCY_BUCKETS_SECONDS",
     "BATCH_BUCKETS_SECONDS",
     "REDIS_OPERATIONS",
@@ -48,6 +52,9 @@ REDIS_OPERATIONS = (
 RESERVATION_OUTCOMES = ("found", "resent")
 #: Where a look-up on the alert topic starts reading (label ``source``).
 LOOKUP_STARTS = ("timestamp", "beginning")
+#: Distinct unknown field names per topic that get a label of their own (the rest:
+#: ``field="other"``).
+UNKNOWN_FIELD_LABELS_MAX = 50
 #: Tables whose state size is reported (label ``table``).
 STATE_TABLES = ("account_states", "terminal_states")
 
@@ -140,6 +147,16 @@ class Metrics:
         )
         for reason in REJECT_REASONS:
             self.events_rejected.labels(reason=reason)
+        self.unknown_fields = Counter(
+            "fraud_unknown_fields_total",
+            "Fields an input record carried that its contract does not list (accepted, "
+            "kept out of the features), by topic and field name; a name that is not an "
+            f"identifier or beyond the first {UNKNOWN_FIELD_LABELS_MAX} of a topic counts "
+            'as field="other".',
+            ["topic", "field"],
+            registry=registry,
+        )
+        self._unknown_field_labels = FieldLabels(UNKNOWN_FIELD_LABELS_MAX)
         self.scoring_batch_duration = Histogram(
             "fraud_scoring_batch_duration_seconds",
             "Time to compute features and scores of one batch.",
@@ -392,6 +409,12 @@ class Metrics:
             "fraud_rule_set", "The rule set in force in this worker.", registry=registry
         )
 
+    def count_unknown_fields(self, topic: str, names: Iterable[str]) -> None:
+        """Count the unknown fields of a batch of ``topic`` (one name per occurrence)."""
+        for name in names:
+            field = self._unknown_field_labels.label(topic, name)
+            self.unknown_fields.labels(topic=topic, field=field).inc()
+
     def observe_decisions(self, batch) -> None:
         """Count one batch's rule hits and shadow scores (outcomes: ``decisions``,
         counted with the scored records by :func:`app.monitoring.worker.observe_scored`).
@@ -497,3 +520,61 @@ class ReviewMetrics:
             "Records of the alerts topic that are no valid Alert (logged and skipped).",
             registry=registry,
         )
+
+
+class SinkMetrics:
+    """Metrics of the alert-sink process (``fraudctl sinks run``), label ``sink``.
+
+    Parameters
+    ----------
+    registry : CollectorRegistry
+        Where to register; use a fresh one per test.
+    sinks : iterable of str
+        Names of the configured sinks (their series start at 0).
+    """
+
+    def __init__(self, registry: CollectorRegistry, sinks: Iterable[str] = ()) -> None:
+        self.registry = registry
+        self.sent = Counter(
+            "fraud_sink_alerts_sent_total",
+            "Alerts the sink confirmed (RabbitMQ publisher confirm, webhook 2xx).",
+            ["sink"],
+            registry=registry,
+        )
+        self.failed = Counter(
+            "fraud_sink_failures_total",
+            "Failed delivery attempts (retried until the sink confirms).",
+            ["sink"],
+            registry=registry,
+        )
+        self.backlog = Gauge(
+            "fraud_sink_backlog_records",
+            "Records of the alerts topic not yet confirmed by the sink: end offsets "
+            "minus the sink's committed offsets, over its partitions.",
+            ["sink"],
+            registry=registry,
+        )
+        self.delivery = Histogram(
+            "fraud_sink_delivery_duration_seconds",
+            "From reading a batch of alerts to the sink's confirmation of all of it "
+            "(retries included).",
+            ["sink"],
+            buckets=LATENCY_BUCKETS_SECONDS + (30.0, 60.0),
+            registry=registry,
+        )
+        self.skipped = Counter(
+            "fraud_sink_skipped_total",
+            "Records of the alerts topic that are no alert (not JSON, no alert_id): "
+            "logged and committed past.",
+            ["sink"],
+            registry=registry,
+        )
+        self.up = Gauge(
+            "fraud_sink_up",
+            "1 if the sink's last delivery attempt succeeded, 0 while it is retrying.",
+            ["sink"],
+            registry=registry,
+        )
+        for sink in sinks:
+            for metric in (self.sent, self.failed, self.skipped, self.backlog, self.up):
+                metric.labels(sink=sink)

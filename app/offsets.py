@@ -26,8 +26,15 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
 from .config import Settings
+from .exceptions import BrokerUnavailableError, ConfigError
 
-__all__ = ["client_options", "check_broker", "true_end_offsets", "fix_recovery_end_offsets"]
+__all__ = [
+    "client_options",
+    "check_broker",
+    "start_on_topic",
+    "true_end_offsets",
+    "fix_recovery_end_offsets",
+]
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +132,49 @@ async def _wait_for_metadata(settings: Settings, timeout_seconds: float, deadlin
 _POLL_MS = 200
 #: Longest wait for the last record batch of a partition, in seconds.
 PROBE_SECONDS = 5.0
+
+
+async def start_on_topic(
+    consumer: AIOKafkaConsumer, settings: Settings, topic: str, missing_hint: str = ""
+) -> list[TopicPartition]:
+    """Start a consumer without a group and list every partition of ``topic``.
+
+    Parameters
+    ----------
+    consumer : aiokafka.AIOKafkaConsumer
+        Not started yet.
+    settings : Settings
+        For the broker URL in messages.
+    topic : str
+    missing_hint : str, default=""
+        Appended to the error when the topic does not exist, e.g. ``" (no alert was
+        produced yet)"``.
+
+    Returns
+    -------
+    list of TopicPartition
+        In partition order.
+
+    Raises
+    ------
+    BrokerUnavailableError
+        The broker cannot be reached.
+    ConfigError
+        The topic does not exist.
+    """
+    from aiokafka.errors import KafkaError
+
+    try:
+        await consumer.start()
+        await consumer.topics()  # metadata of every topic
+    except KafkaError as exc:
+        raise BrokerUnavailableError(
+            f"Kafka broker {settings.kafka_broker_url} is unavailable ({exc})"
+        ) from None
+    partitions = consumer.partitions_for_topic(topic)
+    if not partitions:
+        raise ConfigError(f"topic {topic!r} does not exist on {settings.kafka_broker_url}{missing_hint}")
+    return [TopicPartition(topic, p) for p in sorted(partitions)]
 
 
 async def true_end_offsets(

@@ -84,6 +84,8 @@ class RawRecord:
     timestamp_ms : int or None
         The record's Kafka timestamp (producer's create time or the broker's log
         append time), UTC epoch ms; None when it has none.
+    encoding : bytes or None
+        Its :data:`app.encoding.ENCODING_HEADER` value (None: JSON).
     """
 
     value: bytes | None
@@ -93,6 +95,7 @@ class RawRecord:
     offset: int
     received_ms: int
     timestamp_ms: int | None = None
+    encoding: bytes | None = None
 
     def latest_plausible_ms(self, max_clock_skew_ms: int) -> int:
         """Latest event time this record may carry: its Kafka timestamp or its arrival,
@@ -213,8 +216,9 @@ class AccountBatch:
     """What stage 1 produced from one batch."""
 
     dead_letters: list[DeadLetter] = field(default_factory=list)
-    #: valid transactions whose key was not their account id: (account id, raw value)
-    rekeyed: list[tuple[str, bytes]] = field(default_factory=list)
+    #: valid transactions whose key was not their account id: (account id, raw value,
+    #: its encoding header or None), re-produced whole
+    rekeyed: list[tuple[str, bytes, bytes | None]] = field(default_factory=list)
     enriched: list[Enriched] = field(default_factory=list)
     #: account id -> state after the batch, for every account the batch touched
     states: dict[str, AccountState] = field(default_factory=dict)
@@ -233,6 +237,9 @@ class AccountBatch:
     event_times: dict[int, int] = field(default_factory=dict)
     #: partition -> offset after the batch's last record of that partition
     next_offsets: dict[int, int] = field(default_factory=dict)
+    #: names of the fields valid transactions carried that the contract does not list
+    #: (one per occurrence; accepted and left out of the features)
+    unknown_fields: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -276,6 +283,8 @@ class TerminalIntake:
     label_duplicates: int = 0
     #: labels contradicting the verdict held for their transaction
     label_contradictions: int = 0
+    #: names of the fields labels carried that the contract does not list
+    unknown_fields: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -391,12 +400,12 @@ def featurize_accounts(
     for rec in records:
         out.next_offsets[rec.partition] = rec.offset + 1
         try:
-            tx = decode_transaction(rec.value, max_event_bytes)
+            tx = decode_transaction(rec.value, max_event_bytes, out.unknown_fields, rec.encoding)
         except InvalidEventError as err:
             out.dead_letters.append(dead_letter(rec, err, now_ms))
             continue
         if rec.key is None or rec.key != tx.account_id.encode():
-            out.rekeyed.append((tx.account_id, rec.value))  # type: ignore[arg-type]
+            out.rekeyed.append((tx.account_id, rec.value, rec.encoding))  # type: ignore[arg-type]
             continue
         t = tx.event_time_ms
         if max_clock_skew_ms is not None and t > rec.latest_plausible_ms(max_clock_skew_ms):
@@ -481,7 +490,7 @@ def receive_terminal_records(
         p = rec.partition
         if rec.topic == labels_topic:
             try:
-                label = decode_label(rec.value, max_event_bytes)
+                label = decode_label(rec.value, max_event_bytes, out.unknown_fields, rec.encoding)
             except InvalidEventError as err:
                 out.dead_letters.append(dead_letter(rec, err, now_ms))
                 continue

@@ -48,10 +48,13 @@ from .events import (
     MAX_AMOUNT_MINOR,
     MAX_EVENT_TIME_MS,
     MIN_EVENT_TIME_MS,
+    CONTRACTS,
     Label,
     Transaction,
     encode,
 )
+from .encoding import ENCODING_HEADER, encode_avro
+from .encoding import header_value as encoding_header
 from .exceptions import BrokerUnavailableError, DataError
 
 __all__ = [
@@ -503,6 +506,8 @@ async def replay_frame(
     except KafkaError as exc:
         await producer.stop()
         raise _unavailable(settings, exc) from None
+    tx_encode, tx_headers = _encoder(Transaction, "transactions", settings.transactions_encoding)
+    label_encode, label_headers = _encoder(Label, "transaction-labels", settings.labels_encoding)
     pacer = Pacer(rate) if rate else None
     deliveries = _Deliveries()
     sent_tx = sent_labels = 0
@@ -511,7 +516,8 @@ async def replay_frame(
         for record in _chain(first, plan):
             if record.is_label:
                 future = await producer.send(
-                    label_topic, record.value, key=record.key, timestamp_ms=record.timestamp_ms
+                    label_topic, label_encode(record.value), key=record.key,
+                    timestamp_ms=record.timestamp_ms, headers=label_headers,
                 )
                 future.add_done_callback(deliveries.label_done)
                 sent_labels += 1
@@ -521,7 +527,8 @@ async def replay_frame(
                     if wait > 0.001:
                         await asyncio.sleep(wait)
                 future = await producer.send(
-                    tx_topic, record.value, key=record.key, timestamp_ms=record.timestamp_ms
+                    tx_topic, tx_encode(record.value), key=record.key,
+                    timestamp_ms=record.timestamp_ms, headers=tx_headers,
                 )
                 future.add_done_callback(deliveries.transaction_done)
                 sent_tx += 1
@@ -548,6 +555,14 @@ async def replay_frame(
     if on_progress is not None:
         on_progress(sent_tx, sent_labels)
     return ReplayStats(deliveries.transactions, deliveries.labels, elapsed)
+
+
+def _encoder(model, contract: str, encoding: str):
+    """(JSON value -> value to send, headers) for a topic's encoding setting."""
+    if encoding == "json":
+        return (lambda value: value), None
+    headers = [(ENCODING_HEADER, encoding_header(encoding, CONTRACTS[contract].version))]
+    return (lambda value: encode_avro(model, orjson.loads(value))), headers
 
 
 def _chain(first: PlannedRecord, rest: Iterator[PlannedRecord]) -> Iterator[PlannedRecord]:

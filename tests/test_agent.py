@@ -80,7 +80,7 @@ def agents(monkeypatch, redis_url, tmp_path):
 
     # records handed straight to the producer (internal topics, scored, changelogs);
     # there is no broker here (test_context): they are captured like the others
-    async def produce(_app, topic, value, *, key=None, partition=None):
+    async def produce(_app, topic, value, *, key=None, partition=None, headers=None):
         sent.setdefault(topic, []).append((key, value))
         sent.setdefault(("partitions", topic), []).append(partition)
         fut = asyncio.get_running_loop().create_future()

@@ -4,16 +4,14 @@ event around them is scored."""
 
 from __future__ import annotations
 
-import asyncio
 import math
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from app.events import DeadLetter, ScoredTransaction, Transaction, encode
 
-from .worker_utils import Worker, read_topic, worker_env
+from .worker_utils import Worker, produce, read_topic, worker_env
 
 pytestmark = [pytest.mark.broker]
 
@@ -51,16 +49,6 @@ def _valid(i: int) -> Transaction:
     return Transaction(**{**GOOD, "transaction_id": f"ok-{i}", "event_time_ms": T0 + i * 1000})
 
 
-async def _produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=16 * 2**20)
-    await producer.start()
-    try:
-        for key, value in records:
-            await (await producer.send(topic, value, key=key))
-    finally:
-        await producer.stop()
-
-
 def test_bad_payloads_go_to_dead_letter_topic(broker, redis_url, tmp_path):
     env = worker_env(broker.url, redis_url, tmp_path)
     worker = Worker(env, tmp_path / "worker.log").start()
@@ -72,7 +60,7 @@ def test_bad_payloads_go_to_dead_letter_topic(broker, redis_url, tmp_path):
     records.append((b"acc-1", encode(_valid(len(bad)))))
     try:
         worker.wait_ready()
-        asyncio.run(_produce(broker.bootstrap, env["TRANSACTIONS_TOPIC"], records))
+        produce(broker.bootstrap, env["TRANSACTIONS_TOPIC"], records)
         n_valid = len(bad) + 1
         worker.wait_metric("fraud_transactions_scored_total", n_valid, timeout=120)
         worker.wait_metric("fraud_events_rejected_total", len(bad), timeout=60)

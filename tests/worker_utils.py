@@ -12,7 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,19 +50,28 @@ def worker_env(broker_url: str, redis_url: str, tmp: Path, **extra: str) -> dict
 
 
 class Worker:
-    """A ``python -m app worker`` subprocess."""
+    """A ``python -m app worker`` subprocess (or another command of the project serving
+    ``/metrics`` on the port in ``port_env``, e.g. ``fraudctl sinks run``)."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, web_port: int | None = None):
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        web_port: int | None = None,
+        args: list[str] | None = None,
+        port_env: str = "WEB_PORT",
+    ):
         self.env = dict(env)
         self.web_port = web_port or free_port()
-        self.env["WEB_PORT"] = str(self.web_port)
+        self.env[port_env] = str(self.web_port)
         self.log_path = log_path
+        self.args = args or ["-m", "app", "worker", "-l", "info"]
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "Worker":
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app", "worker", "-l", "info"],
+            [sys.executable, *self.args],
             cwd=ROOT,
             env=self.env,
             stdout=self._log,
@@ -85,13 +94,13 @@ class Worker:
                     total += s.value
         return total
 
-    def wait_ready(self, timeout: float = 120.0) -> None:
-        """Wait until /metrics answers and the model is loaded."""
+    def wait_ready(self, timeout: float = 120.0, marker: str = "fraud_model_info{") -> None:
+        """Wait until /metrics answers with ``marker`` in it (default: the model is loaded)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.assert_alive()
             try:
-                if "fraud_model_info{" in self.metrics_text():
+                if marker in self.metrics_text():
                     return
             except OSError:
                 pass
@@ -186,3 +195,19 @@ async def _read_topic(bootstrap: str, topic: str, idle_seconds: float, timeout: 
 def read_topic(bootstrap: str, topic: str, idle_seconds: float = 3.0, timeout: float = 120.0):
     """Every record of ``topic`` from the beginning, until ``idle_seconds`` pass without one."""
     return asyncio.run(_read_topic(bootstrap, topic, idle_seconds, timeout))
+
+
+async def _produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=16 * 2**20)
+    await producer.start()
+    try:
+        for key, value in records:
+            await (await producer.send(topic, value, key=key))
+    finally:
+        await producer.stop()
+
+
+def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
+    """Produce ``(key, value)`` records one by one, each acknowledged before the next
+    (so their offsets follow the list's order); records up to 16 MiB."""
+    asyncio.run(_produce(bootstrap, topic, records))

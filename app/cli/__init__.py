@@ -12,6 +12,7 @@ from __future__ import annotations
 from . import alerts, bench, demo, evaluate, models, replay, rules, schemas, simulate, stack  # noqa: F401  (register)
 from . import dashboards, drift  # noqa: F401  (register: observability)
 from . import review  # noqa: F401  (register: case review)
+from . import deadletters, sinks  # noqa: F401  (register: dead letters, alert sinks)
 from .base import cli, run
 
 __all__ = ["cli", "main"]

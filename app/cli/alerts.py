@@ -21,7 +21,7 @@ from rich.table import Table
 
 from ..config import Settings
 from ..events import Alert, encode
-from ..exceptions import BrokerUnavailableError, ConfigError
+from ..exceptions import BrokerUnavailableError
 from .base import KAFKA_CLIENT_SETTINGS, broker_option, cli, console, err_console, settings_epilog
 
 if TYPE_CHECKING:  # imported where used: `fraudctl --help` loads none of them
@@ -228,9 +228,9 @@ async def _consume(
     limit: int | None,
     idle_seconds: float,
 ) -> None:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import AIOKafkaConsumer
     from aiokafka.errors import KafkaError
-    from ..offsets import true_end_offsets
+    from ..offsets import start_on_topic, true_end_offsets
     from ..replay import client_options
 
     consumer = AIOKafkaConsumer(
@@ -240,20 +240,9 @@ async def _consume(
         auto_offset_reset="earliest" if from_beginning else "latest",
     )
     try:
-        try:
-            await consumer.start()
-            await consumer.topics()  # metadata of every topic
-        except KafkaError as exc:
-            raise BrokerUnavailableError(
-                f"Kafka broker {settings.kafka_broker_url} is unavailable ({exc})"
-            ) from None
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            raise ConfigError(
-                f"topic {topic!r} does not exist on {settings.kafka_broker_url} "
-                "(no alert was produced yet, or ALERTS_TOPIC is wrong)"
-            )
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        tps = await start_on_topic(
+            consumer, settings, topic, " (no alert was produced yet, or ALERTS_TOPIC is wrong)"
+        )
         consumer.assign(tps)
         ends = await true_end_offsets(consumer, tps, _PROBE_SECONDS)
         if from_beginning:

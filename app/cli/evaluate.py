@@ -118,10 +118,10 @@ async def read_scored(settings: Settings, topic: str) -> tuple[list[tuple[str, f
     ConfigError
         The topic does not exist.
     """
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import AIOKafkaConsumer
     from aiokafka.errors import KafkaError
     from ..replay import client_options
-    from ..offsets import true_end_offsets
+    from ..offsets import start_on_topic, true_end_offsets
 
     consumer = AIOKafkaConsumer(
         **client_options(settings), group_id=None, enable_auto_commit=False,
@@ -130,17 +130,7 @@ async def read_scored(settings: Settings, topic: str) -> tuple[list[tuple[str, f
     out: list[tuple[str, float, str]] = []
     skipped = 0
     try:
-        try:
-            await consumer.start()
-            await consumer.topics()
-        except KafkaError as exc:
-            raise BrokerUnavailableError(
-                f"Kafka broker {settings.kafka_broker_url} is unavailable ({exc})"
-            ) from None
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            raise ConfigError(f"topic {topic!r} does not exist on {settings.kafka_broker_url}")
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        tps = await start_on_topic(consumer, settings, topic)
         consumer.assign(tps)
         ends = await true_end_offsets(consumer, tps)
         starts = await consumer.beginning_offsets(tps)

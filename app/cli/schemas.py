@@ -2,8 +2,12 @@
 
 One file ``<name>.schema.json`` per entry of :data:`app.events.WIRE_MODELS`, written as
 pydantic's ``model_json_schema()`` (validation mode: what a consumer of the topic
-accepts) plus ``$schema`` and ``$id``, with sorted keys, a 2-space indent and a trailing
-newline, so the files are byte-for-byte reproducible and diff cleanly in review.
+accepts) plus ``$schema``, ``$id`` and, from :data:`app.events.CONTRACTS`, the
+contract's ``x-contract-version`` and ``x-compatibility`` (an input whose readers accept
+unknown fields is open: ``additionalProperties: true``), with sorted keys, a 2-space
+indent and a trailing newline, so the files are byte-for-byte reproducible and diff
+cleanly in review. ``schemas/released/<name>.v<N>.schema.json`` keeps every released
+version; ``check`` also verifies the code against them (:mod:`app.contracts`).
 
 Examples
 --------
@@ -12,14 +16,15 @@ Examples
 >>> sorted(docs)
 ['transactions.schema.json']
 >>> doc = json.loads(docs["transactions.schema.json"])
->>> doc["$id"], doc["title"], doc["additionalProperties"]
-('urn:fraud-stream:schema:transactions', 'Transaction', False)
+>>> doc["$id"], doc["title"], doc["additionalProperties"], doc["x-compatibility"]
+('urn:fraud-stream:schema:transactions', 'Transaction', True, 'backward')
 """
 
 from __future__ import annotations
 
 import difflib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +33,10 @@ import typer
 from pydantic import BaseModel
 
 from ..config import PROJECT_ROOT
-from ..events import WIRE_MODELS
+from ..contracts import release_problems
+from ..events import CONTRACTS, WIRE_MODELS
 from ..exceptions import DataError
-from .base import cli, console, err_console, settings_epilog
+from .base import cli, console, err_console, fail, settings_epilog
 
 __all__ = [
     "SCHEMA_DIALECT",
@@ -42,6 +48,9 @@ __all__ = [
     "render_schemas",
     "compare_schemas",
     "write_schemas",
+    "load_released",
+    "contract_problems",
+    "release_schemas",
     "schemas_cli",
 ]
 
@@ -51,6 +60,9 @@ SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 SCHEMA_SUFFIX = ".schema.json"
 #: Where ``export`` writes and ``check`` reads by default: ``schemas/`` of the checkout.
 DEFAULT_SCHEMAS_DIR = PROJECT_ROOT / "schemas"
+#: Every released version of every contract: ``<name>.v<N>.schema.json``.
+DEFAULT_RELEASED_DIR = DEFAULT_SCHEMAS_DIR / "released"
+_RELEASED_NAME = re.compile(r"^(?P<name>.+)\.v(?P<version>[1-9][0-9]*)\.schema\.json$")
 
 _DIFF_LINES_PER_FILE = 40
 
@@ -87,12 +99,20 @@ def schema_of(name: str, model: type[BaseModel]) -> dict:
     Returns
     -------
     dict
-        pydantic's validation-mode schema with ``$schema``, ``$id`` and ``title`` set.
+        pydantic's validation-mode schema with ``$schema``, ``$id`` and ``title`` set,
+        and the contract's version, compatibility rule and open content when ``name``
+        is in :data:`app.events.CONTRACTS`.
     """
     doc = model.model_json_schema(mode="validation")
     doc["$schema"] = SCHEMA_DIALECT
     doc["$id"] = schema_id(name)
     doc.setdefault("title", model.__name__)
+    contract = CONTRACTS.get(name)
+    if contract is not None:
+        doc["x-contract-version"] = contract.version
+        doc["x-compatibility"] = contract.compatibility
+        if contract.accepts_unknown_fields:
+            doc["additionalProperties"] = True
     return doc
 
 
@@ -203,6 +223,80 @@ def write_schemas(expected: Mapping[str, str], directory: Path) -> list[str]:
     return written
 
 
+def load_released(directory: Path) -> dict[str, dict[int, dict]]:
+    """Released schemas in ``directory``: name -> version -> schema document.
+
+    Raises
+    ------
+    DataError
+        If a file cannot be read or is not JSON.
+    """
+    out: dict[str, dict[int, dict]] = {}
+    if not directory.is_dir():
+        return out
+    for path in sorted(directory.glob(f"*{SCHEMA_SUFFIX}")):
+        m = _RELEASED_NAME.match(path.name)
+        if m is None:
+            continue
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise DataError(f"cannot read released schema {path}: {exc}") from None
+        out.setdefault(m["name"], {})[int(m["version"])] = doc
+    return out
+
+
+def contract_problems(released_dir: Path = DEFAULT_RELEASED_DIR) -> dict[str, list[str]]:
+    """Every contract checked against its released versions (:func:`app.contracts.release_problems`).
+
+    Returns
+    -------
+    dict of str to list of str
+        Contract name -> problems; only names with problems. A contract without any
+        released version is a problem too.
+    """
+    released = load_released(released_dir)
+    out: dict[str, list[str]] = {}
+    for name, contract in sorted(CONTRACTS.items()):
+        versions = released.get(name, {})
+        if not versions:
+            out[name] = [f"no released version in {released_dir}"]
+            continue
+        problems = release_problems(
+            schema_of(name, contract.model), contract.version, contract.compatibility, versions
+        )
+        if problems:
+            out[name] = problems
+    return out
+
+
+def release_schemas(released_dir: Path = DEFAULT_RELEASED_DIR) -> list[str]:
+    """Write ``<name>.v<N>.schema.json`` for every contract whose version is not released.
+
+    Returns
+    -------
+    list of str
+        The files written (an existing released file is never rewritten).
+
+    Raises
+    ------
+    DataError
+        If the directory cannot be written.
+    """
+    rendered = render_schemas()
+    written = []
+    try:
+        released_dir.mkdir(parents=True, exist_ok=True)
+        for name, contract in sorted(CONTRACTS.items()):
+            path = released_dir / f"{name}.v{contract.version}{SCHEMA_SUFFIX}"
+            if not path.exists():
+                path.write_text(rendered[f"{name}{SCHEMA_SUFFIX}"], encoding="utf-8")
+                written.append(path.name)
+    except OSError as exc:
+        raise DataError(f"cannot write {released_dir}: {exc.strerror or exc}") from None
+    return written
+
+
 # --- commands ------------------------------------------------------------------------
 
 
@@ -233,12 +327,22 @@ def check_command(
     directory: Path = typer.Option(
         DEFAULT_SCHEMAS_DIR, "--dir", "-d", help="Directory holding the exported schemas."
     ),
+    released_dir: Path = typer.Option(
+        DEFAULT_RELEASED_DIR, "--released", help="Directory of the released versions."
+    ),
 ) -> None:
-    """Exit 1, with a diff summary, if the schema files differ from the code."""
+    """Exit 1 if the schema files differ from the code (with a diff summary) or a
+    contract breaks its compatibility rule against its released versions."""
     diff = compare_schemas(render_schemas(), directory)
-    if diff.clean:
-        _say(f"schemas in {directory} match the code")
+    broken = contract_problems(released_dir)
+    for name, problems in broken.items():
+        for problem in problems:
+            _say(f"incompatible: {name}: {problem}", stderr=True)
+    if diff.clean and not broken:
+        _say(f"schemas in {directory} match the code and keep their compatibility rules")
         return
+    if diff.clean:
+        raise typer.Exit(1)
     for name in diff.missing:
         _say(f"missing: {directory / name}", stderr=True)
     for name in diff.extra:
@@ -252,3 +356,19 @@ def check_command(
             _say(f"  ... {len(lines) - _DIFF_LINES_PER_FILE} more diff lines", stderr=True)
     _say("the schema files differ from the code: run `fraudctl schemas export`", stderr=True)
     raise typer.Exit(1)
+
+
+@schemas_cli.command("release", epilog=settings_epilog())
+def release_command(
+    released_dir: Path = typer.Option(
+        DEFAULT_RELEASED_DIR, "--released", help="Directory of the released versions."
+    ),
+) -> None:
+    """Record the code's contract versions as released (never rewrites a released file);
+    refuses while a contract breaks its rule."""
+    broken = contract_problems(released_dir)
+    for name, problems in broken.items():
+        if not (len(problems) == 1 and problems[0].startswith("no released version")):
+            fail(f"{name}: {problems[0]} (run `fraudctl schemas check`)")
+    written = release_schemas(released_dir)
+    _say(f"{len(written)} new released schemas in {released_dir}: {', '.join(written) or '-'}")
