@@ -27,11 +27,14 @@ features they feed.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from .state import DAY_MS
+
+if TYPE_CHECKING:  # numpy is imported where used: the CLI reads the policy at start-up
+    import numpy as np
 
 __all__ = [
     "CHARGEBACK",
@@ -82,7 +85,7 @@ class InvestigationPolicy:
     def __post_init__(self) -> None:
         for name in ("k", "verdict_delay_ms", "chargeback_delay_ms"):
             value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < 0:
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name}: expected an integer >= 0, got {value!r}")
 
     @property
@@ -94,6 +97,8 @@ class InvestigationPolicy:
 def _daily_thresholds(day: np.ndarray, cards: np.ndarray, scores: np.ndarray, k: int
                       ) -> dict[int, float]:
     """``{day: k-th highest card score of the day before}`` for each day after the first."""
+    import numpy as np
+
     out: dict[int, float] = {}
     days = np.unique(day)
     for prev, cur in zip(days[:-1], days[1:]):
@@ -146,6 +151,7 @@ def label_arrivals(
     day 1 (0.8, the best card's score) first, so its transactions are labelled 2 hours
     after its alert at 01:00; card ``a``'s wait for the chargeback.
 
+    >>> import numpy as np
     >>> H = 3_600_000
     >>> t = np.array([0, 1, 24, 25, 26]) * H
     >>> when, inv = label_arrivals(t, np.array(["a", "b", "a", "b", "a"]),
@@ -154,6 +160,8 @@ def label_arrivals(
     >>> (when // H).tolist(), inv.tolist()
     ([168, 27, 192, 27, 194], [False, True, False, True, False])
     """
+    import numpy as np
+
     t = np.asarray(times_ms, dtype=np.int64).reshape(-1)
     c = np.asarray(cards).reshape(-1)
     if len(c) != len(t):
