@@ -61,6 +61,8 @@ from .pipeline import (
 )
 from .runtime import Runtime, get_runtime
 from .tables import account_states, terminal_states
+from .tracing import continue_from, from_headers, headers_with
+from .tracing import new as new_traceparent
 from .topics import (
     alerts_topic,
     by_terminal_topic,
@@ -114,24 +116,40 @@ def _records(events) -> list[RawRecord]:
             partition=e.message.partition,
             offset=e.message.offset,
             received_ms=now_ms,
+            traceparent=from_headers(e.message.headers),
         )
         for e in events
     ]
 
 
-async def _send_dead_letters(rt: Runtime, dead, pending: list) -> None:
+async def _send_dead_letters(rt: Runtime, dead, pending: list, records) -> None:
+    if dead:  # each dead letter continues the trace of its rejected record
+        traces = {(r.topic, r.partition, r.offset): r.traceparent for r in records}
     for dl in dead:
         key = base64.b64decode(dl.raw_key_b64) if dl.raw_key_b64 is not None else None
-        pending.append(await _produce(dead_letter_topic.get_topic_name(), encode(dl), key=key))
+        tp = continue_from(traces.get((dl.source_topic, dl.partition, dl.offset)))
+        pending.append(
+            await _produce(
+                dead_letter_topic.get_topic_name(), encode(dl), key=key, headers=headers_with(tp)
+            )
+        )
         rt.metrics.events_rejected.labels(reason=dl.reason).inc()
         log.warning(
             "dead-lettered %s[%d]@%d: %s", dl.source_topic, dl.partition, dl.offset, dl.detail
         )
 
 
-async def _produce(topic: str, value: bytes, key: bytes | None = None, partition: int | None = None):
-    """:func:`app.streaming.produce`, counted in ``fraud_messages_produced_total``."""
-    fut = await produce(app, topic, value, key=key, partition=partition)
+async def _produce(
+    topic: str, value: bytes, key: bytes | None = None, partition: int | None = None,
+    headers: list[tuple[str, bytes]] | None = None,
+):
+    """:func:`app.streaming.produce`, counted in ``fraud_messages_produced_total``.
+
+    ``headers`` default to a ``traceparent`` that starts a trace (every record the
+    worker produces carries one)."""
+    if headers is None:
+        headers = headers_with(new_traceparent())
+    fut = await produce(app, topic, value, key=key, partition=partition, headers=headers)
     fut.add_done_callback(_counted())
     return fut
 
@@ -170,10 +188,13 @@ async def _accounts_batch(events) -> None:
         allowed_lateness_ms=int(s.allowed_lateness_seconds * 1000),
     )
     pending: list = []
-    await _send_dead_letters(rt, batch.dead_letters, pending)
-    for account_id, raw in batch.rekeyed:
+    await _send_dead_letters(rt, batch.dead_letters, pending, records)
+    for account_id, raw, tp in batch.rekeyed:
         pending.append(
-            await _produce(transactions_topic.get_topic_name(), raw, key=account_id.encode())
+            await _produce(
+                transactions_topic.get_topic_name(), raw, key=account_id.encode(),
+                headers=headers_with(continue_from(tp)),
+            )
         )
         m.transactions_rekeyed.inc()
     partitions, by_terminal = list(range(s.topic_partitions)), by_terminal_topic.get_topic_name()
@@ -181,10 +202,12 @@ async def _accounts_batch(events) -> None:
         pending.append(await _produce(by_terminal, raw, partition=q))
     m.duplicate_transactions.inc(batch.duplicates)
     m.late_transactions.inc(batch.late)
+    traces = {e.transaction.account_id: e.traceparent for e in batch.enriched}
     for account_id, state in batch.states.items():
         pending.append(
             await account_states.put(
-                account_id, state.to_bytes(), batch.partitions[account_id], _counted()
+                account_id, state.to_bytes(), batch.partitions[account_id], _counted(),
+                headers=headers_with(continue_from(traces.get(account_id))),
             )
         )
     now = time.monotonic()
@@ -297,11 +320,13 @@ async def _intake(events) -> list[bytes]:
         max_event_bytes=s.max_event_bytes,
     )
     pending: list = []
-    await _send_dead_letters(rt, intake.dead_letters, pending)
+    await _send_dead_letters(rt, intake.dead_letters, pending, records)
+    traces = {e.transaction.terminal_id: e.traceparent for _, e, _ in intake.arrived}
     for terminal_id, state in intake.states.items():
         pending.append(
             await terminal_states.put(
-                terminal_id, state.to_bytes(), intake.partitions[terminal_id], _counted()
+                terminal_id, state.to_bytes(), intake.partitions[terminal_id], _counted(),
+                headers=headers_with(continue_from(traces.get(terminal_id))),
             )
         )
     for fut in pending:
@@ -363,11 +388,14 @@ async def _score_released(released: list, controller) -> None:
             items, _terminal, snap, s.top_reasons, alert_outcomes=s.alert_outcomes
         )
     pending: list = []
+    # scored records and alerts continue the trace of their transaction's record
+    traces = {i.transaction.transaction_id: i.traceparent for i in items}
     if s.publish_scored:
         name = scored_topic.get_topic_name()
         for st in batch.scored:
             key = st.transaction.account_id.encode()
-            pending.append(await _produce(name, encode(st), key=key))
+            tp = continue_from(traces.get(st.transaction.transaction_id))
+            pending.append(await _produce(name, encode(st), key=key, headers=headers_with(tp)))
     if batch.alerts:
         seen = await rt.store.already_alerted([a.alert_id for a in batch.alerts])
         fresh = [
@@ -377,7 +405,8 @@ async def _score_released(released: list, controller) -> None:
         sent = []
         for a, received in fresh:
             key = a.transaction.account_id.encode()
-            fut = await _produce(alerts_topic.get_topic_name(), encode(a), key=key)
+            tp = headers_with(continue_from(traces.get(a.alert_id)))
+            fut = await _produce(alerts_topic.get_topic_name(), encode(a), key=key, headers=tp)
             sent.append((fut, a, received))
         for fut, a, received in sent:
             await fut

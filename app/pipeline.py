@@ -42,6 +42,7 @@ from .features import (
     feature_names,
 )
 from .features.terminal import terminal_horizon_ms
+from .tracing import new as new_traceparent
 
 __all__ = [
     "RawRecord",
@@ -81,6 +82,8 @@ class RawRecord:
     partition, offset : int
     received_ms : int
         Wall-clock time when the worker received it, UTC epoch ms.
+    traceparent : str or None
+        Its valid W3C ``traceparent`` header (:mod:`app.tracing`), if any.
     """
 
     value: bytes | None
@@ -89,6 +92,7 @@ class RawRecord:
     partition: int
     offset: int
     received_ms: int
+    traceparent: str | None = None
 
 
 @dataclass(slots=True)
@@ -96,16 +100,23 @@ class Enriched:
     """A valid transaction with its account features, on its way to stage 2.
 
     On the wire (the internal ``<app id>-transactions-by-terminal`` topic, key: terminal
-    id) it is the JSON of :meth:`to_bytes`.
+    id) it is the JSON of :meth:`to_bytes`. ``traceparent`` is the W3C trace context
+    of the record that brought the transaction in (or one started by stage 1): the
+    scored record and the alert continue it.
     """
 
     transaction: Transaction
     account_features: list[float]
     received_ms: int
+    traceparent: str | None = None
 
     def to_dict(self) -> dict:
-        """``{"tx": {...}, "f": [...], "r": received_ms}``."""
-        return {"tx": self.transaction.model_dump(), "f": self.account_features, "r": self.received_ms}
+        """``{"tx": {...}, "f": [...], "r": received_ms}`` (and ``"tp": traceparent``
+        when set)."""
+        d = {"tx": self.transaction.model_dump(), "f": self.account_features, "r": self.received_ms}
+        if self.traceparent is not None:
+            d["tp"] = self.traceparent
+        return d
 
     def to_bytes(self) -> bytes:
         """Compact JSON of :meth:`to_dict` (one transaction per record)."""
@@ -120,7 +131,7 @@ class Enriched:
         KeyError, TypeError, ValueError
             ``d`` is not such a dict.
         """
-        item = cls(Transaction.model_construct(**d["tx"]), d["f"], d["r"])
+        item = cls(Transaction.model_construct(**d["tx"]), d["f"], d["r"], d.get("tp"))
         int(item.transaction.event_time_ms)  # noqa: B018 - present and a number
         return item
 
@@ -194,8 +205,9 @@ class AccountBatch:
     """What stage 1 produced from one batch."""
 
     dead_letters: list[DeadLetter] = field(default_factory=list)
-    #: valid transactions whose key was not their account id: (account id, raw value)
-    rekeyed: list[tuple[str, bytes]] = field(default_factory=list)
+    #: valid transactions whose key was not their account id: (account id, raw value,
+    #: its traceparent or None)
+    rekeyed: list[tuple[str, bytes, str | None]] = field(default_factory=list)
     enriched: list[Enriched] = field(default_factory=list)
     #: account id -> state after the batch, for every account the batch touched
     states: dict[str, AccountState] = field(default_factory=dict)
@@ -344,7 +356,7 @@ def featurize_accounts(
             out.dead_letters.append(dead_letter(rec, err, now_ms))
             continue
         if rec.key is None or rec.key != tx.account_id.encode():
-            out.rekeyed.append((tx.account_id, rec.value))  # type: ignore[arg-type]
+            out.rekeyed.append((tx.account_id, rec.value, rec.traceparent))  # type: ignore[arg-type]
             continue
         state = out.states.get(tx.account_id)
         if state is None:
@@ -359,7 +371,10 @@ def featurize_accounts(
         feats = extract_account(state, tx)
         if not state.update_one(tx):
             out.duplicates += 1
-        out.enriched.append(Enriched(tx, feats, rec.received_ms))
+        # the trace of the transaction: its record's, else one started here
+        out.enriched.append(
+            Enriched(tx, feats, rec.received_ms, rec.traceparent or new_traceparent())
+        )
     return out
 
 

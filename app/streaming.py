@@ -282,6 +282,7 @@ async def produce(
     *,
     key: bytes | None = None,
     partition: int | None = None,
+    headers: list[tuple[str, bytes]] | None = None,
 ) -> Any:
     """Hand one record straight to the worker's Kafka producer, skipping Faust's
     per-record topic machinery (most of a send's cost).
@@ -303,6 +304,8 @@ async def produce(
     key : bytes, optional
     partition : int, optional
         None: the Kafka default partitioner's choice for ``key``.
+    headers : list of (str, bytes), optional
+        Record headers (the ``traceparent`` of :mod:`app.tracing`).
 
     Returns
     -------
@@ -313,7 +316,7 @@ async def produce(
     client = producer._ensure_producer().client
     if topic not in client._topics:
         await client.add_topic(topic)
-    return await producer.send(topic, key, value, partition, None, None)
+    return await producer.send(topic, key, value, partition, None, headers)
 
 
 def set_fetch_max_wait(seconds: float) -> None:

@@ -80,9 +80,10 @@ def agents(monkeypatch, redis_url, tmp_path):
 
     # records handed straight to the producer (internal topics, scored, changelogs);
     # there is no broker here (test_context): they are captured like the others
-    async def produce(_app, topic, value, *, key=None, partition=None):
+    async def produce(_app, topic, value, *, key=None, partition=None, headers=None):
         sent.setdefault(topic, []).append((key, value))
         sent.setdefault(("partitions", topic), []).append(partition)
+        sent.setdefault(("headers", topic), []).append(headers)
         fut = asyncio.get_running_loop().create_future()
         fut.set_result(_Metadata(topic, partition))
         return fut
