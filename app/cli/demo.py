@@ -294,9 +294,9 @@ class _Context:
             raise StackError(f"worker exited ({self.worker.returncode}); see {self.log_path}")
 
 
-#: Longest wait for the worker to catch up with the history, or to score a live
-#: transaction after the last one was sent, in seconds.
-_STALL_SECONDS = 600.0
+#: Longest time without a transaction scored (catching up with the history, or after
+#: the last live one was sent) before the demo gives up, in seconds.
+_STALL_SECONDS = 180.0
 
 
 async def _run(ctx: _Context) -> dict:
@@ -344,6 +344,7 @@ async def _warm(ctx: _Context) -> dict | None:
                 on_progress=lambda tx, _l: progress.update(sent, completed=tx),
             )
         )
+        last, last_at = 0.0, time.monotonic()
         while True:
             ctx.check_worker()
             if replay.done() and replay.exception() is not None:
@@ -352,9 +353,13 @@ async def _warm(ctx: _Context) -> dict | None:
             progress.update(scored, completed=min(count, n))
             if replay.done() and count >= n:
                 break
-            if time.monotonic() - t0 > _STALL_SECONDS:
-                raise StackError(f"the worker scored {count:.0f} of {n} history transactions in "
-                                 f"{_STALL_SECONDS:.0f} s; see {ctx.log_path}")
+            if count > last:
+                last, last_at = count, time.monotonic()
+            elif time.monotonic() - last_at > _STALL_SECONDS:
+                raise StackError(
+                    f"the worker scored nothing for {_STALL_SECONDS:.0f} s ({count:.0f} of {n} "
+                    f"history transactions); see {ctx.log_path}"
+                )
             await asyncio.sleep(0.5)
         stats = replay.result()
     return {"transactions": n, "labels": stats.labels, "seconds": time.monotonic() - t0}
