@@ -186,6 +186,7 @@ def write_picture(run: LiveRun, path: Path, title: str) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     f = run.figures()
     h = run.hourly()
@@ -213,8 +214,17 @@ def write_picture(run: LiveRun, path: Path, title: str) -> Path:
                         label=f"{name}: p50 {quantile_ms(vs, .5):.0f} ms, "
                         f"p99 {quantile_ms(vs, .99):.0f} ms")
         ax.set_xscale("log")
+        ticks = [t for t in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000,
+                             20_000, 50_000, 100_000) if bins[0] <= t <= bins[-1]]
+        ax.set_xticks(ticks, [f"{t:,}" for t in ticks])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        for vs, color in zip(lat.values(), ("#2166ac", "#b2182b")):
+            for q, style in ((0.5, "--"), (0.99, ":")):
+                if vs:
+                    ax.axvline(quantile_ms(vs, q), color=color, ls=style, lw=1)
         ax.legend(loc="upper right", fontsize=8)
-    ax.set(title="Latency (broker timestamps)", xlabel="ms", ylabel="density")
+    ax.set(title="Latency from send, broker timestamps (dashed p50, dotted p99)",
+           xlabel="ms (log scale)", ylabel="density")
 
     ax = axes[1][0]
     ax.plot(h["hours"], h["precision"], color="#b2182b", label=f"precision (end: {f.precision:.3f})")
