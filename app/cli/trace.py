@@ -156,7 +156,8 @@ async def _find(settings, transaction_id: str, account: str | None) -> list:
                             kind, r.topic, r.partition, r.offset, r.key, r.timestamp, r.value,
                             from_headers(r.headers),
                         ))
-                if recs and recs[-1].offset + 1 >= ends[tp]:
+            for tp in list(todo):  # by position: the end may be a control record
+                if await consumer.position(tp) >= ends[tp]:
                     todo.discard(tp)
 
     try:
@@ -244,6 +245,7 @@ def _what(step) -> str:
 
 def _print(story) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     # piped output is not folded at 80 columns: one step, one line
@@ -256,19 +258,20 @@ def _print(story) -> None:
     if story.account_id:
         head += f", account {story.account_id}, terminal {story.terminal_id}"
     state = "dead-lettered" if story.dead_lettered else ("alerted" if story.alerted else "")
-    out.print(f"[bold]{head}[/]" + (f" [red]{state}[/]" if state else ""), highlight=False)
+    out.print(f"[bold]{escape(head)}[/]" + (f" [red]{state}[/]" if state else ""), highlight=False)
     steps = Table(box=None, padding=(0, 2, 0, 0), pad_edge=False, header_style="bold")
     for name in ("Kafka time (UTC)", "step", "topic[partition]@offset", "key", "what", "traceparent"):
-        steps.add_column(name, overflow="fold")
+        steps.add_column(escape(name), overflow="fold")
     for s in story.steps:
-        steps.add_row(
+        cells = (
             _when(s.timestamp_ms), s.kind, f"{s.topic}[{s.partition}]@{s.offset}", s.key or "-",
             _what(s), s.traceparent or "-",
         )
+        steps.add_row(*(escape(c) for c in cells))
     out.print(steps)
     for title, feats in (
         ("account features", story.account_features), ("terminal features", story.terminal_features)
     ):
         if feats:
             line = ", ".join(f"{k} {v:.4g}" for k, v in feats.items())
-            out.print(f"[bold]{title}[/]: {line}", highlight=False)
+            out.print(f"[bold]{title}[/]: {escape(line)}", highlight=False)
