@@ -491,7 +491,7 @@ async def _live(ctx: _Context) -> LiveRun:
 
 def _ms(seconds: float, top: float) -> str:
     """A latency quantile; at the histogram's top bound it is only known to be above it."""
-    return f"> {top * 1000:.0f} ms" if seconds >= top else f"{seconds * 1000:.1f} ms"
+    return f"> {top * 1000:,.0f} ms" if seconds >= top else f"{seconds * 1000:,.0f} ms"
 
 
 def _print_summary(s: dict, ctx: _Context, warm_days: int) -> None:
