@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/activate
 
 install: $(VENV)/.installed  ## virtualenv with the project and its test tools
 
-demo: install  ## stack up, a worker, replay some days, alerts + summary, stack down
+demo: install  ## stack up, a worker, 14 days of history, a live minute, summary + picture, stack down
 	$(BIN)/fraudctl demo
 
 test: install  ## the whole test suite (real broker, real Redis)
