@@ -3,7 +3,7 @@
 Writes ``--accounts`` account states (``--history`` transactions each, as the 30-day
 history of a handbook account) straight to the ``account_states`` changelog of a fresh
 Tansu broker (each partition's last record alone in its batch: Tansu's high-watermark
-defect, README), then times worker starts against it:
+defect, docs/operations.md), then times worker starts against it:
 
 1. ``memory://``: every start reads the whole changelog.
 2. ``rocksdb://``, first start: reads the whole changelog into RocksDB under DATA_DIR.
@@ -65,7 +65,7 @@ async def _fill(bootstrap: str, topic: str, first: int, count: int, history: int
 
     In large batches, except the *last* record of each partition, which goes alone in
     its own batch: Tansu's reported end offset (the last batch's base offset + 1) is then
-    the true one, so Faust's recovery reads everything (README, the Tansu defect).
+    the true one, so Faust's recovery reads everything (docs/operations.md, the Tansu defect).
     """
     partitioner = DefaultPartitioner()
     parts = list(range(PARTITIONS))

@@ -26,24 +26,20 @@ import urllib.request
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-import orjson
-import pandas as pd
 import typer
-from prometheus_client.parser import text_string_to_metric_families
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .. import stack
 from ..config import PROJECT_ROOT, get_settings
-from ..data.handbook import parse_date, read_handbook
-from ..demo_report import LiveRun
 from ..exceptions import StackError
-from ..offsets import true_end_offsets
-from ..replay import client_options, ensure_topics, replay_frame
-from .alerts import decode_alert
-from .base import cli, console
+from .base import KAFKA_CLIENT_SETTINGS, cli, console, settings_epilog
+
+if TYPE_CHECKING:  # imported where used: `fraudctl --help` loads none of them
+    import pandas as pd
+
+    from ..demo_report import LiveRun
 
 __all__ = ["demo", "histogram_quantile", "SHARED_DATA"]
 
@@ -86,6 +82,8 @@ def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
 
 
 def _metrics(port: int) -> dict[str, list]:
+    from prometheus_client.parser import text_string_to_metric_families
+
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
         text = r.read().decode()
     out: dict[str, list] = {}
@@ -119,6 +117,10 @@ def _load(
 ) -> tuple[pd.DataFrame, str, pd.Timestamp]:
     """The frame of ``warm_days + days`` days from ``start`` and where it came from, and
     the first live day."""
+    import pandas as pd
+
+    from ..data.handbook import parse_date, read_handbook
+
     if data is None and SHARED_DATA.exists():
         data = SHARED_DATA
     first = pd.Timestamp(parse_date(start, "--start") or date(2018, 4, 1))
@@ -137,7 +139,12 @@ def _load(
     return df, "simulated data (seed 42)", live
 
 
-@cli.command()
+@cli.command(
+    epilog=settings_epilog(
+        *KAFKA_CLIENT_SETTINGS, "REDIS_URL", "REDIS_KEY_PREFIX", "RUN_DIR", "TANSU_BIN",
+        "TOPIC_PARTITIONS", "MODELS_DIR"
+    ),
+)
 def demo(
     warm_days: int = typer.Option(
         14, min=0, max=120, help="Days of history replayed fast first (not timed)."
@@ -167,9 +174,10 @@ def demo(
     and to alert in ms, precision and recall of the alerts, throughput) and write a
     picture; then stop everything it started.
 
-    Reads KAFKA_BROKER_URL, REDIS_URL, RUN_DIR, TANSU_BIN and the worker's settings
-    (its topics, APP_ID and REDIS_KEY_PREFIX are the demo's own).
+    The worker's topics, APP_ID and REDIS_KEY_PREFIX are the demo's own.
     """
+    from .. import stack
+
     # SIGTERM stops the demo like Ctrl-C: its worker and stack are stopped, keys deleted
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     df, source, live_start = _load(data, warm_days, days, start)
@@ -300,6 +308,8 @@ _STALL_SECONDS = 180.0
 
 
 async def _run(ctx: _Context) -> dict:
+    from ..replay import ensure_topics
+
     s = ctx.settings
     await ensure_topics(s, [s.transactions_topic, s.labels_topic, s.scored_topic, s.alerts_topic])
     warm = await _warm(ctx)
@@ -328,6 +338,10 @@ def _scored_total(ctx: _Context) -> float:
 
 async def _warm(ctx: _Context) -> dict | None:
     """Replay the history as fast as it goes and wait until the worker scored it all."""
+    import pandas as pd
+
+    from ..replay import replay_frame
+
     n = int((ctx.df["TX_DATETIME"] < pd.Timestamp(ctx.live_ms, unit="ms")).sum())
     if n == 0:
         return None
@@ -369,6 +383,8 @@ def _plan_live(ctx: _Context, warm: dict | None) -> None:
     """The live rate and window: the rate asked for, or half the worker's catch-up
     rate when that is below twice it (live traffic must not queue up); at most
     ``rate x live_seconds`` transactions."""
+    import numpy as np
+
     if warm is not None and warm["seconds"] > 0:
         catch_up = warm["transactions"] / warm["seconds"]
         if catch_up < 2 * ctx.rate:
@@ -377,13 +393,17 @@ def _plan_live(ctx: _Context, warm: dict | None) -> None:
                 f"the worker caught up at {catch_up:,.0f} transactions/s on this machine: "
                 f"live rate {ctx.rate:,.0f}/s instead of {ctx.rate_asked:,.0f}/s", highlight=False,
             )
-    times = ctx.df["TX_DATETIME"].to_numpy(dtype="datetime64[ms]").astype("int64")
+    times = ctx.df["TX_DATETIME"].to_numpy(dtype="datetime64[ms]").astype(np.int64)
     live = times[times >= ctx.live_ms]
     n = min(len(live), max(1, int(ctx.rate * ctx.live_seconds)))
     ctx.until_ms = int(live[n - 1]) + 1
 
 
 def _live_run(ctx: _Context) -> LiveRun:
+    import pandas as pd
+
+    from ..demo_report import LiveRun
+
     times = ctx.df["TX_DATETIME"]
     live = ctx.df[
         (times >= pd.Timestamp(ctx.live_ms, unit="ms")) & (times < pd.Timestamp(ctx.until_ms, unit="ms"))
@@ -412,7 +432,12 @@ def _live_line(f) -> str:
 async def _live(ctx: _Context) -> LiveRun:
     """Stream the live days at ``ctx.rate`` and follow transactions, scored records and
     alerts by their broker timestamps."""
+    import orjson
     from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from ..offsets import client_options, true_end_offsets
+    from ..replay import replay_frame
+    from .alerts import decode_alert
 
     s = ctx.settings
     run = _live_run(ctx)

@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 import typer
 
-from .base import broker_option, cli, console
+from .base import KAFKA_CLIENT_SETTINGS, broker_option, cli, console, settings_epilog
 
 __all__ = ["trace", "partition_for_key", "TraceFormat"]
 
@@ -62,7 +62,12 @@ def partition_for_key(key: str | bytes, partitions: int) -> int:
     return (murmur2(raw) & 0x7FFFFFFF) % partitions
 
 
-@cli.command()
+@cli.command(
+    epilog=settings_epilog(
+        *KAFKA_CLIENT_SETTINGS, "TRANSACTIONS_TOPIC", "DEAD_LETTER_TOPIC", "SCORED_TOPIC",
+        "ALERTS_TOPIC", "LABELS_TOPIC", "APP_ID",
+    ),
+)
 def trace(
     transaction_id: str = typer.Argument(..., help="The transaction id to follow."),
     account: Optional[str] = typer.Option(
@@ -80,9 +85,8 @@ def trace(
     model and rule versions, outcome and rules fired, its alert and later labels, each
     with its Kafka timestamp and traceparent.
 
-    Reads KAFKA_BROKER_URL (and its SASL/TLS settings), TRANSACTIONS_TOPIC,
-    DEAD_LETTER_TOPIC, SCORED_TOPIC, ALERTS_TOPIC, LABELS_TOPIC and APP_ID (the
-    internal by-terminal topic). Exit 1 when nothing mentions the transaction.
+    APP_ID names the internal by-terminal topic. Exit 1 when nothing mentions the
+    transaction.
     """
     from ..story import story_of
     from .replay import with_broker
