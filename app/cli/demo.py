@@ -236,7 +236,10 @@ def demo(
             f"fraud-stream demo: {hours:.0f} h of event time live at {ctx.rate:,.0f} "
             f"transactions/s after {warm_days} days of history ({source})"
         )
-        summary["picture"] = write_picture(summary["live"], picture, title)
+        try:
+            summary["picture"] = write_picture(summary["live"], picture, title)
+        except ImportError as exc:  # matplotlib comes with the dev extra
+            summary["picture"] = f"not written: {exc.name} is not installed (pip install -e '.[dev]')"
         _print_summary(summary, ctx, warm_days)
     finally:
         if worker is not None and worker.poll() is None:
