@@ -426,12 +426,17 @@ def set_fetch_max_wait(seconds: float) -> None:
 
 async def take_events_adaptive(stream: Any, max_: int, within: float) -> AsyncIterator[list]:
     """Faust's ``Stream.take_events``, but a batch is handed on as soon as nothing more
-    is queued for the stream, instead of after ``within`` seconds.
+    is waiting for the stream, instead of after ``within`` seconds.
 
-    Under load the stream's queue is never empty, so batches fill up to ``max_`` (the
-    per-record costs are shared); with live traffic a transaction is not kept waiting
-    for others that are not there (Faust's fixed wait put up to ``within`` of latency
-    on every record, at each of the two stages). ``within`` remains the longest wait.
+    "Nothing waiting": the stream's queue is empty *and* the partition of the last
+    event is read to its end (its offset is the broker's last at the latest fetch).
+    Under a backlog the partitions lag, so batches fill up to ``max_`` and the
+    per-batch costs (a model call, the records a batch produces) stay shared (the
+    queue alone empties between two records of a fetch: a catch-up made batches of a
+    few records and ran many times slower); with live traffic a transaction is not
+    kept waiting for others that are not there (Faust's fixed wait put up to
+    ``within`` of latency on every record, at each of the two stages). ``within``
+    remains the longest wait.
     The events of a batch are acknowledged after the consumer of the generator is done
     with it, as in Faust.
 
@@ -466,8 +471,17 @@ async def take_events_adaptive(stream: Any, max_: int, within: float) -> AsyncIt
     channel_it = stream.channel.__aiter__()
     queue = getattr(channel_it, "queue", None)
 
-    def nothing_queued() -> bool:
-        return queue is not None and queue.empty()
+    consumer = stream.app.consumer
+
+    def nothing_waiting(event: Any) -> bool:
+        if queue is None or not queue.empty():
+            return False
+        msg = event.message
+        try:
+            highwater = consumer.highwater(msg.tp)
+        except Exception:  # noqa: BLE001 - not assigned (any more): nothing to wait for
+            return True
+        return highwater is None or msg.offset + 1 >= highwater
 
     async def add_to_buffer(value: Any) -> Any:
         nonlocal buffer_consuming
@@ -486,7 +500,7 @@ async def take_events_adaptive(stream: Any, max_: int, within: float) -> AsyncIt
                 buffer_full.set()
                 buffer_consumed.clear()
                 await stream.wait(buffer_consumed)
-            elif nothing_queued():
+            elif nothing_waiting(event):
                 buffer_full.set()  # hand on what there is: nothing more is waiting
         except asyncio.CancelledError:  # pragma: no cover
             raise
