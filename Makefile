@@ -28,7 +28,7 @@ lock: $(BIN)/uv  ## regenerate requirements.lock from pyproject.toml (then: make
 	$(BIN)/uv pip compile pyproject.toml --extra dev --generate-hashes --universal \
 	  --python-version 3.11 --quiet $(LOCK_ARGS) -o $(LOCK)
 
-demo: install  ## stack up, a worker, replay some days, alerts + summary, stack down
+demo: install  ## stack up, a worker, 14 days of history, a live minute, summary + picture, stack down
 	$(BIN)/fraudctl demo
 
 test: install  ## the whole test suite (real broker, real Redis)

@@ -69,6 +69,8 @@ from .pipeline import (
 )
 from .runtime import Runtime, get_runtime
 from .tables import account_states, terminal_states
+from .tracing import continue_from, from_headers, headers_with
+from .tracing import new as new_traceparent
 from .topics import (
     alerts_topic,
     by_terminal_topic,
@@ -124,19 +126,23 @@ def _records(events) -> list[RawRecord]:
             received_ms=now_ms,
             timestamp_ms=int(e.message.timestamp * 1000) if e.message.timestamp else None,
             encoding=encoding_of(e.message.headers),
+            traceparent=from_headers(e.message.headers),
         )
         for e in events
     ]
 
 
-async def _send_dead_letters(rt: Runtime, dead, pending: list, events) -> None:
+async def _send_dead_letters(rt: Runtime, dead, pending: list, events, records) -> None:
     carried = carried_headers(
         ((e.message.topic, e.message.partition, e.message.offset), e.message.headers)
         for e in events
     )  # a re-driven record's origin stays on its new dead letter (never re-driven twice)
+    # each dead letter continues the trace of its rejected record
+    traces = {(r.topic, r.partition, r.offset): r.traceparent for r in records} if dead else {}
     for dl in dead:
         key = base64.b64decode(dl.raw_key_b64) if dl.raw_key_b64 is not None else None
-        headers = carried.get((dl.source_topic, dl.partition, dl.offset))
+        origin = (dl.source_topic, dl.partition, dl.offset)
+        headers = list(carried.get(origin) or []) + headers_with(continue_from(traces.get(origin)))
         pending.append(
             await _produce(dead_letter_topic.get_topic_name(), encode(dl), key=key, headers=headers)
         )
@@ -147,13 +153,15 @@ async def _send_dead_letters(rt: Runtime, dead, pending: list, events) -> None:
 
 
 async def _produce(
-    topic: str,
-    value: bytes,
-    key: bytes | None = None,
-    partition: int | None = None,
+    topic: str, value: bytes, key: bytes | None = None, partition: int | None = None,
     headers: list[tuple[str, bytes]] | None = None,
 ):
-    """:func:`app.streaming.produce`, counted in ``fraud_messages_produced_total``."""
+    """:func:`app.streaming.produce`, counted in ``fraud_messages_produced_total``.
+
+    ``headers`` default to a ``traceparent`` that starts a trace (every record the
+    worker produces carries one)."""
+    if headers is None:
+        headers = headers_with(new_traceparent())
     fut = await produce(app, topic, value, key=key, partition=partition, headers=headers)
     fut.add_done_callback(_counted())
     return fut
@@ -194,13 +202,14 @@ async def _accounts_batch(events) -> None:
         max_clock_skew_ms=int(s.max_clock_skew_seconds * 1000),
     )
     pending: list = []
-    await _send_dead_letters(rt, batch.dead_letters, pending, events)
+    await _send_dead_letters(rt, batch.dead_letters, pending, events, records)
     m.count_unknown_fields(transactions_topic.get_topic_name(), batch.unknown_fields)
-    for account_id, raw, encoding in batch.rekeyed:
-        headers = [(ENCODING_HEADER, encoding)] if encoding is not None else None
+    for account_id, raw, encoding, tp in batch.rekeyed:
+        headers = [(ENCODING_HEADER, encoding)] if encoding is not None else []
         pending.append(
             await _produce(
-                transactions_topic.get_topic_name(), raw, key=account_id.encode(), headers=headers
+                transactions_topic.get_topic_name(), raw, key=account_id.encode(),
+                headers=headers + headers_with(continue_from(tp)),
             )
         )
         m.transactions_rekeyed.inc()
@@ -211,10 +220,12 @@ async def _accounts_batch(events) -> None:
     m.late_transactions.inc(batch.late)
     m.out_of_order_transactions.inc(batch.out_of_order)
     m.revised_transactions.inc(batch.revised)
+    traces = {e.transaction.account_id: e.traceparent for e in batch.enriched}
     for account_id, state in batch.states.items():
         pending.append(
             await account_states.put(
-                account_id, state.to_bytes(), batch.partitions[account_id], _counted()
+                account_id, state.to_bytes(), batch.partitions[account_id], _counted(),
+                headers=headers_with(continue_from(traces.get(account_id))),
             )
         )
     now = time.monotonic()
@@ -330,12 +341,14 @@ async def _intake(events) -> list[bytes]:
         max_clock_skew_ms=int(s.max_clock_skew_seconds * 1000),
     )
     pending: list = []
-    await _send_dead_letters(rt, intake.dead_letters, pending, events)
+    await _send_dead_letters(rt, intake.dead_letters, pending, events, records)
     m.count_unknown_fields(labels_topic.get_topic_name(), intake.unknown_fields)
+    traces = {e.transaction.terminal_id: e.traceparent for _, e, _ in intake.arrived}
     for terminal_id, state in intake.states.items():
         pending.append(
             await terminal_states.put(
-                terminal_id, state.to_bytes(), intake.partitions[terminal_id], _counted()
+                terminal_id, state.to_bytes(), intake.partitions[terminal_id], _counted(),
+                headers=headers_with(continue_from(traces.get(terminal_id))),
             )
         )
     for fut in pending:
@@ -405,11 +418,14 @@ async def _score_released(released: list, controller) -> None:
             items, _terminal, snap, s.top_reasons, alert_outcomes=s.alert_outcomes
         )
     pending: list = []
+    # scored records and alerts continue the trace of their transaction's record
+    traces = {i.transaction.transaction_id: i.traceparent for i in items}
     if s.publish_scored:
         name = scored_topic.get_topic_name()
         for st in batch.scored:
             key = st.transaction.account_id.encode()
-            pending.append(await _produce(name, encode(st), key=key))
+            tp = continue_from(traces.get(st.transaction.transaction_id))
+            pending.append(await _produce(name, encode(st), key=key, headers=headers_with(tp)))
     if batch.alerts:
         # exactly once: reserve in Redis, send, commit once acknowledged (app/alerting)
         alerts_name = alerts_topic.get_topic_name()
@@ -418,7 +434,10 @@ async def _score_released(released: list, controller) -> None:
             batch.alerts,
             batch.alert_received_ms,
             batch.alerts_deduplicated,
-            lambda a: _produce(alerts_name, encode(a), key=a.transaction.account_id.encode()),
+            lambda a: _produce(
+                alerts_name, encode(a), key=a.transaction.account_id.encode(),
+                headers=headers_with(continue_from(traces.get(a.alert_id))),
+            ),
         )
     for fut in pending:
         await fut

@@ -42,6 +42,7 @@ from .features import (
     feature_names,
 )
 from .features.terminal import terminal_horizon_ms
+from .tracing import new as new_traceparent
 
 __all__ = [
     "RawRecord",
@@ -86,6 +87,8 @@ class RawRecord:
         append time), UTC epoch ms; None when it has none.
     encoding : bytes or None
         Its :data:`app.encoding.ENCODING_HEADER` value (None: JSON).
+    traceparent : str or None
+        Its valid W3C ``traceparent`` header (:mod:`app.tracing`), if any.
     """
 
     value: bytes | None
@@ -96,6 +99,7 @@ class RawRecord:
     received_ms: int
     timestamp_ms: int | None = None
     encoding: bytes | None = None
+    traceparent: str | None = None
 
     def latest_plausible_ms(self, max_clock_skew_ms: int) -> int:
         """Latest event time this record may carry: its Kafka timestamp or its arrival,
@@ -118,16 +122,23 @@ class Enriched:
     """A valid transaction with its account features, on its way to stage 2.
 
     On the wire (the internal ``<app id>-transactions-by-terminal`` topic, key: terminal
-    id) it is the JSON of :meth:`to_bytes`.
+    id) it is the JSON of :meth:`to_bytes`. ``traceparent`` is the W3C trace context
+    of the record that brought the transaction in (or one started by stage 1): the
+    scored record and the alert continue it.
     """
 
     transaction: Transaction
     account_features: list[float]
     received_ms: int
+    traceparent: str | None = None
 
     def to_dict(self) -> dict:
-        """``{"tx": {...}, "f": [...], "r": received_ms}``."""
-        return {"tx": self.transaction.model_dump(), "f": self.account_features, "r": self.received_ms}
+        """``{"tx": {...}, "f": [...], "r": received_ms}`` (and ``"tp": traceparent``
+        when set)."""
+        d = {"tx": self.transaction.model_dump(), "f": self.account_features, "r": self.received_ms}
+        if self.traceparent is not None:
+            d["tp"] = self.traceparent
+        return d
 
     def to_bytes(self) -> bytes:
         """Compact JSON of :meth:`to_dict` (one transaction per record)."""
@@ -142,7 +153,7 @@ class Enriched:
         KeyError, TypeError, ValueError
             ``d`` is not such a dict.
         """
-        item = cls(Transaction.model_construct(**d["tx"]), d["f"], d["r"])
+        item = cls(Transaction.model_construct(**d["tx"]), d["f"], d["r"], d.get("tp"))
         int(item.transaction.event_time_ms)  # noqa: B018 - present and a number
         return item
 
@@ -217,8 +228,8 @@ class AccountBatch:
 
     dead_letters: list[DeadLetter] = field(default_factory=list)
     #: valid transactions whose key was not their account id: (account id, raw value,
-    #: its encoding header or None), re-produced whole
-    rekeyed: list[tuple[str, bytes, bytes | None]] = field(default_factory=list)
+    #: its encoding header or None, its traceparent or None), re-produced whole
+    rekeyed: list[tuple[str, bytes, bytes | None, str | None]] = field(default_factory=list)
     enriched: list[Enriched] = field(default_factory=list)
     #: account id -> state after the batch, for every account the batch touched
     states: dict[str, AccountState] = field(default_factory=dict)
@@ -405,7 +416,7 @@ def featurize_accounts(
             out.dead_letters.append(dead_letter(rec, err, now_ms))
             continue
         if rec.key is None or rec.key != tx.account_id.encode():
-            out.rekeyed.append((tx.account_id, rec.value, rec.encoding))  # type: ignore[arg-type]
+            out.rekeyed.append((tx.account_id, rec.value, rec.encoding, rec.traceparent))  # type: ignore[arg-type]
             continue
         t = tx.event_time_ms
         if max_clock_skew_ms is not None and t > rec.latest_plausible_ms(max_clock_skew_ms):
@@ -432,7 +443,10 @@ def featurize_accounts(
                 if allowed_lateness_ms is not None and t < newest - allowed_lateness_ms:
                     out.late += 1
             state.update_one(tx)
-        out.enriched.append(Enriched(tx, feats, rec.received_ms))
+        # the trace of the transaction: its record's, else one started here
+        out.enriched.append(
+            Enriched(tx, feats, rec.received_ms, rec.traceparent or new_traceparent())
+        )
     return out
 
 

@@ -56,6 +56,8 @@ from .events import (
 from .encoding import ENCODING_HEADER, encode_avro
 from .encoding import header_value as encoding_header
 from .exceptions import BrokerUnavailableError, DataError
+from .tracing import headers_with
+from .tracing import new as new_traceparent
 
 __all__ = [
     "DAY_MS",
@@ -450,6 +452,9 @@ async def replay_frame(
     on_progress: Callable[[int, int], None] | None = None,
     progress_every: int = 2_000,
     arrivals: tuple[np.ndarray, np.ndarray] | None = None,
+    from_ms: int | None = None,
+    until_ms: int | None = None,
+    send_time_stamps: bool = False,
 ) -> ReplayStats:
     """Produce a handbook frame's transactions and labels to Kafka (see :func:`plan_records`).
 
@@ -475,6 +480,14 @@ async def replay_frame(
     arrivals : (ndarray of int64, ndarray of bool), optional
         Label times and sources instead of ``labels_delay_ms`` (see
         :func:`plan_records`).
+    from_ms, until_ms : int, optional
+        Produce only the records (transactions and labels) timed in ``[from_ms,
+        until_ms)``, UTC epoch ms: a replay split in two parts (a history replayed
+        fast, then live days at ``rate``) produces each label once.
+    send_time_stamps : bool, default=False
+        Kafka timestamp = send time (live traffic: latency is measured from it)
+        instead of the event time. Every record also carries a new W3C
+        ``traceparent`` header (:mod:`app.tracing`).
 
     Returns
     -------
@@ -494,6 +507,14 @@ async def replay_frame(
         raise ValueError(f"rate must be > 0 transactions per second, got {rate!r}")
     plan = plan_records(df, labels_delay_ms, labels=labels, tail_labels=tail_labels,
                         arrivals=arrivals)
+    if from_ms is not None or until_ms is not None:
+        lo = MIN_EVENT_TIME_MS if from_ms is None else from_ms
+        hi = MAX_EVENT_TIME_MS + DEFAULT_LABELS_DELAY_MS * 1000 if until_ms is None else until_ms
+        plan = (r for r in plan if lo <= r.timestamp_ms < hi)
+
+    def stamp(timestamp_ms: int) -> int:
+        return int(time.time() * 1000) if send_time_stamps else timestamp_ms
+
     first = next(plan, None)  # validates every row before touching the broker
     if first is None:
         return ReplayStats(0, 0, 0.0)
@@ -517,7 +538,8 @@ async def replay_frame(
             if record.is_label:
                 future = await producer.send(
                     label_topic, label_encode(record.value), key=record.key,
-                    timestamp_ms=record.timestamp_ms, headers=label_headers,
+                    timestamp_ms=stamp(record.timestamp_ms),
+                    headers=(label_headers or []) + headers_with(new_traceparent()),
                 )
                 future.add_done_callback(deliveries.label_done)
                 sent_labels += 1
@@ -528,7 +550,8 @@ async def replay_frame(
                         await asyncio.sleep(wait)
                 future = await producer.send(
                     tx_topic, tx_encode(record.value), key=record.key,
-                    timestamp_ms=record.timestamp_ms, headers=tx_headers,
+                    timestamp_ms=stamp(record.timestamp_ms),
+                    headers=(tx_headers or []) + headers_with(new_traceparent()),
                 )
                 future.add_done_callback(deliveries.transaction_done)
                 sent_tx += 1

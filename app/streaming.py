@@ -375,7 +375,7 @@ async def produce(
     partition : int, optional
         None: the Kafka default partitioner's choice for ``key``.
     headers : list of (str, bytes), optional
-        Record headers.
+        Record headers (the ``traceparent`` of :mod:`app.tracing`).
 
     Returns
     -------

@@ -53,6 +53,8 @@ class PartitionedTable(faust.Table):
         value: Any,
         partition: int,
         on_sent: Callable[[Any], None] | None = None,
+        *,
+        headers: list[tuple[str, bytes]] | None = None,
     ) -> Awaitable[Any]:
         """``table[key] = value`` with its changelog record sent straight to ``partition``.
 
@@ -65,7 +67,7 @@ class PartitionedTable(faust.Table):
         records leave in a few produce requests. When the broker has it, its offset is
         recorded as Faust records it (``_on_changelog_sent``: a RocksDB store keeps it
         to know which changelog records it holds) and ``on_sent`` is called with the
-        future.
+        future. ``headers`` go on the changelog record (its ``traceparent``).
 
         Returns
         -------
@@ -82,7 +84,8 @@ class PartitionedTable(faust.Table):
         key_bytes, _ = topic.prepare_key(key, self.key_serializer)
         value_bytes, _ = topic.prepare_value(value, self.value_serializer)
         fut = await produce(
-            self.app, topic.get_topic_name(), value_bytes, key=key_bytes, partition=partition
+            self.app, topic.get_topic_name(), value_bytes, key=key_bytes, partition=partition,
+            headers=headers,
         )
         fut.add_done_callback(self._on_put_sent)
         if on_sent is not None:

@@ -83,6 +83,7 @@ def agents(monkeypatch, redis_url, tmp_path):
     async def produce(_app, topic, value, *, key=None, partition=None, headers=None):
         sent.setdefault(topic, []).append((key, value))
         sent.setdefault(("partitions", topic), []).append(partition)
+        sent.setdefault(("headers", topic), []).append(headers)
         fut = asyncio.get_running_loop().create_future()
         fut.set_result(_Metadata(topic, partition))
         return fut

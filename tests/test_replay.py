@@ -284,6 +284,43 @@ def test_replay_frame_at_a_fixed_rate_without_tail_labels(broker, new_topic_name
     assert len(times) == due and times == sorted(times) and max(times) <= last_ms
 
 
+@pytest.mark.broker
+def test_replay_split_in_two_windows_produces_each_record_once_with_a_traceparent(
+    broker, new_topic_name
+):
+    """The demo's split: history up to a time as fast as it goes, then the rest with
+    Kafka timestamp = send time; every transaction and label once, each with a W3C
+    traceparent of its own."""
+    from app import tracing
+
+    df = handbook_frame(days=3, per_day=20)
+    settings = _settings(broker, new_topic_name, partitions=2)
+    split_ms = _event_ms(df)[0] + 2 * DAY_MS
+    first = asyncio.run(replay_frame(df, settings, labels_delay_ms=DAY_MS, until_ms=split_ms))
+    sent_after = int(time.time() * 1000)
+    second = asyncio.run(
+        replay_frame(df, settings, labels_delay_ms=DAY_MS, from_ms=split_ms, send_time_stamps=True)
+    )
+    n = len(df)
+    assert first.transactions + second.transactions == n
+    assert first.labels + second.labels == n
+    assert first.transactions == sum(ms < split_ms for ms in _event_ms(df))
+    txs, _ = asyncio.run(_read_topic(broker.bootstrap, settings.transactions_topic, n))
+    labels, _ = asyncio.run(_read_topic(broker.bootstrap, settings.labels_topic, n))
+    ids = [Transaction.model_validate_json(r.value).transaction_id for r in txs]
+    assert sorted(ids) == sorted(df["TRANSACTION_ID"].astype(str))
+    assert len({Label.model_validate_json(r.value).transaction_id for r in labels}) == len(labels) == n
+    for r in txs:
+        event_ms = Transaction.model_validate_json(r.value).event_time_ms
+        if event_ms < split_ms:
+            assert r.timestamp == event_ms
+        else:  # live: the send time
+            assert r.timestamp >= sent_after
+    traces = [tracing.from_headers(r.headers) for r in txs + labels]
+    assert all(t is not None for t in traces)
+    assert len({tracing.parse(t).trace_id for t in traces}) == 2 * n  # one trace each
+
+
 # --- the CLI --------------------------------------------------------------------------
 
 

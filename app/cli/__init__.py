@@ -10,6 +10,7 @@ so that ``fraudctl --help`` and a usage error answer at once
 from __future__ import annotations
 
 from . import alerts, bench, demo, evaluate, models, replay, rules, schemas, simulate, stack  # noqa: F401  (register)
+from . import trace  # noqa: F401  (register: the story of one transaction)
 from . import dashboards, drift  # noqa: F401  (register: observability)
 from . import review  # noqa: F401  (register: case review)
 from . import deadletters, sinks  # noqa: F401  (register: dead letters, alert sinks)

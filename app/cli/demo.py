@@ -1,13 +1,21 @@
 """``fraudctl demo``: the whole service on one machine, start to end, then cleaned up.
 
-Brings the local stack up (Tansu, Redis), starts one worker, replays some days of
-transactions (the shared handbook file when present, else simulated data), prints the
-alerts as they come and a summary, then stops the worker and what ``stack up`` started.
+Brings the local stack up (Tansu, Redis) and starts one worker. Then, on the shared
+handbook file when present, else simulated data: replays some weeks of history as fast
+as it goes (labels seven days late, as always), so that account and terminal histories
+are full, and waits until the worker scored it all; then streams the following days
+live at a steady rate with Kafka timestamp = send time, follows the
+``scored-transactions`` and ``fraud-alerts`` records by their broker timestamps, prints
+live progress and the first alerts, a summary (latency to score and to alert in ms,
+precision and recall of the alerts against the labels, throughput) and writes a
+picture (:func:`app.demo_report.write_picture`). At the end it stops the worker and
+what ``stack up`` started, and deletes its keys from Redis.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import shutil
 import signal
@@ -15,11 +23,13 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ..config import PROJECT_ROOT, get_settings
@@ -28,6 +38,8 @@ from .base import KAFKA_CLIENT_SETTINGS, cli, console, settings_epilog
 
 if TYPE_CHECKING:  # imported where used: `fraudctl --help` loads none of them
     import pandas as pd
+
+    from ..demo_report import LiveRun
 
 __all__ = ["demo", "histogram_quantile", "SHARED_DATA"]
 
@@ -100,52 +112,81 @@ def _alert_line(a) -> str:
     )
 
 
-def _load(data: Optional[Path], days: int, start: Optional[str]) -> tuple[pd.DataFrame, str]:
+def _load(
+    data: Optional[Path], warm_days: int, days: int, start: Optional[str]
+) -> tuple[pd.DataFrame, str, pd.Timestamp]:
+    """The frame of ``warm_days + days`` days from ``start`` and where it came from, and
+    the first live day."""
     import pandas as pd
+
     from ..data.handbook import parse_date, read_handbook
 
     if data is None and SHARED_DATA.exists():
         data = SHARED_DATA
     first = pd.Timestamp(parse_date(start, "--start") or date(2018, 4, 1))
+    live = first + pd.Timedelta(days=warm_days)
     if data is not None:
-        end = (first + pd.Timedelta(days=days - 1)).date()
-        return read_handbook(data, first.date(), end), str(data)
+        end = (live + pd.Timedelta(days=days - 1)).date()
+        return read_handbook(data, first.date(), end), str(data), live
     from ..data.simulate import simulate
 
     origin = min(first, pd.Timestamp("2018-04-01"))  # let frauds build up, then slice
-    df = simulate(n_days=(first - origin).days + days, start_date=origin.date().isoformat(), seed=42)
+    df = simulate(
+        n_days=(live - origin).days + days, start_date=origin.date().isoformat(), seed=42
+    )
     df["TX_DATETIME"] = pd.to_datetime(df["TX_DATETIME"])
     df = df[df["TX_DATETIME"] >= first].reset_index(drop=True)
-    return df, f"simulated ({days} days from {first.date()}, seed 42)"
+    return df, "simulated data (seed 42)", live
 
 
 @cli.command(
     epilog=settings_epilog(
         *KAFKA_CLIENT_SETTINGS, "REDIS_URL", "REDIS_KEY_PREFIX", "RUN_DIR", "TANSU_BIN",
-        "TRANSACTIONS_TOPIC", "LABELS_TOPIC", "ALERTS_TOPIC", "TOPIC_PARTITIONS", "MODELS_DIR"
+        "TOPIC_PARTITIONS", "MODELS_DIR"
     ),
 )
 def demo(
-    days: int = typer.Option(5, min=1, max=60, help="Days of transactions to replay."),
-    start: Optional[str] = typer.Option(None, help="First day, YYYY-MM-DD (default 2018-04-01)."),
+    warm_days: int = typer.Option(
+        14, min=0, max=120, help="Days of history replayed fast first (not timed)."
+    ),
+    days: int = typer.Option(2, min=1, max=30, help="Days after the history streamed live."),
+    rate: float = typer.Option(
+        300.0, min=1.0, max=5000.0,
+        help="Live transactions per second (Kafka timestamp = send time); lowered to half "
+        "the worker's catch-up rate when that is below twice this (a busy machine).",
+    ),
+    live_seconds: float = typer.Option(
+        60.0, min=5.0, max=3600.0,
+        help="Longest live phase: at most rate x this many transactions of the live days.",
+    ),
+    start: Optional[str] = typer.Option(None, help="First day of history, YYYY-MM-DD (default 2018-04-01)."),
     data: Optional[Path] = typer.Option(
         None, help="Handbook-format data; default: the shared file if present, else simulated."
     ),
-    rate: Optional[float] = typer.Option(
-        None, min=0.001, help="Transactions/s (default: as fast as possible)."
+    show: int = typer.Option(10, min=0, help="Live alerts to print as they come (then only count)."),
+    picture: Path = typer.Option(
+        Path("demo.png"), "--picture", help="The PNG written at the end (relative: in RUN_DIR)."
     ),
-    show: int = typer.Option(20, min=0, help="Alerts to print as they come (then only count)."),
     web_port: int = typer.Option(6066, help="The demo worker's web port (/metrics)."),
 ) -> None:
-    """Run the service end to end on some days of data, print alerts and a summary."""
+    """Run the service on one machine: warm its state on some weeks of history, stream
+    some days live at a steady rate, print live progress, a summary (latency to score
+    and to alert in ms, precision and recall of the alerts, throughput) and write a
+    picture; then stop everything it started.
+
+    The worker's topics, APP_ID and REDIS_KEY_PREFIX are the demo's own.
+    """
     from .. import stack
 
     # SIGTERM stops the demo like Ctrl-C: its worker and stack are stopped, keys deleted
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    df, source = _load(data, days, start)
-    if df.empty:
-        raise typer.BadParameter("no transactions in that range", param_hint="--start/--days")
+    df, source, live_start = _load(data, warm_days, days, start)
+    live_ms = int(live_start.value // 1_000_000)
+    n_live = int((df["TX_DATETIME"] >= live_start).sum())
+    if n_live == 0:
+        raise typer.BadParameter("no transactions in the live days", param_hint="--start/--days")
     base = get_settings()
+    picture = picture if picture.is_absolute() else base.run_dir / picture
     tag = time.strftime("demo-%Y%m%d-%H%M%S")
     env = dict(os.environ)
     env.update(
@@ -167,7 +208,12 @@ def demo(
             "TRANSACTIONS_TOPIC", "ALERTS_TOPIC", "SCORED_TOPIC", "LABELS_TOPIC", "DEAD_LETTER_TOPIC"
         )}
     )
-    console.print(f"[bold]demo[/]: {len(df):,} transactions from {source}; topics {tag}-*")
+    console.print(
+        f"[bold]demo[/]: {source}; {len(df) - n_live:,} transactions of {warm_days} days of "
+        f"history from {df['TX_DATETIME'].min().date()}, then up to {live_seconds:.0f} s of "
+        f"the {n_live:,} of the {days} days after it, live at {rate:,.0f}/s; topics {tag}-*",
+        highlight=False,
+    )
     started = stack.up(base)
     worker: subprocess.Popen | None = None
     log_path = base.run_dir / f"{tag}-worker.log"
@@ -181,8 +227,20 @@ def demo(
             )
         console.print(f"worker pid {worker.pid}, log {log_path}, metrics :{web_port}/metrics")
         _wait_ready(worker, web_port, log_path)
-        summary = asyncio.run(_run(df, settings, rate, worker, web_port, show, log_path))
-        _print_summary(df, summary)
+        ctx = _Context(df, settings, worker, web_port, log_path, live_ms, rate, show, live_seconds)
+        summary = asyncio.run(_run(ctx))
+        from ..demo_report import write_picture
+
+        hours = (ctx.until_ms - live_ms) / 3_600_000
+        title = (
+            f"fraud-stream demo: {hours:.0f} h of event time live at {ctx.rate:,.0f} "
+            f"transactions/s after {warm_days} days of history ({source})"
+        )
+        try:
+            summary["picture"] = write_picture(summary["live"], picture, title)
+        except ImportError as exc:  # matplotlib comes with the dev extra
+            summary["picture"] = f"not written: {exc.name} is not installed (pip install -e '.[dev]')"
+        _print_summary(summary, ctx, warm_days)
     finally:
         if worker is not None and worker.poll() is None:
             os.killpg(worker.pid, signal.SIGTERM)
@@ -225,132 +283,276 @@ def _wait_ready(worker: subprocess.Popen, port: int, log_path: Path, timeout: fl
     raise StackError(f"worker not ready after {timeout:.0f}s; see {log_path}")
 
 
-async def _run(df, settings, rate, worker, port, show, log_path) -> dict:
-    from aiokafka import AIOKafkaConsumer
-    from ..replay import client_options, ensure_topics
 
-    await ensure_topics(settings, [settings.transactions_topic, settings.alerts_topic])
-    consumer = AIOKafkaConsumer(
-        settings.alerts_topic, **client_options(settings), auto_offset_reset="earliest",
-        enable_auto_commit=False, group_id=None,
-    )
-    await consumer.start()
+@dataclass
+class _Context:
+    df: pd.DataFrame
+    settings: Any
+    worker: subprocess.Popen
+    port: int
+    log_path: Path
+    live_ms: int
+    rate: float
+    show: int
+    live_seconds: float
+    #: end of the live window (exclusive), event time, UTC epoch ms; set by _plan_live
+    until_ms: int = 0
+    #: the rate asked for, when the live rate was lowered
+    rate_asked: float | None = None
+
+    def check_worker(self) -> None:
+        if self.worker.poll() is not None:
+            raise StackError(f"worker exited ({self.worker.returncode}); see {self.log_path}")
+
+
+#: Longest time without a transaction scored (catching up with the history, or after
+#: the last live one was sent) before the demo gives up, in seconds.
+_STALL_SECONDS = 180.0
+
+
+async def _run(ctx: _Context) -> dict:
+    from ..replay import ensure_topics
+
+    s = ctx.settings
+    await ensure_topics(s, [s.transactions_topic, s.labels_topic, s.scored_topic, s.alerts_topic])
+    warm = await _warm(ctx)
+    _plan_live(ctx, warm)
+    before = _metrics(ctx.port)
+    live = await _live(ctx)
+    after = _metrics(ctx.port)
+    name = "fraud_processing_latency_seconds"
+    worker_buckets = [
+        (bound, a - b) for (bound, a), (_, b) in zip(_buckets(after, name), _buckets(before, name))
+    ]
+    return {
+        "warm": warm,
+        "live": live,
+        "worker_latency": worker_buckets,
+        "rejected": _value(after, "fraud_events_rejected_total"),
+    }
+
+
+def _scored_total(ctx: _Context) -> float:
     try:
-        return await _follow(df, settings, rate, worker, port, show, log_path, consumer)
-    finally:
-        await consumer.stop()
+        return _value(_metrics(ctx.port), "fraud_transactions_scored_total")
+    except OSError:
+        return 0.0
 
 
-async def _follow(df, settings, rate, worker, port, show, log_path, consumer) -> dict:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+async def _warm(ctx: _Context) -> dict | None:
+    """Replay the history as fast as it goes and wait until the worker scored it all."""
+    import pandas as pd
+
     from ..replay import replay_frame
-    from .alerts import decode_alert
 
-    n = len(df)
-    alerts: dict[str, object] = {}
-    printed = 0
+    n = int((ctx.df["TX_DATETIME"] < pd.Timestamp(ctx.live_ms, unit="ms")).sum())
+    if n == 0:
+        return None
     t0 = time.monotonic()
-    first_scored = last_scored = None
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console,
+        console=console, transient=False,
     ) as progress:
-        sent = progress.add_task("replayed", total=n)
-        scored = progress.add_task("scored", total=n)
+        sent = progress.add_task("history: replayed", total=n)
+        scored = progress.add_task("history: scored  ", total=n)
         replay = asyncio.create_task(
             replay_frame(
-                df, settings, rate=rate, labels=False,
+                ctx.df, ctx.settings, until_ms=ctx.live_ms, create_topics=False,
                 on_progress=lambda tx, _l: progress.update(sent, completed=tx),
             )
         )
-        done_scoring = False
-        while not (replay.done() and done_scoring):
-            if worker.poll() is not None:
-                raise StackError(f"worker exited ({worker.returncode}); see {log_path}")
+        last, last_at = 0.0, time.monotonic()
+        while True:
+            ctx.check_worker()
             if replay.done() and replay.exception() is not None:
                 raise replay.exception()  # type: ignore[misc]
-            batch = await consumer.getmany(timeout_ms=250)
-            for recs in batch.values():
-                for r in recs:
-                    try:
-                        a = decode_alert(r.value)
-                    except Exception:  # noqa: BLE001 - a bad record is skipped, not fatal
-                        continue
-                    if a.alert_id in alerts:
-                        continue
-                    alerts[a.alert_id] = a
-                    if printed < show:
-                        progress.console.print(_alert_line(a), highlight=False)
-                        printed += 1
-            try:
-                count = _value(_metrics(port), "fraud_transactions_scored_total")
-            except OSError:
-                count = 0
-            if count and first_scored is None:
-                first_scored = time.monotonic()
-            if count >= n and last_scored is None:
-                last_scored = time.monotonic()
+            count = _scored_total(ctx)
             progress.update(scored, completed=min(count, n))
-            done_scoring = count >= n
-            if time.monotonic() - t0 > 900:
-                raise StackError("demo timed out after 15 minutes")
+            if replay.done() and count >= n:
+                break
+            if count > last:
+                last, last_at = count, time.monotonic()
+            elif time.monotonic() - last_at > _STALL_SECONDS:
+                raise StackError(
+                    f"the worker scored nothing for {_STALL_SECONDS:.0f} s ({count:.0f} of {n} "
+                    f"history transactions); see {ctx.log_path}"
+                )
+            await asyncio.sleep(0.5)
         stats = replay.result()
-        # drain alerts produced with the last batch
-        for _ in range(8):
-            batch = await consumer.getmany(timeout_ms=250)
-            for recs in batch.values():
-                for r in recs:
-                    a = decode_alert(r.value)
-                    alerts.setdefault(a.alert_id, a)
-    m = _metrics(port)
-    return {
-        "replay": stats,
-        "alerts": alerts,
-        "elapsed": (last_scored or time.monotonic()) - t0,
-        "latency": _buckets(m, "fraud_processing_latency_seconds"),
-        "alert_latency": _buckets(m, "fraud_alert_latency_seconds"),
-        "rejected": _value(m, "fraud_events_rejected_total"),
-    }
+    return {"transactions": n, "labels": stats.labels, "seconds": time.monotonic() - t0}
+
+
+def _plan_live(ctx: _Context, warm: dict | None) -> None:
+    """The live rate and window: the rate asked for, or half the worker's catch-up
+    rate when that is below twice it (live traffic must not queue up); at most
+    ``rate x live_seconds`` transactions."""
+    import numpy as np
+
+    if warm is not None and warm["seconds"] > 0:
+        catch_up = warm["transactions"] / warm["seconds"]
+        if catch_up < 2 * ctx.rate:
+            ctx.rate_asked, ctx.rate = ctx.rate, max(10.0, round(catch_up / 2))
+            console.print(
+                f"the worker caught up at {catch_up:,.0f} transactions/s on this machine: "
+                f"live rate {ctx.rate:,.0f}/s instead of {ctx.rate_asked:,.0f}/s", highlight=False,
+            )
+    times = ctx.df["TX_DATETIME"].to_numpy(dtype="datetime64[ms]").astype(np.int64)
+    live = times[times >= ctx.live_ms]
+    n = min(len(live), max(1, int(ctx.rate * ctx.live_seconds)))
+    ctx.until_ms = int(live[n - 1]) + 1
+
+
+def _live_run(ctx: _Context) -> LiveRun:
+    import pandas as pd
+
+    from ..demo_report import LiveRun
+
+    times = ctx.df["TX_DATETIME"]
+    live = ctx.df[
+        (times >= pd.Timestamp(ctx.live_ms, unit="ms")) & (times < pd.Timestamp(ctx.until_ms, unit="ms"))
+    ]
+    ids = live["TRANSACTION_ID"].astype(str).tolist()
+    times_ms = live["TX_DATETIME"].to_numpy(dtype="datetime64[ms]").astype("int64")
+    hours = ((times_ms - ctx.live_ms) // 3_600_000).tolist()
+    return LiveRun(
+        truth=dict(zip(ids, live["TX_FRAUD"].astype(bool).tolist())),
+        event_hour=dict(zip(ids, hours)),
+    )
+
+
+def _fmt_ms(ms: float) -> str:
+    return "-" if math.isnan(ms) else f"{ms:,.0f} ms"
+
+
+def _live_line(f) -> str:
+    precision = "-" if math.isnan(f.precision) else f"{f.precision:.3f}"
+    return (
+        f"live: sent {f.sent:,}, alerts {f.alerts:,} (precision {precision}); "
+        f"send→scored p50 {_fmt_ms(f.scored_ms_p50)} p99 {_fmt_ms(f.scored_ms_p99)}"
+    )
+
+
+async def _live(ctx: _Context) -> LiveRun:
+    """Stream the live days at ``ctx.rate`` and follow transactions, scored records and
+    alerts by their broker timestamps."""
+    import orjson
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from ..offsets import client_options, true_end_offsets
+    from ..replay import replay_frame
+    from .alerts import decode_alert
+
+    s = ctx.settings
+    run = _live_run(ctx)
+    n = len(run.truth)
+    consumer = AIOKafkaConsumer(**client_options(s), group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        topics = (s.transactions_topic, s.scored_topic, s.alerts_topic)
+        await consumer.topics()
+        tps = [
+            TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())
+        ]
+        ends = await true_end_offsets(consumer, tps)  # assigns them: read only what is new
+        for tp in tps:
+            consumer.seek(tp, ends[tp])
+        printed = 0
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), console=console,
+        ) as progress:
+            task = progress.add_task(_live_line(run.figures()), total=n)
+            replay = asyncio.create_task(
+                replay_frame(
+                    ctx.df, s, rate=ctx.rate, from_ms=ctx.live_ms, until_ms=ctx.until_ms,
+                    send_time_stamps=True, create_topics=False,
+                )
+            )
+            last_new = time.monotonic()
+            shown = 0.0
+            while True:
+                ctx.check_worker()
+                if replay.done() and replay.exception() is not None:
+                    raise replay.exception()  # type: ignore[misc]
+                batch = await consumer.getmany(timeout_ms=200)
+                for tp, recs in batch.items():
+                    for r in recs:
+                        body = orjson.loads(r.value)
+                        if tp.topic == s.transactions_topic:
+                            run.sent(str(body.get("transaction_id")), r.timestamp)
+                        elif tp.topic == s.scored_topic:
+                            run.scored(body["transaction"]["transaction_id"], r.timestamp)
+                            last_new = time.monotonic()
+                        else:
+                            a = decode_alert(r.value)
+                            if a.alert_id in run.truth and a.alert_id not in run.alert_ms:
+                                if printed < ctx.show:
+                                    verdict = "fraud" if run.truth[a.alert_id] else "genuine"
+                                    progress.console.print(
+                                        f"{_alert_line(a)} [{verdict}]", highlight=False, markup=False
+                                    )
+                                    printed += 1
+                            run.alerted(a.alert_id, r.timestamp)
+                now = time.monotonic()
+                if now - shown > 0.5:
+                    f = run.figures()
+                    progress.update(task, completed=f.scored, description=_live_line(f))
+                    shown = now
+                if replay.done() and len(run.scored_ms) >= n:
+                    break
+                if replay.done() and now - last_new > _STALL_SECONDS:
+                    progress.console.print(
+                        f"warning: {n - len(run.scored_ms)} live transactions not scored "
+                        f"{_STALL_SECONDS:.0f} s after the last one was sent; see {ctx.log_path}"
+                    )
+                    break
+            for _ in range(5):  # alerts of the last batch (sent before its scored records)
+                for tp, recs in (await consumer.getmany(timeout_ms=200)).items():
+                    if tp.topic == s.alerts_topic:
+                        for r in recs:
+                            run.alerted(decode_alert(r.value).alert_id, r.timestamp)
+            progress.update(task, completed=len(run.scored_ms), description=_live_line(run.figures()))
+    finally:
+        await consumer.stop()
+    return run
 
 
 def _ms(seconds: float, top: float) -> str:
     """A latency quantile; at the histogram's top bound it is only known to be above it."""
-    return f"> {top * 1000:.0f} ms" if seconds >= top else f"{seconds * 1000:.1f} ms"
+    return f"> {top * 1000:,.0f} ms" if seconds >= top else f"{seconds * 1000:,.0f} ms"
 
 
-def _precision_recall(df: pd.DataFrame, alerts) -> tuple[int, int, float, float]:
-    fraud_ids = set(df.loc[df["TX_FRAUD"] == 1, "TRANSACTION_ID"].astype(str))
-    ids = set(df["TRANSACTION_ID"].astype(str))
-    raised = [a for a in alerts if a in ids]
-    hit = sum(1 for a in raised if a in fraud_ids)
-    precision = hit / len(raised) if raised else float("nan")
-    recall = hit / len(fraud_ids) if fraud_ids else float("nan")
-    return len(fraud_ids), len(raised), precision, recall
-
-
-def _print_summary(df: pd.DataFrame, s: dict) -> None:
-    import pandas as pd
-
-    alerts = s["alerts"]
-    n = len(df)
-    frauds, raised, precision, recall = _precision_recall(df, alerts)
+def _print_summary(s: dict, ctx: _Context, warm_days: int) -> None:
+    run: LiveRun = s["live"]
+    f = run.figures()
     t = Table(title="demo summary", show_header=False)
-    t.add_row("transactions replayed", f"{s['replay'].transactions:,}")
-    t.add_row("frauds among them (labels)", f"{frauds:,}")
-    t.add_row("alerts", f"{raised:,}")
-    t.add_row("precision / recall of alerts", f"{precision:.3f} / {recall:.3f}")
-    day = df["TX_DATETIME"].dt.floor("D")
-    if day.nunique() > 2:
-        warm = df[day >= day.min() + pd.Timedelta(days=2)]
-        _, raised_w, p_w, r_w = _precision_recall(warm, alerts)
+    warm = s["warm"]
+    if warm is not None:
         t.add_row(
-            "  from day 3 (account histories filled)",
-            f"{raised_w:,} alerts, precision {p_w:.3f} / recall {r_w:.3f}",
+            "history (warm-up, not timed)",
+            f"{warm['transactions']:,} transactions and {warm['labels']:,} labels of "
+            f"{warm_days} days, scored in {warm['seconds']:.0f} s "
+            f"({warm['transactions'] / warm['seconds']:,.0f}/s catching up)",
         )
+    hours = (ctx.until_ms - ctx.live_ms) / 3_600_000
+    lowered = f", lowered from {ctx.rate_asked:,.0f}/s" if ctx.rate_asked else ""
+    t.add_row(
+        "live",
+        f"{f.sent:,} transactions, {hours:.1f} h of event time, at {ctx.rate:,.0f}/s{lowered} "
+        f"(a day in {f.sent / ctx.rate * 24 / max(hours, 1e-9):.0f} s; Kafka timestamp = send time)",
+    )
+    t.add_row("scored", f"{f.scored:,}; throughput {f.throughput_per_second:,.0f} transactions/s")
+    t.add_row("latency send → scored record", f"p50 {_fmt_ms(f.scored_ms_p50)}, p99 {_fmt_ms(f.scored_ms_p99)}")
+    t.add_row("latency send → alert", f"p50 {_fmt_ms(f.alert_ms_p50)}, p99 {_fmt_ms(f.alert_ms_p99)}")
+    buckets = s["worker_latency"]
+    if buckets and buckets[-1][1] > 0:
+        top = max((b for b, _ in buckets if b != float("inf")), default=float("inf"))
+        p50, p99 = (histogram_quantile(q, buckets) for q in (0.5, 0.99))
+        t.add_row("  of which in the worker", f"p50 {_ms(p50, top)}, p99 {_ms(p99, top)} (arrival → scored, its histogram)")
+    t.add_row("frauds among them (labels)", f"{f.frauds:,}")
+    precision = "-" if math.isnan(f.precision) else f"{f.precision:.3f}"
+    recall = "-" if math.isnan(f.recall) else f"{f.recall:.3f}"
+    t.add_row("alerts", f"{f.alerts:,} ({f.true_alerts:,} on frauds): precision {precision}, recall {recall}")
     t.add_row("rejected events", f"{s['rejected']:.0f}")
-    t.add_row("worker throughput", f"{n / s['elapsed']:,.0f} transactions/s (replay start to last scored)")
-    for label, key in (("latency arrival->scored", "latency"), ("latency arrival->alert", "alert_latency")):
-        top = max((b for b, _ in s[key] if b != float("inf")), default=float("inf"))
-        p50, p99 = (histogram_quantile(q, s[key]) for q in (0.5, 0.99))
-        t.add_row(label, f"p50 {_ms(p50, top)}, p99 {_ms(p99, top)}")
+    t.add_row("picture", str(s["picture"]))
     console.print(t)
