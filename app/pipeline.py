@@ -337,6 +337,20 @@ def dead_letter(rec: RawRecord, err: InvalidEventError, now_ms: int) -> DeadLett
     )
 
 
+def _future_time(
+    rec: RawRecord, field_name: str, t_ms: int, max_clock_skew_ms: int | None
+) -> InvalidEventError | None:
+    """The ``future_timestamp`` error of a record whose time ``t_ms`` is later than its
+    Kafka timestamp or arrival by more than ``max_clock_skew_ms`` (None: no bound)."""
+    if max_clock_skew_ms is None or t_ms <= rec.latest_plausible_ms(max_clock_skew_ms):
+        return None
+    return InvalidEventError(
+        "future_timestamp",
+        f"{field_name} {t_ms} is more than {max_clock_skew_ms} ms after the record's "
+        f"timestamp/arrival {rec.latest_plausible_ms(0)}",
+    )
+
+
 def _copy_account(state: AccountState | None) -> AccountState:
     if state is None:
         return AccountState()
@@ -419,13 +433,9 @@ def featurize_accounts(
             out.rekeyed.append((tx.account_id, rec.value, rec.encoding, rec.traceparent))  # type: ignore[arg-type]
             continue
         t = tx.event_time_ms
-        if max_clock_skew_ms is not None and t > rec.latest_plausible_ms(max_clock_skew_ms):
-            err = InvalidEventError(
-                "future_timestamp",
-                f"event_time_ms {t} is more than {max_clock_skew_ms} ms after the record's "
-                f"timestamp/arrival {rec.latest_plausible_ms(0)}",
-            )
-            out.dead_letters.append(dead_letter(rec, err, now_ms))
+        future = _future_time(rec, "event_time_ms", t, max_clock_skew_ms)
+        if future is not None:
+            out.dead_letters.append(dead_letter(rec, future, now_ms))
             continue
         state = out.states.get(tx.account_id)
         if state is None:
@@ -508,15 +518,9 @@ def receive_terminal_records(
             except InvalidEventError as err:
                 out.dead_letters.append(dead_letter(rec, err, now_ms))
                 continue
-            if max_clock_skew_ms is not None and label.label_time_ms > rec.latest_plausible_ms(
-                max_clock_skew_ms
-            ):
-                err = InvalidEventError(
-                    "future_timestamp",
-                    f"label_time_ms {label.label_time_ms} is more than {max_clock_skew_ms} ms "
-                    f"after the record's timestamp/arrival {rec.latest_plausible_ms(0)}",
-                )
-                out.dead_letters.append(dead_letter(rec, err, now_ms))
+            future = _future_time(rec, "label_time_ms", label.label_time_ms, max_clock_skew_ms)
+            if future is not None:
+                out.dead_letters.append(dead_letter(rec, future, now_ms))
                 continue
             out.labels += 1
             out.label_times[p] = max(out.label_times.get(p, label.label_time_ms), label.label_time_ms)
