@@ -18,6 +18,7 @@ __all__ = [
     "ObservabilityError",
     "RuleSetError",
     "ControlMessageError",
+    "ChangelogFormatError",
 ]
 
 
@@ -78,3 +79,8 @@ class RuleSetError(FraudError):
 
 class ControlMessageError(FraudError):
     """A message on the control or rules topic cannot be parsed or applied."""
+
+
+class ChangelogFormatError(FraudError):
+    """A table changelog record cannot be read (a batch record of an unknown format or
+    truncated)."""

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import logging
 import weakref
-from typing import Any, AsyncIterator, Iterable
+from typing import Any, AsyncIterator, Iterable, NamedTuple
 
 import faust
 
@@ -52,6 +52,8 @@ __all__ = [
     "guard_offset_gaps",
     "next_offset_of",
     "produce",
+    "produce_many",
+    "ProducedBatch",
     "set_fetch_max_wait",
 ]
 
@@ -314,6 +316,75 @@ async def produce(
     if topic not in client._topics:
         await client.add_topic(topic)
     return await producer.send(topic, key, value, partition, None, None)
+
+
+class ProducedBatch(NamedTuple):
+    """One record batch handed to the producer by :func:`produce_many`."""
+
+    #: partition of the topic the batch goes to
+    partition: int
+    #: records in the batch
+    records: int
+    #: asyncio.Future of aiokafka RecordMetadata of the batch's *first* record (its
+    #: ``offset`` is the batch's base offset); raises what the send raised
+    future: Any
+
+
+async def produce_many(
+    app: Any,
+    topic: str,
+    records: Iterable[tuple[bytes | None, bytes, int | None]],
+) -> list[ProducedBatch]:
+    """Hand many records to the worker's Kafka producer as one record batch per
+    partition (aiokafka's ``create_batch`` / ``send_batch``): one future per partition
+    and batch instead of one per record.
+
+    Records of a partition keep their order. A partition's records that do not fit one
+    batch (the producer's ``max_batch_size``; a single larger record gets a batch of its
+    own) go in several, sent in order. The topic is tracked by the producer's metadata
+    first, as in :func:`produce`.
+
+    Parameters
+    ----------
+    app : faust.App
+        A started app (its producer is running).
+    topic : str
+    records : iterable of (key bytes or None, value bytes, partition or None)
+        A partition of None: the Kafka default partitioner's choice for the key (as
+        :func:`produce`).
+
+    Returns
+    -------
+    list of ProducedBatch
+        In the order sent; await every ``future`` before acknowledging the input.
+    """
+    aio = app.producer._ensure_producer()
+    client = aio.client
+    if topic not in client._topics:
+        await client.add_topic(topic)
+    await client._wait_on_metadata(topic)  # the partitions, for the partitioner
+    by_partition: dict[int, list[tuple[bytes | None, bytes]]] = {}
+    for key, value, partition in records:
+        if partition is None:
+            partition = aio._partition(topic, None, None, None, key, value)
+        by_partition.setdefault(partition, []).append((key, value))
+    sent: list[ProducedBatch] = []
+    for partition, items in by_partition.items():
+        builder, n = aio.create_batch(), 0
+        for key, value in items:
+            if builder.append(timestamp=None, key=key, value=value) is None:  # full
+                sent.append(await _send_batch(aio, builder, topic, partition, n))
+                builder, n = aio.create_batch(), 0
+                builder.append(timestamp=None, key=key, value=value)  # first always fits
+            n += 1
+        sent.append(await _send_batch(aio, builder, topic, partition, n))
+    return sent
+
+
+async def _send_batch(aio: Any, builder: Any, topic: str, partition: int, n: int) -> ProducedBatch:
+    builder.close()
+    fut = await aio.send_batch(builder, topic, partition=partition)
+    return ProducedBatch(partition, n, fut)
 
 
 def set_fetch_max_wait(seconds: float) -> None:

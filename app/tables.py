@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
+import uuid
 import weakref
 from contextlib import contextmanager
-from typing import Any, Awaitable, Callable, Iterator
+from typing import Any, Awaitable, Callable, Iterable, Iterator, Mapping
 
 import faust
 from faust.stores.memory import Store as MemoryStore
 from faust.streams import _current_event, current_event
 
+from .changelog import BATCH_KEY_PREFIX, is_batch_key, pack_changes, unpack_changes
 from .main import app
-from .streaming import produce
+from .streaming import produce, produce_many
 
 __all__ = ["PartitionedTable", "account_states", "terminal_states"]
 
@@ -28,6 +31,13 @@ class PartitionedTable(faust.Table):
     from the current event: the write is made with the current event seen as one of
     ``partition``, so the key lands in the database of its own partition (the one
     handed over on a rebalance).
+
+    :meth:`put_many` writes a batch's changes as *batch records* (:mod:`app.changelog`):
+    one changelog record per partition holding every key the batch changed there.
+    Restoring (active or standby, memory or RocksDB store) unpacks them into the
+    single-key changes they stand for (:meth:`apply_changelog_batch`), in changelog
+    order with the single-key records around them, so a changelog of old single-key
+    records, of batch records or of both restores every key.
     """
 
     _write_partition: int | None = None
@@ -83,6 +93,97 @@ class PartitionedTable(faust.Table):
             fut.add_done_callback(on_sent)
         return fut
 
+    async def put_many(
+        self,
+        values: Mapping[Any, Any],
+        partition_of: Mapping[Any, int],
+        on_sent: Callable[[Any], None] | None = None,
+    ) -> list[Awaitable[Any]]:
+        """``table[key] = value`` for every key, with one changelog *batch record* per
+        partition (:mod:`app.changelog`) instead of one record per key.
+
+        The store is updated at once (each key in the RocksDB database of its
+        partition); the batch records of each partition are built with aiokafka's batch
+        API (:func:`app.streaming.produce_many`). When the broker has them, the offset of
+        each partition's last batch record is recorded as Faust records a changelog
+        write (a RocksDB store keeps it to know which changelog records it holds) and
+        ``on_sent`` is called with the future, once per batch record.
+
+        Parameters
+        ----------
+        values : mapping of key to value
+            The keys' new values (of the table's key and value types).
+        partition_of : mapping of key to int
+            The changelog partition of every key of ``values`` (that of the event
+            that carried it).
+        on_sent : callable, optional
+            Done-callback of each batch record's future (counts records sent).
+
+        Returns
+        -------
+        list of asyncio.Future of aiokafka RecordMetadata
+            One per partition (more when a partition's changes exceed
+            :data:`app.changelog.BATCH_RECORD_MAX_BYTES`); await them all before
+            acknowledging the batch.
+        """
+        if not values:
+            return []
+        topic = self.changelog_topic
+        changes: dict[int, list[tuple[bytes, bytes | None]]] = {}
+        memory = isinstance(self.data, MemoryStore)
+        for key, value in values.items():
+            partition = partition_of[key]
+            if memory:  # one dict: no database to pick
+                self.data[key] = value
+            else:
+                with _event_of_partition(partition):  # RocksDB picks its database by it
+                    self.data[key] = value
+            key_bytes, _ = topic.prepare_key(key, self.key_serializer)
+            value_bytes, _ = topic.prepare_value(value, self.value_serializer)
+            changes.setdefault(partition, []).append((key_bytes, value_bytes))
+        records = [
+            (self._batch_key(), value, partition)
+            for partition, entries in changes.items()
+            for value in pack_changes(entries)
+        ]
+        futures = []
+        for batch in await produce_many(self.app, topic.get_topic_name(), records):
+            fut = batch.future
+            fut.add_done_callback(_persist_offset(self, batch.records))
+            for _ in range(batch.records if on_sent is not None else 0):
+                fut.add_done_callback(on_sent)
+            futures.append(fut)
+        return futures
+
+    def _batch_key(self) -> bytes:
+        """Serialized key of a new batch record: unique per worker process and write."""
+        key = f"{BATCH_KEY_PREFIX}{_WRITER_ID}:{next(_batch_seq)}"
+        return self.changelog_topic.prepare_key(key, self.key_serializer)[0]
+
+    def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
+        """Apply changelog events read by Faust's recovery (active or standby) to the
+        store, batch records unpacked into the single-key changes they stand for."""
+        self.data.apply_changelog_batch(
+            self._unpacked(batch), to_key=self._to_key, to_value=self._to_value
+        )
+
+    def _unpacked(self, events: Iterable[Any]) -> Iterator[Any]:
+        loads_key = self.app.serializers.loads_key
+        key_type, key_serializer = self.key_type, self.key_serializer
+        for event in events:
+            if not is_batch_key(event.key):
+                yield event
+                continue
+            msg = event.message
+            if msg.value is None:  # a batch record's tombstone: nothing to apply
+                continue
+            for key_bytes, value_bytes in unpack_changes(msg.value):
+                yield _ChangeEvent(
+                    loads_key(key_type, key_bytes, serializer=key_serializer),
+                    value_bytes,
+                    _ChangeMessage(key_bytes, value_bytes, msg.partition, msg.tp, msg.offset),
+                )
+
     def _on_put_sent(self, fut: Any) -> None:
         if not fut.cancelled() and fut.exception() is None:
             self._on_changelog_sent(fut)  # reads fut.result(): the RecordMetadata
@@ -92,6 +193,51 @@ class PartitionedTable(faust.Table):
         if self._write_partition is not None:
             return self._write_partition
         return super().partition_for_key(key)
+
+
+#: writer id of this process in batch-record keys (with a sequence number: unique keys,
+#: so that log compaction never drops a batch record for another one)
+_WRITER_ID = uuid.uuid4().hex[:16]
+_batch_seq = itertools.count()
+
+
+def _persist_offset(table: "PartitionedTable", records: int) -> Callable[[Any], None]:
+    """Done-callback of a batch of ``records`` changelog records: the offset of its last
+    record is recorded as Faust's ``Table._on_changelog_sent`` records one write's."""
+
+    def persist(fut: Any) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            return
+        meta = fut.result()
+        if meta is None:  # acks=0: no offset known
+            return
+        tp, last = meta.topic_partition, meta.offset + records - 1
+        if table.app.in_transaction:
+            table.app.tables.persist_offset_on_commit(table.data, tp, last)
+        else:
+            table.data.set_persisted_offset(tp, last)
+
+    return persist
+
+
+class _ChangeMessage:
+    """What a store's ``apply_changelog_batch`` reads of a changelog message, for one
+    change of a batch record (its partition and offset are the batch record's)."""
+
+    __slots__ = ("key", "value", "partition", "tp", "offset")
+
+    def __init__(self, key: bytes, value: bytes | None, partition: int, tp: Any, offset: int):
+        self.key, self.value, self.partition, self.tp, self.offset = key, value, partition, tp, offset
+
+
+class _ChangeEvent:
+    """What a store's ``apply_changelog_batch`` reads of a changelog event: the decoded
+    key, the value and the message."""
+
+    __slots__ = ("key", "value", "message")
+
+    def __init__(self, key: Any, value: bytes | None, message: _ChangeMessage):
+        self.key, self.value, self.message = key, value, message
 
 
 class _MessageIn:

@@ -87,10 +87,21 @@ def agents(monkeypatch, redis_url, tmp_path):
         fut.set_result(_Metadata(topic, partition))
         return fut
 
+    async def produce_many(_app, topic, records):
+        from app.streaming import ProducedBatch
+
+        batches = []
+        for key, value, partition in records:
+            batches.append(ProducedBatch(partition or 0, 1, await produce(
+                _app, topic, value, key=key, partition=partition)))
+        return batches
+
     from app import tables as tables_module
 
     monkeypatch.setattr(mod, "produce", produce)
+    monkeypatch.setattr(mod, "produce_many", produce_many)
     monkeypatch.setattr(tables_module, "produce", produce)
+    monkeypatch.setattr(tables_module, "produce_many", produce_many)
     yield mod, topics, sent
     runtime._runtime = None
     config.get_settings.cache_clear()
