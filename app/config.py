@@ -107,6 +107,16 @@ class Settings(BaseSettings):
     publish_scored: bool = Field(
         True, description="PUBLISH_SCORED: also write every scored transaction to SCORED_TOPIC."
     )
+    changelog_batch_records: bool = Field(
+        True,
+        description=(
+            "CHANGELOG_BATCH_RECORDS: write the table changes of a micro-batch as one "
+            "changelog record per partition (app/changelog.py: fewer records to write and "
+            "to restore, but log compaction cannot drop superseded values, so the "
+            "changelog grows with every batch; docs/performance-state.md). false: one "
+            "record per key (compactable). Either is restored, also mixed."
+        ),
+    )
     producer_max_batch_size: int = Field(
         16384,
         ge=1,

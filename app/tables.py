@@ -12,9 +12,10 @@ import faust
 from faust.stores.memory import Store as MemoryStore
 from faust.streams import _current_event, current_event
 
+from .config import get_settings
 from .changelog import BATCH_KEY_PREFIX, is_batch_key, pack_changes, unpack_changes
 from .main import app
-from .streaming import produce, produce_many
+from .streaming import produce_many
 
 __all__ = ["PartitionedTable", "account_states", "terminal_states"]
 
@@ -58,18 +59,8 @@ class PartitionedTable(faust.Table):
         partition: int,
         on_sent: Callable[[Any], None] | None = None,
     ) -> Awaitable[Any]:
-        """``table[key] = value`` with its changelog record sent straight to ``partition``.
-
-        Faust's ``__setitem__`` queues each changelog record in its producer buffer,
-        which hands them to the producer one event-loop turn at a time and makes the
-        agent wait ("producer buffer full") once a hundred are queued. Here the store is
-        updated at once and the record, serialized as Faust serializes it, handed
-        straight to the worker's Kafka producer (:func:`app.streaming.produce`, not
-        through Faust's topic layer: a third of the cost of a write), so a batch's
-        records leave in a few produce requests. When the broker has it, its offset is
-        recorded as Faust records it (``_on_changelog_sent``: a RocksDB store keeps it
-        to know which changelog records it holds) and ``on_sent`` is called with the
-        future.
+        """``table[key] = value`` with its changelog record sent straight to ``partition``
+        (:meth:`put_many` of one key).
 
         Returns
         -------
@@ -77,21 +68,7 @@ class PartitionedTable(faust.Table):
             Resolves when the broker has the changelog record; await it before
             acknowledging the batch.
         """
-        if isinstance(self.data, MemoryStore):  # one dict: no database to pick
-            self.data[key] = value
-        else:
-            with _event_of_partition(partition):  # RocksDB picks its database by it
-                self.data[key] = value
-        topic = self.changelog_topic
-        key_bytes, _ = topic.prepare_key(key, self.key_serializer)
-        value_bytes, _ = topic.prepare_value(value, self.value_serializer)
-        fut = await produce(
-            self.app, topic.get_topic_name(), value_bytes, key=key_bytes, partition=partition
-        )
-        fut.add_done_callback(self._on_put_sent)
-        if on_sent is not None:
-            fut.add_done_callback(on_sent)
-        return fut
+        return (await self.put_many({key: value}, {key: partition}, on_sent))[0]
 
     async def put_many(
         self,
@@ -100,11 +77,17 @@ class PartitionedTable(faust.Table):
         on_sent: Callable[[Any], None] | None = None,
     ) -> list[Awaitable[Any]]:
         """``table[key] = value`` for every key, with one changelog *batch record* per
-        partition (:mod:`app.changelog`) instead of one record per key.
+        partition (:mod:`app.changelog`) instead of one record per key
+        (``CHANGELOG_BATCH_RECORDS``; false: a record per key, in one producer batch
+        per partition).
 
-        The store is updated at once (each key in the RocksDB database of its
-        partition); the batch records of each partition are built with aiokafka's batch
-        API (:func:`app.streaming.produce_many`). When the broker has them, the offset of
+        Faust's ``__setitem__`` would queue one changelog record per key in its producer
+        buffer, handed to the producer one event-loop turn at a time (the agent waits,
+        "producer buffer full", once a hundred are queued). Here the store is updated
+        at once (each key in the RocksDB database of its partition) and the batch
+        records, keys and values serialized as Faust serializes a single-key record's,
+        are built with aiokafka's batch API and handed straight to the worker's
+        producer (:func:`app.streaming.produce_many`, not Faust's topic layer). When the broker has them, the offset of
         each partition's last batch record is recorded as Faust records a changelog
         write (a RocksDB store keeps it to know which changelog records it holds) and
         ``on_sent`` is called with the future, once per batch record.
@@ -122,9 +105,9 @@ class PartitionedTable(faust.Table):
         Returns
         -------
         list of asyncio.Future of aiokafka RecordMetadata
-            One per partition (more when a partition's changes exceed
-            :data:`app.changelog.BATCH_RECORD_MAX_BYTES`); await them all before
-            acknowledging the batch.
+            One per partition and producer batch (more when a partition's changes
+            exceed :data:`app.changelog.BATCH_RECORD_MAX_BYTES`, or a producer batch);
+            await them all before acknowledging the batch.
         """
         if not values:
             return []
@@ -141,11 +124,18 @@ class PartitionedTable(faust.Table):
             key_bytes, _ = topic.prepare_key(key, self.key_serializer)
             value_bytes, _ = topic.prepare_value(value, self.value_serializer)
             changes.setdefault(partition, []).append((key_bytes, value_bytes))
-        records = [
-            (self._batch_key(), value, partition)
-            for partition, entries in changes.items()
-            for value in pack_changes(entries)
-        ]
+        if get_settings().changelog_batch_records:
+            records = [
+                (self._batch_key(), value, partition)
+                for partition, entries in changes.items()
+                for value in pack_changes(entries)
+            ]
+        else:  # a record per key, still one producer batch per partition
+            records = [
+                (key, value, partition)
+                for partition, entries in changes.items()
+                for key, value in entries
+            ]
         futures = []
         for batch in await produce_many(self.app, topic.get_topic_name(), records):
             fut = batch.future
@@ -183,10 +173,6 @@ class PartitionedTable(faust.Table):
                     value_bytes,
                     _ChangeMessage(key_bytes, value_bytes, msg.partition, msg.tp, msg.offset),
                 )
-
-    def _on_put_sent(self, fut: Any) -> None:
-        if not fut.cancelled() and fut.exception() is None:
-            self._on_changelog_sent(fut)  # reads fut.result(): the RecordMetadata
 
     def partition_for_key(self, key: Any) -> int | None:
         """The partition set by :meth:`set_in_partition`, else Faust's choice."""
