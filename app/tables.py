@@ -87,10 +87,11 @@ class PartitionedTable(faust.Table):
         at once (each key in the RocksDB database of its partition) and the batch
         records, keys and values serialized as Faust serializes a single-key record's,
         are built with aiokafka's batch API and handed straight to the worker's
-        producer (:func:`app.streaming.produce_many`, not Faust's topic layer). When the broker has them, the offset of
-        each partition's last batch record is recorded as Faust records a changelog
-        write (a RocksDB store keeps it to know which changelog records it holds) and
-        ``on_sent`` is called with the future, once per batch record.
+        producer (:func:`app.streaming.produce_many`, not Faust's topic layer). When
+        the broker has a producer batch, the offset of its last record is recorded as
+        Faust records a changelog write's (a RocksDB store keeps it to know which
+        changelog records it holds) and ``on_sent`` is called with its future, once
+        per changelog record in it.
 
         Parameters
         ----------
@@ -100,7 +101,7 @@ class PartitionedTable(faust.Table):
             The changelog partition of every key of ``values`` (that of the event
             that carried it).
         on_sent : callable, optional
-            Done-callback of each batch record's future (counts records sent).
+            Done-callback of each changelog record's future (counts records sent).
 
         Returns
         -------
