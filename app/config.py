@@ -114,7 +114,8 @@ class Settings(BaseSettings):
             "changelog record per partition (app/changelog.py: fewer records to write and "
             "to restore, but log compaction cannot drop superseded values, so the "
             "changelog grows with every batch; docs/performance-state.md). false: one "
-            "record per key (compactable). Either is restored, also mixed."
+            "record per key (compactable). Either is restored, also mixed. From a "
+            "version without batch records, roll out in two steps (false, then true)."
         ),
     )
     producer_max_batch_size: int = Field(

@@ -342,7 +342,10 @@ async def produce_many(
     Records of a partition keep their order. A partition's records that do not fit one
     batch (the producer's ``max_batch_size``; a single larger record gets a batch of its
     own) go in several, sent in order. The topic is tracked by the producer's metadata
-    first, as in :func:`produce`.
+    first, as in :func:`produce`. A batch is closed when handed over, so the producer
+    sends it without waiting ``PRODUCER_LINGER_SECONDS``. Uses aiokafka's
+    ``AIOKafkaProducer._partition`` (the producer's own partitioner, as ``send`` uses
+    it; aiokafka 0.14.0).
 
     Parameters
     ----------
