@@ -62,12 +62,10 @@ def _key(account: str) -> bytes:
 
 
 def _writes(kind: str) -> list[tuple[int, list[tuple[bytes, bytes | None]], bool]]:
-    """The changelog to write and the state it must restore.
-
-    Returns a list of ``(partition, changes, batch)`` in write order (``batch``: one
-    batch record holding ``changes``, else one single-key record per change) and sets
-    nothing else: the expected state is the last change of each key, in order.
-    """
+    """The changelog to write, as ``(partition, changes, batch)`` in write order
+    (``batch``: one batch record holding ``changes``, else one single-key record per
+    change). The state it must restore is the last change of each key
+    (:func:`_expected`)."""
     accounts = [f"acc-{i}" for i in range(ACCOUNTS)]
     by_part: dict[int, list[str]] = {}
     for a in accounts:
