@@ -361,6 +361,9 @@ async def produce_many(
     list of ProducedBatch
         In the order sent; await every ``future`` before acknowledging the input.
     """
+    records = list(records)
+    if not records:
+        return []
     aio = app.producer._ensure_producer()
     client = aio.client
     if topic not in client._topics:
