@@ -10,11 +10,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# Install the project (and so the `fraudctl` script) into the image's Python.
+# The exact versions of requirements.lock (hashes checked), then the project itself (and
+# so the `fraudctl` script) without resolving anything again.
 WORKDIR /tmp/build
+COPY requirements.lock ./
+RUN pip install --require-hashes -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY app ./app
-RUN pip install . && rm -rf /tmp/build
+RUN pip install --no-deps . && rm -rf /tmp/build
 
 # Run as an unprivileged user; its home holds the model registry and the worker's data.
 RUN useradd --create-home --home-dir /srv/fraud --uid 10001 --shell /usr/sbin/nologin fraud

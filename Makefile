@@ -3,18 +3,30 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+# The lock of exact versions and hashes every install uses (docs/operations.md).
+LOCK := requirements.lock
+UV_VERSION ?= 0.13.9
+LOCK_ARGS ?=
 
-.PHONY: install demo test test-full stack-up stack-down worker clean
+.PHONY: install lock demo test test-full stack-up stack-down worker clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/activate
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+$(VENV)/.installed: $(LOCK) pyproject.toml | $(BIN)/activate
+	@echo "installing the locked dependencies ($(LOCK)) into $(VENV)..."
+	$(BIN)/pip install -q --require-hashes -r $(LOCK)
+	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
-install: $(VENV)/.installed  ## virtualenv with the project and its test tools
+install: $(VENV)/.installed  ## virtualenv with the exact versions of requirements.lock
+
+$(BIN)/uv: | $(BIN)/activate
+	$(BIN)/pip install -q uv==$(UV_VERSION)
+
+lock: $(BIN)/uv  ## regenerate requirements.lock from pyproject.toml (then: make install test)
+	$(BIN)/uv pip compile pyproject.toml --extra dev --generate-hashes --universal \
+	  --python-version 3.11 --quiet $(LOCK_ARGS) -o $(LOCK)
 
 demo: install  ## stack up, a worker, replay some days, alerts + summary, stack down
 	$(BIN)/fraudctl demo
@@ -24,6 +36,7 @@ test: install  ## the whole test suite (real broker, real Redis)
 
 test-full: install  ## the long variants: parity on every card, fault tests on 14 days
 	PARITY_CARD_SAMPLE=1 FAULT_SLICE=2018-04-01,14,1 $(BIN)/python -m pytest tests/test_parity.py tests/test_faults.py $(PYTEST_ARGS)
+	ROLLING_RESTART_RUNS=10 $(BIN)/python -m pytest -s tests/test_operations.py -k rolling_restart $(PYTEST_ARGS)
 
 stack-up: install
 	$(BIN)/fraudctl stack up

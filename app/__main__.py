@@ -2,8 +2,11 @@
 
 Before handing the command line to Faust, ``worker`` checks what would otherwise fail
 only after joining the consumer group (and cost the other workers two rebalances): the
-settings, the web port, Redis and the model. A failure is one line on stderr and exit
-status 2 (settings, port) or 78 (Redis, model).
+settings, that the installed faust-streaming, aiokafka and mode-streaming are the
+versions the service's corrections were verified against (:mod:`app.compat`), the web
+port, Redis, the model and the broker (a metadata request within
+BROKER_CONNECT_TIMEOUT_SECONDS). A failure is one line on stderr and exit status 2
+(settings, port) or 78 (library versions, broker, Redis, model).
 """
 
 import socket
@@ -26,6 +29,19 @@ def _preflight(argv: list[str]) -> None:
         err = exc.errors(include_url=False)[0]
         where = ".".join(str(x) for x in err["loc"]).upper()
         _fail(f"setting {where}: {err['msg']} (got {err.get('input')!r})", 2)
+    from .compat import require_verified_versions
+    from .exceptions import UnverifiedVersionError
+
+    try:
+        unverified = require_verified_versions(settings.allow_unverified_versions)
+    except UnverifiedVersionError as exc:
+        _fail(f"cannot start the worker: {exc}", 78)
+    if unverified:
+        print(
+            f"warning: unverified library versions ({'; '.join(unverified)}); starting "
+            "anyway because ALLOW_UNVERIFIED_VERSIONS=true",
+            file=sys.stderr,
+        )
     if not any(a.startswith("--web-port") for a in argv) and "--without-web" not in argv:
         with socket.socket() as s:
             # as the worker's server binds: a port in TIME_WAIT (a scraper's closed
@@ -43,6 +59,7 @@ def _preflight(argv: list[str]) -> None:
 
     from . import runtime
     from .exceptions import FraudError
+    from .offsets import check_broker
 
     async def check() -> None:
         rt = runtime.get_runtime()
@@ -50,6 +67,7 @@ def _preflight(argv: list[str]) -> None:
             await rt.load_model()
         finally:
             await rt.store.close()
+        await check_broker(settings, settings.broker_connect_timeout_seconds)
 
     try:
         asyncio.run(check())

@@ -34,6 +34,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from .alerting.sink import raise_alerts
 from .alignment import EventTimeAligner
 from .config import get_settings
 from .control import ControlFollower
@@ -42,12 +43,18 @@ from .features import AccountState, TerminalState
 from .features.state import DAY_MS
 from .features.terminal import DEFAULT_DELAY_DAYS
 from .main import app
-from .streaming import next_offset_of, produce, produce_many
+from .streaming import (
+    abandon,
+    hand_over_on_wait_empty,
+    next_offset_of,
+    produce,
+    produce_many,
+    take_events_adaptive,
+)
 from .monitoring.worker import (
     MetricsSensor,
     count_label_verdicts,
     count_produced,
-    observe_alerts,
     observe_scored,
     sample_gauges,
 )
@@ -114,6 +121,7 @@ def _records(events) -> list[RawRecord]:
             partition=e.message.partition,
             offset=e.message.offset,
             received_ms=now_ms,
+            timestamp_ms=int(e.message.timestamp * 1000) if e.message.timestamp else None,
         )
         for e in events
     ]
@@ -179,6 +187,7 @@ async def _accounts_batch(events) -> None:
         _account,
         s.max_event_bytes,
         allowed_lateness_ms=int(s.allowed_lateness_seconds * 1000),
+        max_clock_skew_ms=int(s.max_clock_skew_seconds * 1000),
     )
     pending: list = []
     await _send_dead_letters(rt, batch.dead_letters, pending)
@@ -192,6 +201,8 @@ async def _accounts_batch(events) -> None:
         pending.append(await _produce(by_terminal, raw, partition=q))
     m.duplicate_transactions.inc(batch.duplicates)
     m.late_transactions.inc(batch.late)
+    m.out_of_order_transactions.inc(batch.out_of_order)
+    m.revised_transactions.inc(batch.revised)
     pending += await account_states.put_many(
         {a: state.to_bytes() for a, state in batch.states.items()}, batch.partitions, _counted()
     )
@@ -240,7 +251,7 @@ async def _send_watermark(partition: int) -> list:
 async def featurize_accounts_agent(stream):
     """Validate transactions, keep account state, add account features."""
     s = get_runtime().settings
-    async for events in stream.take_events(s.batch_max_events, s.batch_max_wait_seconds):
+    async for events in take_events_adaptive(stream, s.batch_max_events, s.batch_max_wait_seconds):
         await _guarded("featurize_accounts", events, _accounts_batch)
 
 
@@ -274,6 +285,8 @@ async def report_idle_partitions() -> None:
 
 _aligner: EventTimeAligner | None = None
 _stage2_lock = asyncio.Lock()
+#: a rebalance or a stop has begun: held work is handed over, nothing new is held
+_handing_over = False
 #: labels partition -> (next offset to read, monotonic time of its last label)
 _labels_progress: dict[int, tuple[int, float]] = {}
 
@@ -285,7 +298,7 @@ def _get_aligner() -> EventTimeAligner:
         _aligner = EventTimeAligner(
             n_sources=s.topic_partitions,
             delay_ms=DEFAULT_DELAY_DAYS * DAY_MS,
-            label_wait_max_seconds=s.label_wait_max_seconds,
+            stall_seconds=s.alignment_stall_seconds,
         )
     return _aligner
 
@@ -303,6 +316,7 @@ async def _intake(events) -> list[bytes]:
         labels_topic.get_topic_name(),
         aligner.keep_from_ms,
         max_event_bytes=s.max_event_bytes,
+        max_clock_skew_ms=int(s.max_clock_skew_seconds * 1000),
     )
     pending: list = []
     await _send_dead_letters(rt, intake.dead_letters, pending)
@@ -311,22 +325,27 @@ async def _intake(events) -> list[bytes]:
     )
     for fut in pending:
         await fut
-    for q, wm in intake.watermarks:
-        aligner.on_watermark(q, wm.source, wm.event_time_ms, wm.caught_up)
-    for q, t in intake.label_times.items():
-        aligner.on_label_time(q, t)
     now = time.monotonic()
+    for q, wm in intake.watermarks:
+        aligner.on_watermark(q, wm.source, wm.event_time_ms, wm.caught_up, now)
+    for q, t in intake.label_times.items():
+        aligner.on_label_time(q, t, now)
     labels_name = labels_topic.get_topic_name()
     label_values: list[bytes] = []
     for rec in records:
         if rec.topic == labels_name:
             _labels_progress[rec.partition] = (rec.offset + 1, now)
             label_values.append(rec.value)
-    for q, item, i in intake.arrived:
-        event = events[i]
-        event.message.incref()  # acknowledged once scored (see _release)
-        aligner.add(q, (item, event), item.transaction.event_time_ms, now)
+    if _handing_over:  # a rebalance or a stop is under way: the next owner scores them
+        abandon(app.consumer, (events[i].message for _, _, i in intake.arrived))
+        m.alignment_handed_over.inc(len(intake.arrived))
+    else:
+        for q, item, i in intake.arrived:
+            event = events[i]
+            event.message.incref()  # acknowledged once scored (see _release)
+            aligner.add(q, (item, event), item.transaction.event_time_ms, now)
     m.labels_consumed.inc(intake.labels)
+    m.observe_labels(intake)
     m.duplicate_terminal_transactions.inc(intake.duplicates)
     m.terminals.set(len(terminal_states))
     return label_values
@@ -338,7 +357,10 @@ async def _release(controller) -> None:
     s, m = rt.settings, rt.metrics
     aligner = _get_aligner()
     now = time.monotonic()
+    by_terminal = by_terminal_topic.get_topic_name()
     for q in aligner.pending_partitions():
+        own = TP(by_terminal, q)
+        aligner.on_input_idle(q, _caught_up(own, next_offset_of(app.consumer, own)))
         tp = TP(labels_topic.get_topic_name(), q)
         if q not in _labels_progress:
             # no label read since the partition was assigned (a restart, a quiet
@@ -372,22 +394,15 @@ async def _score_released(released: list, controller) -> None:
         records = [(st.transaction.account_id.encode(), encode(st), None) for st in batch.scored]
         pending += await _produce_many(scored_topic.get_topic_name(), records)
     if batch.alerts:
-        seen = await rt.store.already_alerted([a.alert_id for a in batch.alerts])
-        fresh = [
-            (a, r) for a, r, dup in zip(batch.alerts, batch.alert_received_ms, seen) if not dup
-        ]
-        m.alerts_suppressed.inc(len(batch.alerts) - len(fresh) + batch.alerts_deduplicated)
-        sent = []
-        for a, received in fresh:
-            key = a.transaction.account_id.encode()
-            fut = await _produce(alerts_topic.get_topic_name(), encode(a), key=key)
-            sent.append((fut, a, received))
-        for fut, a, received in sent:
-            await fut
-            m.alert_latency.observe(max(0.0, time.time() - received / 1000))
-            m.alerts.labels(model_version=a.model_version).inc()
-        await rt.store.mark_alerted([a.alert_id for a, _ in fresh], s.alert_dedup_ttl_seconds)
-        observe_alerts(m, [a for a, _ in fresh])
+        # exactly once: reserve in Redis, send, commit once acknowledged (app/alerting)
+        alerts_name = alerts_topic.get_topic_name()
+        await raise_alerts(
+            rt,
+            batch.alerts,
+            batch.alert_received_ms,
+            batch.alerts_deduplicated,
+            lambda a: _produce(alerts_name, encode(a), key=a.transaction.account_id.encode()),
+        )
     for fut in pending:
         await fut
     done = time.time()
@@ -398,12 +413,11 @@ async def _score_released(released: list, controller) -> None:
     observe_scored(m, batch.scored, snap.active.feature_names, rt.drift)
     if batch.decisions is not None:
         m.observe_decisions(batch.decisions)
-    timeouts = 0
     for r in released:
         m.alignment_wait.observe(r.waited_seconds)
-        timeouts += r.timed_out
+        if r.cause is not None:
+            m.alignment_timeouts.labels(cause=r.cause).inc()
         r.item[1].ack()
-    m.alignment_timeouts.inc(timeouts)
     m.scoring_batch_size.observe(len(batch.scored))
     # last: a transaction counts as scored once all its output is acknowledged
     m.transactions_scored.labels(model_version=snap.model_version).inc(len(batch.scored))
@@ -433,7 +447,7 @@ async def score_transactions(stream):
             except Exception:  # noqa: BLE001
                 log.exception("could not count %d labels", len(label_values))
 
-    async for events in stream.take_events(s.batch_max_events, s.batch_max_wait_seconds):
+    async for events in take_events_adaptive(stream, s.batch_max_events, s.batch_max_wait_seconds):
         await _guarded("score_transactions", events, handle)
 
 
@@ -449,6 +463,36 @@ async def release_held_transactions() -> None:
             await _release(rt.controller)
 
     await _guarded("release_held_transactions", [], handle)
+
+
+def _hand_over_held(consumer) -> None:  # noqa: ANN001
+    """A rebalance or a stop begins (Faust is about to wait for the events in
+    progress): leave every held transaction unacknowledged for the next owner instead
+    of waiting for its features, and hold nothing new until partitions are assigned
+    again. Without it the wait never ends: held transactions wait for watermarks and
+    labels that stopped flowing with the streams (the whole group stalls)."""
+    global _handing_over
+    _handing_over = True
+    if _aligner is None:
+        return
+    held = _aligner.revoke(_aligner.partitions())
+    if held:
+        abandon(consumer, (event.message for _, event in held))
+        get_runtime().metrics.alignment_handed_over.inc(len(held))
+        get_runtime().metrics.alignment_pending.set(_aligner.pending())
+        log.info("rebalance or stop: %d held transactions handed over unacknowledged", len(held))
+
+
+hand_over_on_wait_empty(_hand_over_held)
+
+
+@app.on_partitions_assigned.connect
+async def _resume_holding(app_, assigned, **kwargs) -> None:  # noqa: ANN001
+    """Partitions are assigned again: transactions are held for alignment again."""
+    global _handing_over
+    if _handing_over:
+        log.info("partitions assigned: transactions are held for alignment again")
+    _handing_over = False
 
 
 @app.on_partitions_revoked.connect

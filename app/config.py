@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "get_settings", "check_broker_url", "PROJECT_ROOT"]
@@ -44,7 +44,9 @@ class Settings(BaseSettings):
     Every field is read from the environment variable of the same name in upper case.
     """
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", frozen=True, populate_by_name=True
+    )
 
     # --- Kafka -------------------------------------------------------------------
     kafka_broker_url: str = Field(
@@ -104,6 +106,13 @@ class Settings(BaseSettings):
             "full by every worker (no consumer group)."
         ),
     )
+    cases_topic: str = Field(
+        "fraud-cases",
+        description=(
+            "CASES_TOPIC: case events (opened, alert_added, verdicts...), key = account "
+            "id; the case state is rebuilt from it (see docs/case-review.md)."
+        ),
+    )
     publish_scored: bool = Field(
         True, description="PUBLISH_SCORED: also write every scored transaction to SCORED_TOPIC."
     )
@@ -141,7 +150,16 @@ class Settings(BaseSettings):
         description=(
             "FIX_END_OFFSETS: table recovery probes each changelog partition's true end "
             "past the broker's answer (Tansu answers too low an end offset when the last "
-            "record batch holds several records; see README). Harmless on Kafka."
+            "record batch holds several records; see docs/operations.md). Harmless on Kafka."
+        ),
+    )
+    allow_unverified_versions: bool = Field(
+        False,
+        description=(
+            "ALLOW_UNVERIFIED_VERSIONS: start a worker although the installed "
+            "faust-streaming, aiokafka or mode-streaming differ from the versions the "
+            "corrections of app/streaming.py, app/offsets.py and app/tables.py were "
+            "verified against (app/compat.py). Only while re-verifying them."
         ),
     )
     broker_session_timeout_seconds: float = Field(
@@ -150,6 +168,15 @@ class Settings(BaseSettings):
         description=(
             "BROKER_SESSION_TIMEOUT_SECONDS: consumer group session timeout; it sets how "
             "fast a restarted worker rejoins (about 1.2 x this on Tansu)."
+        ),
+    )
+    broker_connect_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description=(
+            "BROKER_CONNECT_TIMEOUT_SECONDS: how long `python -m app worker` waits for the "
+            "broker to answer a metadata request before it refuses to start (exit 78)."
         ),
     )
     broker_heartbeat_interval_seconds: float = Field(
@@ -209,16 +236,32 @@ class Settings(BaseSettings):
             "recommended in the model card."
         ),
     )
-    label_wait_max_seconds: float = Field(
-        60.0,
+    alignment_stall_seconds: float = Field(
+        30.0,
         ge=0,
-        le=300,
+        le=3600,
+        validation_alias=AliasChoices(
+            "alignment_stall_seconds", "ALIGNMENT_STALL_SECONDS", "LABEL_WAIT_MAX_SECONDS"
+        ),
         description=(
-            "LABEL_WAIT_MAX_SECONDS: longest (wall clock) the scoring stage holds a "
-            "transaction until its terminal features are complete: every first-stage "
-            "partition past its time minus the delay, and a label timed at or after it "
-            "seen (see README, event time). Past it, the transaction is scored anyway and "
-            "fraud_alignment_timeouts_total counts it; 0 disables the alignment."
+            "ALIGNMENT_STALL_SECONDS (formerly LABEL_WAIT_MAX_SECONDS): the scoring stage "
+            "holds a transaction until its terminal features are complete in event time "
+            "(every first-stage partition past its time minus the label delay, and a label "
+            "timed at or after it seen), as long as those sources advance, however slowly. "
+            "Only when its input is read to its end and the source it waits for has not "
+            "advanced for this long (a stalled source) is it scored anyway, counted in "
+            "fraud_alignment_timeouts_total{cause}. 0 disables the alignment."
+        ),
+    )
+    max_clock_skew_seconds: float = Field(
+        300.0,
+        ge=0,
+        le=7 * 86_400,
+        description=(
+            "MAX_CLOCK_SKEW_SECONDS: a transaction (or label) whose event time is later "
+            "than its record's Kafka timestamp or its arrival, whichever is earlier, by "
+            "more than this is dead-lettered with reason future_timestamp and never "
+            "touches state."
         ),
     )
     allowed_lateness_seconds: float = Field(
@@ -227,7 +270,7 @@ class Settings(BaseSettings):
         description=(
             "ALLOWED_LATENESS_SECONDS: a transaction older than its account's newest one "
             "by more than this is late: still processed with the history known now, and "
-            "counted in fraud_late_transactions_total (see README, event time)."
+            "counted in fraud_late_transactions_total (see docs/architecture.md, event time)."
         ),
     )
     label_idle_seconds: float = Field(
@@ -268,6 +311,27 @@ class Settings(BaseSettings):
         65_536, ge=256, description="MAX_EVENT_BYTES: larger payloads are dead-lettered."
     )
 
+    # --- case review ---------------------------------------------------------------
+    review_host: str = Field(
+        "127.0.0.1",
+        description=(
+            "REVIEW_HOST: bind address of the review console (`fraudctl review serve`); "
+            "a non-loopback one needs --allow-remote (run it behind a proxy that "
+            "authenticates)."
+        ),
+    )
+    review_port: int = Field(
+        8090, ge=1, le=65535, description="REVIEW_PORT: port of the review console."
+    )
+    review_block_confirmed: bool = Field(
+        False,
+        description=(
+            "REVIEW_BLOCK_CONFIRMED: a card confirmed as fraud is added to the block list "
+            "of the rule set in force (a new version, published like `fraudctl rules "
+            "apply`; needs REDIS_URL and RULES_TOPIC)."
+        ),
+    )
+
     # --- models ------------------------------------------------------------------
     models_dir: Path = Field(PROJECT_ROOT / "models", description="MODELS_DIR: the registry.")
     model_version: str | None = Field(
@@ -285,6 +349,27 @@ class Settings(BaseSettings):
     redis_key_prefix: str = Field("fraud:", description="REDIS_KEY_PREFIX: namespace of keys.")
     alert_dedup_ttl_seconds: int = Field(
         90 * 86_400, ge=1, description="ALERT_DEDUP_TTL_SECONDS: how long an alert id is kept."
+    )
+    alert_reservation_in_flight_seconds: float = Field(
+        10.0,
+        ge=0,
+        le=3600,
+        description=(
+            "ALERT_RESERVATION_IN_FLIGHT_SECONDS: an alert id reserved less than this "
+            "long ago and not yet marked alerted may still be in the hands of a live "
+            "worker (two owners of a partition during a rebalance): it is waited on "
+            "before the alert topic is searched for it. Longer than a send plus its mark."
+        ),
+    )
+    alert_lookup_timeout_seconds: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description=(
+            "ALERT_LOOKUP_TIMEOUT_SECONDS: longest search of the alert topic for reserved, "
+            "unmarked alert ids; past it the batch fails (exit 70, processed again after "
+            "a restart) rather than guess."
+        ),
     )
     redis_password: SecretStr | None = Field(
         None,
@@ -384,6 +469,11 @@ class Settings(BaseSettings):
         """The internal topic from the account stage to the scoring stage (one per app
         id, so one per consumer group)."""
         return f"{self.app_id}-transactions-by-terminal"
+
+    @property
+    def review_group(self) -> str:
+        """Consumer group of the review process on ALERTS_TOPIC (never the workers')."""
+        return f"{self.app_id}-case-review"
 
     @property
     def broker_bootstrap(self) -> str:

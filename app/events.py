@@ -31,6 +31,7 @@ from .exceptions import InvalidEventError
 __all__ = [
     "Transaction",
     "Label",
+    "LABEL_SOURCES",
     "Reason",
     "Alert",
     "ScoredTransaction",
@@ -39,6 +40,10 @@ __all__ = [
     "Rule",
     "AccessList",
     "RuleSet",
+    "CaseEvent",
+    "CASE_EVENT_TYPES",
+    "MAX_COMMENT_CHARS",
+    "MAX_ACTOR_CHARS",
     "OUTCOMES",
     "REJECT_REASONS",
     "WIRE_MODELS",
@@ -71,6 +76,7 @@ REJECT_REASONS = (
     "bad_amount",
     "bad_currency",
     "bad_timestamp",
+    "future_timestamp",
     "bad_id",
     "invalid",
 )
@@ -104,8 +110,14 @@ class Transaction(_Wire):
         return self.amount_minor / 100.0
 
 
+#: Where a label comes from: an analyst's verdict on a case, or the delayed feed
+#: (chargebacks, customer claims).
+LABEL_SOURCES: tuple[str, ...] = ("investigation", "chargeback")
+
+
 class Label(_Wire):
-    """A later verdict on a transaction, the value on ``transaction-labels``."""
+    """A later verdict on a transaction, the value on ``transaction-labels`` (key:
+    terminal id)."""
 
     transaction_id: Id
     account_id: Id
@@ -113,6 +125,11 @@ class Label(_Wire):
     is_fraud: bool = Field(description="True: fraud; False: genuine.")
     transaction_time_ms: EventTimeMs = Field(description="Event time of the transaction.")
     label_time_ms: EventTimeMs = Field(description="When the verdict became known.")
+    source: Literal["investigation", "chargeback"] = Field(
+        "chargeback",
+        description="investigation: an analyst's verdict on a case (fraudctl review); "
+        "chargeback: the delayed feed. Absent in older records, which came from the feed.",
+    )
 
 
 class Reason(_Wire):
@@ -275,6 +292,52 @@ class ModelControl(_Wire):
     issued_by: str = Field("", description="Operator or tool, free text.")
 
 
+# --- case review ---------------------------------------------------------------------
+
+#: Every kind of change of a case, as recorded on the ``fraud-cases`` topic.
+CASE_EVENT_TYPES: tuple[str, ...] = (
+    "opened",
+    "alert_added",
+    "assigned",
+    "commented",
+    "confirmed_fraud",
+    "dismissed_genuine",
+    "reopened",
+)
+#: Longest comment an analyst may write on a case, in characters.
+MAX_COMMENT_CHARS = 4000
+#: Longest analyst name, in characters.
+MAX_ACTOR_CHARS = 100
+
+
+class CaseEvent(_Wire):
+    """One immutable change of a case, on ``fraud-cases`` (key: account id = case id).
+
+    The case state is the fold of its events in topic order
+    (:func:`app.cases.model.fold`): the topic is the audit trail (who, when, why).
+    """
+
+    event_id: Annotated[
+        str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")
+    ] = Field(
+        description="Idempotency key: an event whose id the case already holds changes "
+        "nothing (alert events use ``alert:<alert id>``, console forms a token per form)."
+    )
+    case_id: Id = Field(description="The case: one per card, equal to its account id.")
+    type: Literal[CASE_EVENT_TYPES]  # type: ignore[valid-type]
+    time_ms: int = Field(ge=0, description="When it happened (wall clock), UTC epoch ms.")
+    actor: Annotated[str, StringConstraints(min_length=1, max_length=MAX_ACTOR_CHARS)] = Field(
+        description="The analyst's name, or ``system`` for events from alerts."
+    )
+    comment: Annotated[str, StringConstraints(max_length=MAX_COMMENT_CHARS)] = Field(
+        "", description="Why (free text; shown escaped, never rendered as HTML)."
+    )
+    alert: Alert | None = Field(None, description="The alert of opened / alert_added.")
+    assignee: Annotated[str, StringConstraints(max_length=MAX_ACTOR_CHARS)] | None = Field(
+        None, description="Who works the case, for assigned."
+    )
+
+
 #: topic setting name -> model, for schema export
 WIRE_MODELS: dict[str, type[BaseModel]] = {
     "transactions": Transaction,
@@ -284,6 +347,7 @@ WIRE_MODELS: dict[str, type[BaseModel]] = {
     "dead-letter": DeadLetter,
     "fraud-control": ModelControl,
     "fraud-rules": RuleSet,
+    "fraud-cases": CaseEvent,
 }
 
 _FIELD_REASONS = {

@@ -13,11 +13,14 @@ __all__ = [
     "DataError",
     "ModelError",
     "ModelIntegrityError",
+    "ModelVersionError",
+    "UnverifiedVersionError",
     "StackError",
     "BrokerUnavailableError",
     "ObservabilityError",
     "RuleSetError",
     "ControlMessageError",
+    "CaseError",
     "ChangelogFormatError",
 ]
 
@@ -60,6 +63,15 @@ class ModelIntegrityError(ModelError):
     """A model artifact's sha256 or feature names do not match its model card."""
 
 
+class ModelVersionError(ModelError):
+    """A model artifact was written by another scikit-learn version than the running one."""
+
+
+class UnverifiedVersionError(ConfigError):
+    """An installed library differs from the version the service's corrections of it were
+    verified against (:mod:`app.compat`)."""
+
+
 class StackError(FraudError):
     """The local stack (broker, Redis) cannot be started, stopped or reached."""
 
@@ -79,6 +91,24 @@ class RuleSetError(FraudError):
 
 class ControlMessageError(FraudError):
     """A message on the control or rules topic cannot be parsed or applied."""
+
+
+class CaseError(FraudError):
+    """A request that cannot become a case event.
+
+    Parameters
+    ----------
+    reason : str
+        ``unknown_case``, ``conflict`` (the case's status does not allow it) or
+        ``invalid`` (bad analyst name, comment or key).
+    detail : str
+        One line for the analyst.
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
 
 
 class ChangelogFormatError(FraudError):

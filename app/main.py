@@ -105,3 +105,13 @@ app = create_app()
 
 # agents, tables, topics and views register themselves on import
 from . import agents  # noqa: E402,F401
+
+
+@app.on_before_shutdown.connect
+async def _close_runtime(app_, **kwargs) -> None:  # noqa: ANN001
+    """At the worker's stop (its consumer stopped): close the clients the runtime
+    created on demand (the alert topic lookup's consumer)."""
+    from . import runtime
+
+    if runtime._runtime is not None:
+        await runtime._runtime.close()

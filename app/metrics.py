@@ -8,16 +8,22 @@ transaction id. Tests build their own :class:`Metrics` on a fresh
 
 from __future__ import annotations
 
+from itertools import product
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
-from .events import REJECT_REASONS
+from .events import CASE_EVENT_TYPES, LABEL_SOURCES, REJECT_REASONS
 from .monitoring.outcomes import OUTCOMES, RULES, VERDICTS
 
 __all__ = [
     "Metrics",
+    "ReviewMetrics",
+    "VERDICT_DELAY_BUCKETS_SECONDS",
     "LATENCY_BUCKETS_SECONDS",
     "BATCH_BUCKETS_SECONDS",
     "REDIS_OPERATIONS",
+    "RESERVATION_OUTCOMES",
+    "LOOKUP_STARTS",
     "STATE_TABLES",
 ]
 
@@ -28,10 +34,30 @@ LATENCY_BUCKETS_SECONDS = (
 #: Buckets of the scoring batch duration histogram, in seconds.
 BATCH_BUCKETS_SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 _SCORE_BUCKETS = tuple(i / 20 for i in range(1, 21))
+#: Buckets of the time from a case's first alert to its verdict, in seconds (1 min .. 30 d).
+VERDICT_DELAY_BUCKETS_SECONDS = (
+    60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 12 * 3600.0, 86_400.0, 2 * 86_400.0,
+    7 * 86_400.0, 30 * 86_400.0,
+)
 #: Operations of :class:`app.redis_store.RedisStore` (label ``operation``).
-REDIS_OPERATIONS = ("get", "set", "mget", "mark_alerted")
+REDIS_OPERATIONS = (
+    "get", "set", "mget", "alert_states", "reserve_alerts", "take_over_reservations",
+    "mark_alerted",
+)
+#: Outcomes of a reserved but unmarked alert id looked up on the alert topic.
+RESERVATION_OUTCOMES = ("found", "resent")
+#: Where a look-up on the alert topic starts reading (label ``source``).
+LOOKUP_STARTS = ("timestamp", "beginning")
 #: Tables whose state size is reported (label ``table``).
 STATE_TABLES = ("account_states", "terminal_states")
+
+
+def _with_series(metric, **label_values):
+    """``metric`` with a series for every combination of ``label_values`` (name ->
+    values), so each exists at 0 before the first event."""
+    for combo in product(*label_values.values()):
+        metric.labels(**dict(zip(label_values, combo)))
+    return metric
 
 
 class Metrics:
@@ -78,6 +104,32 @@ class Metrics:
             "fraud_alerts_suppressed_total",
             "Alerts not published again because Redis shows one was already raised for "
             "that transaction.",
+            registry=registry,
+        )
+        self.alert_reservations_resolved = Counter(
+            "fraud_alert_reservations_resolved_total",
+            "Alert ids found reserved but not marked alerted (their worker died between "
+            "the reservation and the mark), by what the alert topic showed: found (marked, "
+            "not sent again) or resent (not on the topic: sent now).",
+            ["outcome"],
+            registry=registry,
+        )
+        for outcome in RESERVATION_OUTCOMES:
+            self.alert_reservations_resolved.labels(outcome=outcome)
+        self.alert_topic_lookups = Counter(
+            "fraud_alert_topic_lookups_total",
+            "Partitions of the alert topic read to resolve reserved alert ids, by where "
+            "reading started: timestamp (offsets_for_times of the reservation time) or "
+            "beginning (the broker gave no offset for that time).",
+            ["source"],
+            registry=registry,
+        )
+        for start in LOOKUP_STARTS:
+            self.alert_topic_lookups.labels(source=start)
+        self.alert_reservations_waited = Counter(
+            "fraud_alert_reservations_waited_total",
+            "Alert ids found reserved by a worker moments ago (possibly still sending) "
+            "and waited on before deciding.",
             registry=registry,
         )
         self.events_rejected = Counter(
@@ -137,16 +189,57 @@ class Metrics:
             "Valid labels applied to terminal state.",
             registry=registry,
         )
+        self.verdicts = _with_series(Counter(
+            "fraud_verdicts_total",
+            "Labels read by the scoring stage, by source (investigation: an analyst's "
+            "verdict; chargeback: the delayed feed) and verdict (fraud, genuine).",
+            ["source", "verdict"],
+            registry=registry,
+        ), source=LABEL_SOURCES, verdict=VERDICTS)
+        self.label_duplicates = Counter(
+            "fraud_label_duplicates_total",
+            "Labels of a transaction whose verdict the terminal state already holds (the "
+            "delayed feed after an analyst's verdict, a redelivery): they change nothing.",
+            registry=registry,
+        )
+        self.label_contradictions = Counter(
+            "fraud_label_contradictions_total",
+            "Labels that contradict the verdict the terminal state holds for their "
+            "transaction (a fraud stays fraud; see docs/case-review.md).",
+            registry=registry,
+        )
         self.late_transactions = Counter(
             "fraud_late_transactions_total",
             "Transactions older than their account's newest by more than "
             "ALLOWED_LATENESS_SECONDS (processed; earlier scores did not see them).",
             registry=registry,
         )
+        self.out_of_order_transactions = Counter(
+            "fraud_out_of_order_transactions_total",
+            "Transactions that arrived after a later transaction of the same account "
+            "(redeliveries excluded); their own features are exact.",
+            registry=registry,
+        )
+        self.revised_transactions = Counter(
+            "fraud_account_features_revised_total",
+            "Transactions already featurized whose account history missed an earlier "
+            "transaction that arrived after them (each counted once; scores stand).",
+            registry=registry,
+        )
         self.alignment_timeouts = Counter(
             "fraud_alignment_timeouts_total",
-            "Transactions scored after LABEL_WAIT_MAX_SECONDS although their terminal "
-            "features were not known to be complete (watermarks or labels behind).",
+            "Transactions scored although their terminal features were not known to be "
+            "complete: the source they waited for (cause: watermark or labels) made no "
+            "progress for ALIGNMENT_STALL_SECONDS while the input was read to its end.",
+            ["cause"],
+            registry=registry,
+        )
+        for cause in ("watermark", "labels"):
+            self.alignment_timeouts.labels(cause=cause)
+        self.alignment_handed_over = Counter(
+            "fraud_alignment_handed_over_total",
+            "Held transactions left unacknowledged for the partition's next owner when "
+            "a rebalance or a stop began (read again there, never waited on).",
             registry=registry,
         )
         self.alignment_pending = Gauge(
@@ -318,6 +411,18 @@ class Metrics:
                 int((scores >= batch.threshold).sum())
             )
 
+    def observe_labels(self, intake) -> None:
+        """Count one batch's labels by source and verdict, duplicates and contradictions.
+
+        Parameters
+        ----------
+        intake : app.pipeline.TerminalIntake
+        """
+        for (source, verdict), n in intake.label_sources.items():
+            self.verdicts.labels(source=source, verdict=verdict).inc(n)
+        self.label_duplicates.inc(intake.label_duplicates)
+        self.label_contradictions.inc(intake.label_contradictions)
+
     def observe_control(self, result) -> None:
         """Count one applied or refused control message.
 
@@ -328,3 +433,67 @@ class Metrics:
         self.control_messages.labels(
             kind=result.kind, result="applied" if result.applied else "refused"
         ).inc()
+
+
+class ReviewMetrics:
+    """Metrics of the case-review process (``fraudctl review serve``, ``GET /metrics``).
+
+    Counters and the histogram count what happened while the process ran (events it
+    wrote or read after loading the case history); the gauges describe every case.
+
+    Parameters
+    ----------
+    registry : CollectorRegistry
+        Where to register; use a fresh one per test.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.open_cases = Gauge(
+            "fraud_open_cases", "Cases waiting for a verdict.", registry=registry
+        )
+        self.cases = Gauge(
+            "fraud_cases", "Cases by status (open, confirmed_fraud, dismissed_genuine).",
+            ["status"], registry=registry,
+        )
+        self.case_events = _with_series(Counter(
+            "fraud_case_events_total",
+            "Case events applied, by type (opened, alert_added, confirmed_fraud, ...).",
+            ["type"],
+            registry=registry,
+        ), type=CASE_EVENT_TYPES)
+        self.case_verdicts = _with_series(Counter(
+            "fraud_case_verdicts_total",
+            "Verdicts given on cases, by verdict (fraud, genuine); each wrote one "
+            "investigation label per alerted transaction of the case.",
+            ["verdict"],
+            registry=registry,
+        ), verdict=VERDICTS)
+        self.verdict_labels = Counter(
+            "fraud_case_verdict_labels_total",
+            "Labels written to the labels topic by verdicts (source investigation).",
+            registry=registry,
+        )
+        self.verdict_delay = Histogram(
+            "fraud_case_verdict_delay_seconds",
+            "Time from a case's first alert (alert_time_ms) to its verdict, in seconds.",
+            buckets=VERDICT_DELAY_BUCKETS_SECONDS,
+            registry=registry,
+        )
+        self.verdict_precision = Gauge(
+            "fraud_case_verdict_precision",
+            "Live precision from verdicts: closed cases confirmed as fraud / closed "
+            "cases (0 before the first verdict).",
+            registry=registry,
+        )
+        self.requests_refused = _with_series(Counter(
+            "fraud_case_requests_refused_total",
+            "Analyst requests refused, by reason (unknown_case, conflict, invalid).",
+            ["reason"],
+            registry=registry,
+        ), reason=("unknown_case", "conflict", "invalid"))
+        self.alerts_rejected = Counter(
+            "fraud_case_alerts_rejected_total",
+            "Records of the alerts topic that are no valid Alert (logged and skipped).",
+            registry=registry,
+        )

@@ -81,6 +81,9 @@ class RawRecord:
     partition, offset : int
     received_ms : int
         Wall-clock time when the worker received it, UTC epoch ms.
+    timestamp_ms : int or None
+        The record's Kafka timestamp (producer's create time or the broker's log
+        append time), UTC epoch ms; None when it has none.
     """
 
     value: bytes | None
@@ -89,6 +92,22 @@ class RawRecord:
     partition: int
     offset: int
     received_ms: int
+    timestamp_ms: int | None = None
+
+    def latest_plausible_ms(self, max_clock_skew_ms: int) -> int:
+        """Latest event time this record may carry: its Kafka timestamp or its arrival,
+        whichever is earlier, plus ``max_clock_skew_ms``.
+
+        Examples
+        --------
+        >>> RawRecord(b"", None, "t", 0, 0, received_ms=10_000, timestamp_ms=4_000).latest_plausible_ms(500)
+        4500
+        >>> RawRecord(b"", None, "t", 0, 0, received_ms=10_000).latest_plausible_ms(500)
+        10500
+        """
+        ts = self.timestamp_ms
+        base = self.received_ms if ts is None or ts <= 0 else min(ts, self.received_ms)
+        return base + max_clock_skew_ms
 
 
 @dataclass(slots=True)
@@ -204,6 +223,12 @@ class AccountBatch:
     duplicates: int = 0
     #: transactions older than their account's newest by more than the allowed lateness
     late: int = 0
+    #: transactions that arrived after a later one of the same account (redeliveries
+    #: excluded); their own features are exact (history before them in event time)
+    out_of_order: int = 0
+    #: transactions already featurized whose account history missed an earlier one
+    #: that arrived after them (each counted once: see AccountState.revised)
+    revised: int = 0
     #: partition -> latest event time among its valid transactions in the batch
     event_times: dict[int, int] = field(default_factory=dict)
     #: partition -> offset after the batch's last record of that partition
@@ -245,6 +270,12 @@ class TerminalIntake:
     partitions: dict[str, int] = field(default_factory=dict)
     labels: int = 0
     duplicates: int = 0
+    #: (source, verdict) -> valid labels of the batch (verdict: fraud or genuine)
+    label_sources: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: labels repeating the verdict held for their transaction (they change nothing)
+    label_duplicates: int = 0
+    #: labels contradicting the verdict held for their transaction
+    label_contradictions: int = 0
 
 
 @dataclass
@@ -289,7 +320,9 @@ def dead_letter(rec: RawRecord, err: InvalidEventError, now_ms: int) -> DeadLett
 def _copy_account(state: AccountState | None) -> AccountState:
     if state is None:
         return AccountState()
-    return AccountState(list(state.times_ms), list(state.amounts_minor), list(state.ids))
+    return AccountState(
+        list(state.times_ms), list(state.amounts_minor), list(state.ids), list(state.revised)
+    )
 
 
 def _copy_terminal(state: TerminalState | None) -> TerminalState:
@@ -301,6 +334,8 @@ def _copy_terminal(state: TerminalState | None) -> TerminalState:
         list(state.fraud_times_ms),
         list(state.fraud_label_times_ms),
         list(state.fraud_ids),
+        list(state.genuine_times_ms),
+        list(state.genuine_ids),
     )
 
 
@@ -310,6 +345,7 @@ def featurize_accounts(
     max_event_bytes: int = 65_536,
     now_ms: int | None = None,
     allowed_lateness_ms: int | None = None,
+    max_clock_skew_ms: int | None = None,
 ) -> AccountBatch:
     """Stage 1: decode, validate and add account features to one batch.
 
@@ -329,6 +365,22 @@ def featurize_accounts(
         it is still processed (inserted in event-time order, scored with the history
         known now) and counted in ``AccountBatch.late``; the account's transactions
         scored before it did not see it. None: nothing is counted late.
+    max_clock_skew_ms : int, optional
+        A transaction whose event time is later than its record's Kafka timestamp or
+        its arrival (the earlier of the two) by more than this is dead-lettered with
+        reason ``future_timestamp`` and never reaches account state (a producer's bad
+        clock or a forged time would otherwise expire the account's real history).
+        None: no bound.
+
+    Notes
+    -----
+    Arrival order within a partition: a transaction's account features are those of
+    the account's history before it in event time, among the transactions that
+    arrived before it. One that arrives after a later transaction of its account is
+    counted in ``AccountBatch.out_of_order``; its own features are exact, and each
+    later transaction already featurized without it is counted once in
+    ``AccountBatch.revised`` (their scores stand). A redelivery (same id, same time)
+    is a duplicate, never late or out of order.
 
     Returns
     -------
@@ -346,19 +398,31 @@ def featurize_accounts(
         if rec.key is None or rec.key != tx.account_id.encode():
             out.rekeyed.append((tx.account_id, rec.value))  # type: ignore[arg-type]
             continue
+        t = tx.event_time_ms
+        if max_clock_skew_ms is not None and t > rec.latest_plausible_ms(max_clock_skew_ms):
+            err = InvalidEventError(
+                "future_timestamp",
+                f"event_time_ms {t} is more than {max_clock_skew_ms} ms after the record's "
+                f"timestamp/arrival {rec.latest_plausible_ms(0)}",
+            )
+            out.dead_letters.append(dead_letter(rec, err, now_ms))
+            continue
         state = out.states.get(tx.account_id)
         if state is None:
             state = out.states[tx.account_id] = _copy_account(get_state(tx.account_id))
             out.partitions[tx.account_id] = rec.partition
-        t = tx.event_time_ms
         out.event_times[rec.partition] = max(out.event_times.get(rec.partition, t), t)
-        if allowed_lateness_ms is not None and state.times_ms and (
-            t < state.times_ms[-1] - allowed_lateness_ms
-        ):
-            out.late += 1
         feats = extract_account(state, tx)
-        if not state.update_one(tx):
+        newest = state.times_ms[-1] if state.times_ms else None
+        if state.contains(tx):
             out.duplicates += 1
+        else:
+            if newest is not None and t < newest:
+                out.out_of_order += 1
+                out.revised += state.revise_after(t)
+                if allowed_lateness_ms is not None and t < newest - allowed_lateness_ms:
+                    out.late += 1
+            state.update_one(tx)
         out.enriched.append(Enriched(tx, feats, rec.received_ms))
     return out
 
@@ -371,6 +435,7 @@ def receive_terminal_records(
     delay_days: int = DEFAULT_DELAY_DAYS,
     max_event_bytes: int = 65_536,
     now_ms: int | None = None,
+    max_clock_skew_ms: int | None = None,
 ) -> TerminalIntake:
     """Scoring stage, intake: apply labels and transactions to terminal states.
 
@@ -398,6 +463,10 @@ def receive_terminal_records(
         Larger labels are dead-lettered (reason ``too_large``).
     now_ms : int, optional
         Time to stamp dead letters with, UTC epoch ms; default: now.
+    max_clock_skew_ms : int, optional
+        A label timed later than its record's Kafka timestamp or arrival (the earlier)
+        by more than this is dead-lettered (``future_timestamp``): it would otherwise
+        tell the alignment that every label up to that time has come. None: no bound.
 
     Returns
     -------
@@ -414,6 +483,16 @@ def receive_terminal_records(
             try:
                 label = decode_label(rec.value, max_event_bytes)
             except InvalidEventError as err:
+                out.dead_letters.append(dead_letter(rec, err, now_ms))
+                continue
+            if max_clock_skew_ms is not None and label.label_time_ms > rec.latest_plausible_ms(
+                max_clock_skew_ms
+            ):
+                err = InvalidEventError(
+                    "future_timestamp",
+                    f"label_time_ms {label.label_time_ms} is more than {max_clock_skew_ms} ms "
+                    f"after the record's timestamp/arrival {rec.latest_plausible_ms(0)}",
+                )
                 out.dead_letters.append(dead_letter(rec, err, now_ms))
                 continue
             out.labels += 1
@@ -445,9 +524,12 @@ def receive_terminal_records(
     copies: dict[str, TerminalState] = {}
     for p, i, obj in decoded:
         is_label = isinstance(obj, Label)
-        if is_label and not obj.is_fraud:
-            continue  # a genuine verdict changes no state (genuine is the default)
         terminal_id = obj.terminal_id if is_label else obj.transaction.terminal_id
+        if is_label:
+            held = copies.get(terminal_id) or get_state(terminal_id)
+            _count_label(out, obj, held.check_label(obj) if held is not None else "new")
+            if not obj.is_fraud and obj.source != "investigation":
+                continue  # a genuine label of the feed changes no state (the default)
         state = copies.get(terminal_id)
         if state is None:
             state = copies[terminal_id] = _copy_terminal(get_state(terminal_id))
@@ -463,6 +545,15 @@ def receive_terminal_records(
         out.states[terminal_id] = state
         out.partitions[terminal_id] = p
     return out
+
+
+def _count_label(out: TerminalIntake, label: Label, check: str) -> None:
+    key = (label.source, "fraud" if label.is_fraud else "genuine")
+    out.label_sources[key] = out.label_sources.get(key, 0) + 1
+    if check == "duplicate":
+        out.label_duplicates += 1
+    elif check == "contradiction":
+        out.label_contradictions += 1
 
 
 def score_enriched(

@@ -2,6 +2,8 @@
 
 Keys (``prefix`` is ``Settings.redis_key_prefix``, default ``fraud:``):
 
+- ``{prefix}alerting:{transaction_id}``: the alert's reservation (``SET NX`` before it
+  is sent; :class:`app.alerting.plan.Reservation`), deleted when it is marked alerted.
 - ``{prefix}alerted:{transaction_id}``: set once an alert for the transaction is
   acknowledged by the broker; expires after ``Settings.alert_dedup_ttl_seconds``.
 - ``{prefix}model:active``: the model version workers load at start.
@@ -47,6 +49,42 @@ __all__ = [
     "redis_client_options",
 ]
 
+
+#: Reserve each key (``SET NX``) unless it is reserved already; a key holding this very
+#: value counts as reserved by this call (a retried attempt whose first try got through).
+#: Returns 1 (reserved by this call) or 0 per key.
+_RESERVE = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('SET', key, ARGV[1], 'NX', 'PX', ARGV[2]) then
+    out[i] = 1
+  elseif redis.call('GET', key) == ARGV[1] then
+    out[i] = 1
+  else
+    out[i] = 0
+  end
+end
+return out
+"""
+
+#: Take a stale reservation over: KEYS[i] holding ARGV[i] (the old value) gets ARGV[n+1]
+#: (the new one); a key already holding the new value counts as taken (a retry).
+#: Returns 1 or 0 per key.
+_TAKE_OVER = """
+local n = #KEYS
+local new, ttl = ARGV[n + 1], ARGV[n + 2]
+local out = {}
+for i, key in ipairs(KEYS) do
+  local cur = redis.call('GET', key)
+  if cur == ARGV[i] or cur == new then
+    redis.call('SET', key, new, 'PX', ttl)
+    out[i] = 1
+  else
+    out[i] = 0
+  end
+end
+return out
+"""
 
 #: Errors that retrying cannot cure: raised at once.
 _NOT_TRANSIENT = (AuthenticationError, AuthorizationError, NoPermissionError)
@@ -206,15 +244,60 @@ class RedisStore:
         values = await self._call("mget", lambda: self._client.mget(keys))
         return [v is not None for v in values]
 
+    def _reservation_key(self, transaction_id: str) -> str:
+        return f"{self.prefix}alerting:{transaction_id}"
+
+    async def alert_states(self, transaction_ids: Sequence[str]) -> list[tuple[bool, bytes | None]]:
+        """For each id: whether it is marked alerted, and its reservation's value (None
+        when not reserved). One ``MGET``."""
+        if not transaction_ids:
+            return []
+        keys = [self._alert_key(t) for t in transaction_ids]
+        keys += [self._reservation_key(t) for t in transaction_ids]
+        values = await self._call("alert_states", lambda: self._client.mget(keys))
+        n = len(transaction_ids)
+        return [(values[i] is not None, values[n + i]) for i in range(n)]
+
+    async def reserve_alerts(
+        self, transaction_ids: Sequence[str], value: bytes, ttl_seconds: int
+    ) -> list[bool]:
+        """Reserve each id (``SET NX``) with ``value``; for each, whether this call holds
+        the reservation (a retry that finds its own value holds it too)."""
+        if not transaction_ids:
+            return []
+        keys = [self._reservation_key(t) for t in transaction_ids]
+        ttl_ms = str(ttl_seconds * 1000)
+        got = await self._call(
+            "reserve_alerts", lambda: self._client.eval(_RESERVE, len(keys), *keys, value, ttl_ms)
+        )
+        return [bool(x) for x in got]
+
+    async def take_over_reservations(
+        self, reservations: Sequence[tuple[str, bytes]], value: bytes, ttl_seconds: int
+    ) -> list[bool]:
+        """Replace stale reservations ``(id, value seen)`` by ``value``, each only if it
+        still holds the value seen (compare-and-set); for each, whether it is now ours."""
+        if not reservations:
+            return []
+        keys = [self._reservation_key(t) for t, _ in reservations]
+        args = [old for _, old in reservations] + [value, str(ttl_seconds * 1000)]
+        got = await self._call(
+            "take_over_reservations",
+            lambda: self._client.eval(_TAKE_OVER, len(keys), *keys, *args),
+        )
+        return [bool(x) for x in got]
+
     async def mark_alerted(self, transaction_ids: Sequence[str], ttl_seconds: int) -> None:
-        """Record that alerts for these ids were acknowledged by the broker."""
+        """Record that alerts for these ids were acknowledged by the broker (the commit
+        of their reservations, which are deleted)."""
         if not transaction_ids:
             return
 
         async def _do():
-            pipe = self._client.pipeline(transaction=False)
+            pipe = self._client.pipeline(transaction=True)
             for t in transaction_ids:
                 pipe.set(self._alert_key(t), b"1", ex=ttl_seconds)
+                pipe.delete(self._reservation_key(t))
             return await pipe.execute()
 
         await self._call("mark_alerted", _do)

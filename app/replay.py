@@ -307,7 +307,7 @@ def plan_records(
         )
 
     def label(j: int) -> PlannedRecord:
-        value = (tids[j], cids[j], mids[j], bool(frauds[j]), times[j], label_times[j])
+        value = (tids[j], cids[j], mids[j], bool(frauds[j]), times[j], label_times[j], "chargeback")
         return PlannedRecord(
             True, mids[j].encode(), orjson.dumps(dict(zip(_LABEL_FIELDS, value))),
             label_times[j],

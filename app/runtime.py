@@ -34,6 +34,8 @@ class Runtime:
     #: drift counts of the served features, when the model card has a drift reference
     drift: DriftMonitor | None = None
     controller: object | None = None
+    #: searches the alert topic for reserved, unmarked alert ids (created on first use)
+    _alert_lookup: object | None = field(default=None, repr=False)
     _controller_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
     async def load_model(self):
@@ -120,6 +122,22 @@ class Runtime:
         self.metrics.rule_set_info.info({"version": label})
         log.info("serving %s, shadows %s, rules %s", version, list(shadow_versions), label)
         return controller
+
+    def alert_lookup(self):
+        """The worker's :class:`app.alerting.lookup.AlertTopicLookup`, created on first
+        use (only a worker that meets a reserved, unmarked alert id needs one)."""
+        if self._alert_lookup is None:
+            from .alerting.lookup import AlertTopicLookup
+
+            self._alert_lookup = AlertTopicLookup(self.settings)
+        return self._alert_lookup
+
+    async def close(self) -> None:
+        """Stop what the runtime started that needs stopping: the alert topic lookup's
+        consumer (the worker calls it at shutdown)."""
+        lookup, self._alert_lookup = self._alert_lookup, None
+        if lookup is not None:
+            await lookup.close()
 
     def on_control(self, result) -> None:
         """After a control message (the :class:`app.control.ControlFollower` callback):

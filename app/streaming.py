@@ -35,13 +35,16 @@ are sought to their beginning. And Faust clears the stream queues when flow cont
 resumes, dropping events already handed on (seen in a restarted worker): those, and
 events a stream skipped, are remembered and sought back to once flow is on (at least
 once: records after them may be processed twice).
+
+Verified on the faust-streaming, aiokafka and mode-streaming versions in
+:data:`app.compat.VERIFIED_VERSIONS`; ``python -m app worker`` refuses to start on others.
 """
 
 from __future__ import annotations
 
 import logging
 import weakref
-from typing import Any, AsyncIterator, Iterable, NamedTuple
+from typing import Any, AsyncIterator, Callable, Iterable, NamedTuple
 
 import faust
 
@@ -49,12 +52,15 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "ProcessedOnlyEvent",
+    "abandon",
     "guard_offset_gaps",
+    "hand_over_on_wait_empty",
     "next_offset_of",
     "produce",
     "produce_many",
     "ProducedBatch",
     "set_fetch_max_wait",
+    "take_events_adaptive",
 ]
 
 
@@ -268,6 +274,70 @@ def guard_offset_gaps(topics: Iterable[str]) -> None:
     Consumer.perform_seek = perform_seek  # type: ignore[method-assign]
 
 
+def abandon(consumer: Any, messages: Iterable[Any]) -> int:
+    """Leave ``messages`` unacknowledged for good, without waiting on them.
+
+    They stay uncommitted (the commit check never passes an unacknowledged record),
+    and they no longer count as in progress, so a rebalance or a stop does not wait
+    for them: the partition's next owner (or this worker, after its seek to the
+    committed offsets) reads them again.
+
+    Parameters
+    ----------
+    consumer : faust Consumer
+    messages : iterable of faust Message
+
+    Returns
+    -------
+    int
+        Distinct messages abandoned.
+    """
+    unacked = getattr(consumer, "_unacked_messages", None)
+    seen = {id(m): m for m in messages}
+    for msg in seen.values():
+        msg.incref()  # never reaches 0: never acknowledged by a late decref
+        if unacked is not None:
+            unacked.discard(msg)
+    return len(seen)
+
+
+def hand_over_on_wait_empty(hook: Callable[[Any], None]) -> None:
+    """Call ``hook(consumer)`` whenever Faust's consumer starts waiting for the
+    events in progress (``Consumer.wait_empty``: at the start of a rebalance and when
+    the worker stops), before it waits.
+
+    Faust waits there until every event a stream took is acknowledged, with no
+    limit. Work that is *held* (the scoring stage holds transactions until their
+    event-time features are complete, and those wait for input that stops flowing
+    once the rebalance suspended the streams) is never acknowledged then: the wait
+    never ends, the worker keeps its partitions and the whole consumer group stalls.
+    The hook hands such work over instead (:func:`abandon`), and keeps handing over
+    what arrives until the rebalance is done (the agents' own flag).
+
+    Verified against faust-streaming 0.15.3 (``faust/transport/consumer.py``
+    ``Consumer.wait_empty``, called by ``App._on_partitions_revoked`` and
+    ``App._stop_consumer``). Idempotent per hook.
+
+    Parameters
+    ----------
+    hook : callable
+        ``hook(consumer)``; exceptions are logged, never raised into Faust.
+    """
+    from faust.transport.consumer import Consumer
+
+    original = getattr(Consumer.wait_empty, "_original", Consumer.wait_empty)
+
+    async def wait_empty(self: Any) -> None:
+        try:
+            hook(self)
+        except Exception:  # noqa: BLE001 - never break Faust's rebalance
+            log.exception("handing over held work failed")
+        await original(self)
+
+    wait_empty._original = original  # type: ignore[attr-defined]
+    Consumer.wait_empty = wait_empty  # type: ignore[method-assign]
+
+
 def next_offset_of(consumer: Any, tp: Any) -> int | None:
     """Offset of the next record of ``tp`` that ``consumer`` will hand on, as the gap
     guard tracks it: the committed offset after a (re)assignment, then the offset after
@@ -426,3 +496,99 @@ def set_fetch_max_wait(seconds: float) -> None:
 
     _create_worker_consumer._original = create  # type: ignore[attr-defined]
     AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer  # type: ignore[method-assign]
+
+
+async def take_events_adaptive(stream: Any, max_: int, within: float) -> AsyncIterator[list]:
+    """Faust's ``Stream.take_events``, but a batch is handed on as soon as nothing more
+    is queued for the stream, instead of after ``within`` seconds.
+
+    Under load the stream's queue is never empty, so batches fill up to ``max_`` (the
+    per-record costs are shared); with live traffic a transaction is not kept waiting
+    for others that are not there (Faust's fixed wait put up to ``within`` of latency
+    on every record, at each of the two stages). ``within`` remains the longest wait.
+    The events of a batch are acknowledged after the consumer of the generator is done
+    with it, as in Faust.
+
+    Verified against faust-streaming 0.15.3 (``faust/streams.py`` ``Stream.take_events``,
+    whose code this follows line by line but for the flush condition).
+
+    Parameters
+    ----------
+    stream : faust.Stream
+        The agent's stream.
+    max_ : int
+        Most events per batch, >= 1.
+    within : float
+        Longest wait for a batch to fill, in seconds, > 0.
+
+    Yields
+    ------
+    list of faust.Event
+    """
+    import asyncio
+
+    from mode.utils.futures import notify
+
+    if max_ < 1 or within <= 0:
+        raise ValueError(f"max_ >= 1 and within > 0 expected; got {max_}, {within}")
+    buffer: list = []
+    events: list = []
+    buffer_full = asyncio.Event()
+    buffer_consumed = asyncio.Event()
+    stream_enable_acks = stream.enable_acks
+    buffer_consuming: asyncio.Future | None = None
+    channel_it = stream.channel.__aiter__()
+    queue = getattr(channel_it, "queue", None)
+
+    def nothing_queued() -> bool:
+        return queue is not None and queue.empty()
+
+    async def add_to_buffer(value: Any) -> Any:
+        nonlocal buffer_consuming
+        try:
+            if buffer_consuming is not None:
+                try:
+                    await buffer_consuming
+                finally:
+                    buffer_consuming = None
+            buffer.append(value)
+            event = stream.current_event
+            if event is None:
+                raise RuntimeError("take buffer found current_event is None")
+            events.append(event)
+            if len(buffer) >= max_:
+                buffer_full.set()
+                buffer_consumed.clear()
+                await stream.wait(buffer_consumed)
+            elif nothing_queued():
+                buffer_full.set()  # hand on what there is: nothing more is waiting
+        except asyncio.CancelledError:  # pragma: no cover
+            raise
+        except Exception as exc:  # noqa: BLE001 - as Faust: crash the stream
+            stream.log.exception("Error adding to take buffer: %r", exc)
+            await stream.crash(exc)
+        return value
+
+    stream.enable_acks = False
+    stream.add_processor(add_to_buffer)
+    stream._enable_passive(channel_it)
+    try:
+        while not stream.should_stop:
+            await stream.wait_for_stopped(buffer_full, timeout=within)
+            if buffer:
+                buffer_consuming = stream.loop.create_future()
+                try:
+                    yield list(events)
+                finally:
+                    buffer.clear()
+                    for event in events:
+                        await stream.ack(event)
+                    events.clear()
+                    notify(buffer_consuming)
+                    buffer_full.clear()
+                    buffer_consumed.set()
+            else:
+                buffer_full.clear()
+    finally:
+        stream.enable_acks = stream_enable_acks
+        stream._processors.remove(add_to_buffer)

@@ -1,4 +1,10 @@
-"""Every table of the service."""
+"""Every table of the service.
+
+:class:`PartitionedTable` corrects where Faust writes a key (changelog partition, RocksDB
+database) when an agent takes batches. Verified on the faust-streaming, aiokafka and
+mode-streaming versions in
+:data:`app.compat.VERIFIED_VERSIONS`; ``python -m app worker`` refuses to start on others.
+"""
 
 from __future__ import annotations
 

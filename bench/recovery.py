@@ -3,7 +3,7 @@
 Writes ``--accounts`` account states (``--history`` transactions each, as the 30-day
 history of a handbook account) straight to the ``account_states`` changelog of a fresh
 Tansu broker (each partition's last record alone in its batch: Tansu's high-watermark
-defect, README), in the ``--format`` a worker writes: ``batch`` (this version: batch
+defect, docs/operations.md), in the ``--format`` a worker writes: ``batch`` (this version: batch
 records of ``--keys-per-record`` states, :mod:`app.changelog`; a worker under load
 writes about BATCH_MAX_EVENTS / partitions = 125 per record) or ``single`` (the version
 before: one record per state), then times worker starts against it:
@@ -75,7 +75,7 @@ async def _fill(
 
     In large batches, except the *last* record of each partition, which goes alone in
     its own batch: Tansu's reported end offset (the last batch's base offset + 1) is then
-    the true one, so Faust's recovery reads everything (README, the Tansu defect). With
+    the true one, so Faust's recovery reads everything (docs/operations.md, the Tansu defect). With
     ``fmt="batch"``, each record is a batch record of ``keys_per_record`` states.
     """
     if fmt == "batch":

@@ -10,7 +10,7 @@ Everything is read from the broker, never from a worker's insides:
 
 Every topic is read until nothing new arrives for a while, never "up to the end
 offset": Tansu reports too low an end offset for partitions whose last batch holds
-several records (README, "The Tansu broker and its high-watermark defect").
+several records (docs/operations.md, "The Tansu broker and its end-offset defect").
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ SLICE_START = "2018-04-01"
 #: ... this many of them ...
 SLICE_DAYS = 2
 #: ... and the accounts whose id modulo this is 0. FAULT_SLICE="START,DAYS,MOD"
-#: overrides the three (e.g. ``2018-04-01,14,1`` for the full-size run, see README).
+#: overrides the three (e.g. ``2018-04-01,14,1`` for the full-size run, see docs/guarantees.md).
 SLICE_ACCOUNT_MODULO = 4
 
 

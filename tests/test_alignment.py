@@ -86,7 +86,7 @@ def _run(txs, labels, seed: int, n_src: int = 3, n_dst: int = 2):
     accounts: dict[str, AccountState] = {}
     terminals: dict[str, TerminalState] = {}
     latest = [0] * n_src
-    aligner = EventTimeAligner(n_sources=n_src, delay_ms=DELAY_MS, label_wait_max_seconds=1e9)
+    aligner = EventTimeAligner(n_sources=n_src, delay_ms=DELAY_MS, stall_seconds=1e9)
     released: dict[str, dict[str, float]] = {}
 
     def stage1(p: int) -> None:
@@ -156,12 +156,12 @@ def test_without_alignment_skew_changes_features(history):
     txs, labels, expected = history
     import app.alignment as alignment
 
-    original = alignment.EventTimeAligner._ready
-    alignment.EventTimeAligner._ready = lambda self, p, wm, t: True
+    original = alignment.EventTimeAligner._cause
+    alignment.EventTimeAligner._cause = lambda self, p, wm, t, now_s: (True, None)
     try:
         released = _run(txs, labels, seed=0)
     finally:
-        alignment.EventTimeAligner._ready = original
+        alignment.EventTimeAligner._cause = original
     got = np.array([[released[tx.transaction_id][n] for n in FEATURE_NAMES] for tx in txs])
     assert (np.abs(got - expected).max(axis=1) > 1e-9).sum() > 0
 
@@ -171,22 +171,68 @@ def test_aligner_rejects_bad_parameters():
         EventTimeAligner(0, 1, 1.0)
     with pytest.raises(ValueError, match="delay_ms"):
         EventTimeAligner(1, -1, 1.0)
-    with pytest.raises(ValueError, match="label_wait_max_seconds"):
+    with pytest.raises(ValueError, match="stall_seconds"):
         EventTimeAligner(1, 1, -1.0)
     with pytest.raises(ValueError, match="source"):
         EventTimeAligner(2, 1, 1.0).on_watermark(0, source=2, event_time_ms=0, caught_up=False)
 
 
-def test_held_too_long_is_released_and_flagged():
-    a = EventTimeAligner(n_sources=1, delay_ms=10, label_wait_max_seconds=2.0)
+def test_a_slow_but_moving_watermark_is_waited_for_however_long():
+    """A busy machine or a backlog slows the watermarks: no wall-clock deadline
+    releases a transaction while its source advances, even long after it came."""
+    a = EventTimeAligner(n_sources=1, delay_ms=10, stall_seconds=2.0)
+    a.on_label_time(0, 10**6, now_s=0.0)
     a.add(0, "x", event_time_ms=100, now_s=0.0)
-    assert a.release(now_s=1.0) == []
-    [r] = a.release(now_s=2.5)
-    assert (r.item, r.timed_out, r.waited_seconds) == ("x", True, 2.5)
+    for step in range(1, 60):  # one advance every second, for a minute, never enough
+        a.on_watermark(0, source=0, event_time_ms=step, caught_up=False, now_s=float(step))
+        a.on_input_idle(0, True)
+        assert a.release(now_s=step + 0.9) == []
+    a.on_watermark(0, source=0, event_time_ms=91, caught_up=False, now_s=61.0)
+    [r] = a.release(now_s=61.0)
+    assert (r.item, r.timed_out, r.cause) == ("x", False, None)
+
+
+def test_a_stalled_source_releases_with_its_cause_only_once_the_input_is_read():
+    a = EventTimeAligner(n_sources=2, delay_ms=10, stall_seconds=2.0)
+    a.on_label_time(0, 10**6, now_s=0.0)
+    a.on_watermark(0, source=0, event_time_ms=0, caught_up=True, now_s=0.0)
+    a.on_watermark(0, source=1, event_time_ms=5, caught_up=False, now_s=0.0)
+    a.add(0, "x", event_time_ms=100, now_s=0.0)
+    assert a.release(now_s=10.0) == []  # input not read to its end: progress may be there
+    a.on_input_idle(0, True)
+    [r] = a.release(now_s=10.0)
+    assert (r.item, r.cause, r.timed_out, r.waited_seconds) == ("x", "watermark", True, 10.0)
+
+
+def test_a_source_never_heard_from_stalls_from_the_assignment_on():
+    a = EventTimeAligner(n_sources=2, delay_ms=10, stall_seconds=5.0)
+    a.on_label_time(0, 10**6, now_s=100.0)
+    a.on_watermark(0, source=0, event_time_ms=0, caught_up=True, now_s=100.0)
+    a.add(0, "x", event_time_ms=100, now_s=100.0)
+    a.on_input_idle(0, True)
+    assert a.release(now_s=104.0) == []
+    assert [r.cause for r in a.release(now_s=105.5)] == ["watermark"]
+
+
+def test_labels_that_stop_coming_stall_only_past_the_limit():
+    a = EventTimeAligner(n_sources=1, delay_ms=10, stall_seconds=3.0)
+    a.on_watermark(0, source=0, event_time_ms=0, caught_up=True, now_s=0.0)
+    a.on_label_time(0, 50, now_s=0.0)
+    a.add(0, "x", event_time_ms=100, now_s=0.0)
+    a.on_input_idle(0, True)
+    assert a.release(now_s=2.0) == []
+    assert [r.cause for r in a.release(now_s=3.5)] == ["labels"]
+
+
+def test_zero_stall_seconds_turns_the_alignment_off():
+    a = EventTimeAligner(n_sources=3, delay_ms=10, stall_seconds=0.0)
+    a.add(0, "x", event_time_ms=100, now_s=0.0)
+    [r] = a.release(now_s=0.0)
+    assert (r.item, r.timed_out) == ("x", False)
 
 
 def test_idle_labels_partition_does_not_hold_live_traffic():
-    a = EventTimeAligner(n_sources=1, delay_ms=10, label_wait_max_seconds=60.0)
+    a = EventTimeAligner(n_sources=1, delay_ms=10, stall_seconds=60.0)
     a.on_watermark(0, source=0, event_time_ms=0, caught_up=True)
     a.add(0, "live", event_time_ms=100, now_s=0.0)
     assert a.release(now_s=0.1) == []  # no label timed >= 100 seen
@@ -195,7 +241,7 @@ def test_idle_labels_partition_does_not_hold_live_traffic():
 
 
 def test_revoked_partitions_drop_their_held_transactions():
-    a = EventTimeAligner(n_sources=1, delay_ms=10, label_wait_max_seconds=60.0)
+    a = EventTimeAligner(n_sources=1, delay_ms=10, stall_seconds=60.0)
     a.add(0, "a", 100, 0.0)
     a.add(1, "b", 100, 0.0)
     assert a.revoke([1]) == ["b"]

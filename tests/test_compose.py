@@ -251,7 +251,10 @@ def test_dockerfile_builds_a_non_root_worker_image(services):
     ]
     instructions = [ln.split(None, 1) for ln in lines]
     assert instructions[0] == ["FROM", "python:3.11-slim"]
-    assert any(op == "RUN" and "pip install . " in f"{arg} " for op, arg in instructions)
+    # the locked versions, hashes checked, then the project without resolving again
+    runs = [arg for op, arg in instructions if op == "RUN"]
+    locked = next(i for i, a in enumerate(runs) if "pip install --require-hashes -r requirements.lock" in a)
+    assert any("pip install --no-deps . " in f"{a} " for a in runs[locked + 1:])
     users = [arg for op, arg in instructions if op == "USER"]
     assert users and users[-1] not in ("root", "0")
     assert ["EXPOSE", str(METRICS_PORT)] in instructions

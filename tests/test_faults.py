@@ -203,7 +203,7 @@ def test_restart_before_the_scoring_stage_committed_anything(
     baseline's)."""
     env = worker_env(broker.url, redis_url, tmp_path)
     n = len(slice_df)
-    holding = {**env, "LABEL_IDLE_SECONDS": "60", "LABEL_WAIT_MAX_SECONDS": "300"}
+    holding = {**env, "LABEL_IDLE_SECONDS": "60", "ALIGNMENT_STALL_SECONDS": "300"}
     first = Worker(holding, tmp_path / "worker-1.log").start()
     try:
         first.wait_ready()  # its topics are declared: the labels topic has 4 partitions
@@ -225,8 +225,11 @@ def test_restart_before_the_scoring_stage_committed_anything(
     _check("restart-before-scoring-committed", run, baseline, replayed_ids)
 
 
-def _produce_early_labels(bootstrap: str, topic: str, partitions: int) -> None:
-    """One genuine label per partition of ``topic``, timed before the fault slice."""
+def _produce_early_labels(
+    bootstrap: str, topic: str, partitions: int, label_time_ms: int = 1_500_000_000_000
+) -> None:
+    """One genuine label per partition of ``topic``, timed before the fault slice (or at
+    ``label_time_ms``)."""
     import asyncio
 
     from aiokafka import AIOKafkaProducer
@@ -241,7 +244,7 @@ def _produce_early_labels(bootstrap: str, topic: str, partitions: int) -> None:
                 label = Label(
                     transaction_id=f"probe-{q}", account_id=f"probe-{q}", terminal_id=f"probe-{q}",
                     is_fraud=False, transaction_time_ms=1_500_000_000_000,
-                    label_time_ms=1_500_000_000_000,
+                    label_time_ms=label_time_ms,
                 )
                 await producer.send_and_wait(
                     topic, label.model_dump_json().encode(), key=f"probe-{q}".encode(), partition=q
@@ -253,17 +256,26 @@ def _produce_early_labels(bootstrap: str, topic: str, partitions: int) -> None:
 
 
 class _OwnRedis:
-    """A redis-server of the test's own, on a free port, writing nothing to disk."""
+    """A redis-server of the test's own, on a free port, writing nothing to disk; with
+    ``durable``, writing every command to its append-only file before answering
+    (``appendfsync always``), so that :meth:`kill` and :meth:`start` keep exactly what
+    it acknowledged."""
 
-    def __init__(self, work_dir: Path):
+    def __init__(self, work_dir: Path, durable: bool = False):
         self.port = free_port()
-        self.log = open(work_dir / "redis.log", "ab")
+        self.dir = work_dir
+        self.durable = durable
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.start()
+
+    def start(self) -> None:
+        persistence = ["yes", "--appendfsync", "always"] if self.durable else ["no"]
+        self.log = open(self.dir / "redis.log", "ab")
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--daemonize", "no", "--dir", str(work_dir)],
+             "--appendonly", *persistence, "--daemonize", "no", "--dir", str(self.dir)],
             stdout=self.log, stderr=subprocess.STDOUT,
         )
-        self.url = f"redis://127.0.0.1:{self.port}/0"
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -274,6 +286,14 @@ class _OwnRedis:
                     self.stop()
                     raise
                 time.sleep(0.05)
+
+    def kill(self) -> None:
+        """SIGKILL (also when stopped): commands it received but had not executed yet
+        are gone with it."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.log.close()
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -27,6 +27,7 @@ ALERTS = {
     "FraudLatencyBudgetSlowBurn",
     "FraudRejectedEventsRising",
     "FraudFeatureDrift",
+    "FraudAlignmentSourceStalled",
 }
 
 

@@ -22,18 +22,14 @@ from __future__ import annotations
 import asyncio
 import os
 
-import numpy as np
 import pytest
 
 from app.config import Settings
-from app.events import ScoredTransaction
 from app.features import FEATURE_NAMES
-from app.features.offline import features_frame
 from app.replay import DAY_MS, replay_frame
-from app.scoring.model import Scorer
-from app.scoring.registry import default_version, load_model
 
 from .datasets import handbook_days
+from .parity_utils import compare, offline
 from .worker_utils import Worker, read_topic, worker_env
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -49,12 +45,9 @@ def test_stream_features_and_scores_equal_offline(broker, redis_url, tmp_path):
     n = len(df)
     assert df["TX_DATETIME"].dt.floor("D").nunique() == DAYS
 
-    settings = Settings()
-    scorer = Scorer(load_model(default_version(settings.models_dir), settings.models_dir))
-    offline = features_frame(df, labels_delay_days=7)
-    X = offline[list(FEATURE_NAMES)].to_numpy()
-    expected_scores = scorer.score_many(X)
-    by_id = {str(t): i for i, t in enumerate(df["TRANSACTION_ID"])}
+    expected = offline(df)
+    X = expected.X
+    by_id = expected.row_of
     risk = FEATURE_NAMES.index("terminal_risk_30d_delay_7d")
     assert (X[:, risk] > 0).sum() > 0, "the slice must exercise the label-driven features"
 
@@ -78,22 +71,10 @@ def test_stream_features_and_scores_equal_offline(broker, redis_url, tmp_path):
     finally:
         worker.stop()
 
-    scored = [ScoredTransaction.model_validate_json(r.value) for r in records]
-    ids = [s.transaction.transaction_id for s in scored]
+    result = compare(records, expected)
+    ids = [s.transaction.transaction_id for s in result.scored]
     assert len(ids) == n and set(ids) == set(by_id), "each transaction scored exactly once"
-    worst_feature = worst_score = 0.0
-    mismatched = []
-    for s in scored:
-        i = by_id[s.transaction.transaction_id]
-        got = np.array([s.features[name] for name in FEATURE_NAMES])
-        d_feat = float(np.max(np.abs(got - X[i])))
-        d_score = abs(s.score - float(expected_scores[i]))
-        worst_feature, worst_score = max(worst_feature, d_feat), max(worst_score, d_score)
-        if d_feat > 1e-9 or d_score > 1e-9:
-            mismatched.append(s.transaction.transaction_id)
-            if len(mismatched) <= 5:
-                diff = {k: (got[j], X[i, j]) for j, k in enumerate(FEATURE_NAMES) if abs(got[j] - X[i, j]) > 1e-9}
-                print("MISMATCH", s.transaction, diff)
+    mismatched, worst_feature, worst_score = result.mismatched, result.worst_feature, result.worst_score
     print(
         f"parity: {n} transactions, {stats.labels} labels, {len(mismatched)} mismatched, "
         f"max |feature diff| {worst_feature:.3g}, max |score diff| {worst_score:.3g}, "

@@ -26,6 +26,7 @@ from app.cli.schemas import (
     render_schemas,
     schema_id,
 )
+from app.cases.model import events_for_alert
 from app.events import (
     WIRE_MODELS,
     Alert,
@@ -123,6 +124,8 @@ def _example(name: str):
             rejected_time_ms=T0_MS + 5,
         ),
     }
+    # a case event as the review process writes it: the alert that opened the case
+    examples["fraud-cases"] = lambda: events_for_alert(None, examples["fraud-alerts"](), T0_MS + 90)[0]
     return examples[name]()
 
 

@@ -57,6 +57,21 @@ def test_worker_refuses_a_busy_web_port(redis_url):
     assert f"WEB_PORT {port}" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_worker_refuses_an_unreachable_broker(redis_url):
+    """Nothing listens on the broker port: one line naming the broker, exit 78, no
+    traceback, within BROKER_CONNECT_TIMEOUT_SECONDS (not Faust's retries)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    url = f"kafka://127.0.0.1:{port}"
+    result = _worker(REDIS_URL=redis_url, KAFKA_BROKER_URL=url, BROKER_CONNECT_TIMEOUT_SECONDS="3")
+    assert result.returncode == 78, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error:") and f"Kafka broker {url}" in lines[0]
+    assert "BROKER_CONNECT_TIMEOUT_SECONDS" in lines[0] and "Traceback" not in result.stderr
+
+
 @pytest.mark.broker
 @pytest.mark.slow
 def test_sigterm_during_a_catch_up_stops_the_worker(broker, redis_url, tmp_path):

@@ -12,11 +12,9 @@ import logging
 import sys
 import time
 from datetime import datetime, timezone
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
@@ -24,10 +22,10 @@ from rich.table import Table
 from ..config import Settings
 from ..events import Alert, encode
 from ..exceptions import BrokerUnavailableError, ConfigError
-from ..offsets import true_end_offsets
-from ..replay import client_options
-from .base import broker_option, cli, console, err_console
-from .replay import with_broker
+from .base import KAFKA_CLIENT_SETTINGS, broker_option, cli, console, err_console, settings_epilog
+
+if TYPE_CHECKING:  # imported where used: `fraudctl --help` loads none of them
+    from aiokafka import ConsumerRecord
 
 __all__ = ["alerts", "OutputFormat", "decode_alert", "alert_row", "ALERT_COLUMNS"]
 
@@ -105,7 +103,7 @@ def _table(rows: list[tuple[str, ...]], header: bool) -> Table:
     return table
 
 
-@cli.command()
+@cli.command(epilog=settings_epilog(*KAFKA_CLIENT_SETTINGS, "ALERTS_TOPIC"))
 def alerts(
     from_beginning: bool = typer.Option(
         False, "--from-beginning", help="Start at the oldest alert (default: new alerts only)."
@@ -140,6 +138,8 @@ def alerts(
 ) -> None:
     """Show fraud alerts from ALERTS_TOPIC (records that are no Alert are reported on
     stderr and skipped)."""
+    from .replay import with_broker
+
     settings = with_broker(broker)
     printer = _Printer(output_format, follow)
     try:
@@ -228,6 +228,11 @@ async def _consume(
     limit: int | None,
     idle_seconds: float,
 ) -> None:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.errors import KafkaError
+    from ..offsets import true_end_offsets
+    from ..replay import client_options
+
     consumer = AIOKafkaConsumer(
         **client_options(settings),
         group_id=None,

@@ -1,37 +1,90 @@
-"""The ``fraudctl`` Typer application that every command module registers on."""
+"""The ``fraudctl`` Typer application that every command module registers on.
+
+Start-up cost matters here: ``fraudctl --help`` and a usage error must answer at once,
+so this module and the command modules import only Typer, Rich's console, pydantic and
+the settings at import time; Faust, aiokafka, pandas and scikit-learn are imported
+inside the commands that use them.
+"""
 
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+# Typer vendors Click (typer._click); its public API names no class for "no arguments:
+# show the help", the one usage error that is not a one-line message.
+from typer._click.exceptions import NoArgsIsHelpError
 
 from ..exceptions import FraudError
 
-__all__ = ["cli", "console", "err_console", "fail", "stage_progress", "broker_option"]
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+__all__ = [
+    "cli",
+    "console",
+    "err_console",
+    "fail",
+    "stage_progress",
+    "broker_option",
+    "settings_epilog",
+    "KAFKA_CLIENT_SETTINGS",
+]
 
 cli = typer.Typer(
     name="fraudctl",
     help="Operate the fraud-detection service: data, replay, models, alerts, local stack.",
+    epilog="Every setting is an environment variable (also read from .env); "
+    "each command's --help names the ones it reads.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Plain (Click) help: flags without a type column, and no Rich rendering at start.
+    rich_markup_mode=None,
 )
 console = Console()
+err_console = Console(stderr=True)
+
+#: The settings every command that talks to Kafka reads (broker, SASL, TLS).
+KAFKA_CLIENT_SETTINGS = (
+    "KAFKA_BROKER_URL",
+    "KAFKA_SASL_USERNAME",
+    "KAFKA_SASL_PASSWORD",
+    "KAFKA_SASL_MECHANISM",
+    "KAFKA_SSL",
+    "KAFKA_SSL_CA_FILE",
+    "KAFKA_SSL_CERT_FILE",
+    "KAFKA_SSL_KEY_FILE",
+)
+
+
+def settings_epilog(*names: str) -> str:
+    """The epilog of a command's ``--help``: the settings (environment variables) it reads.
+
+    >>> settings_epilog("REDIS_URL", "MODELS_DIR")
+    'Settings: REDIS_URL, MODELS_DIR.'
+    """
+    names = tuple(dict.fromkeys(names))
+    return "Settings: " + (", ".join(names) if names else "none") + "."
 
 
 @cli.callback()
 def _root() -> None:
     """Operate the fraud-detection service: data, replay, models, alerts, local stack."""
-err_console = Console(stderr=True)
 
 
 def stage_progress() -> Progress:
-    """The progress bar of long CLI work: on stderr, and gone once the work is done."""
+    """The progress bar of long CLI work: on stderr, and gone once the work is done.
+
+    Shown only when stderr is a terminal: piped to a file or a test, a bar is noise, and
+    Rich's closing refresh would put an empty line before an error message.
+    """
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -39,6 +92,7 @@ def stage_progress() -> Progress:
         TimeElapsedColumn(),
         console=err_console,
         transient=True,
+        disable=not err_console.is_terminal,
     )
 
 
@@ -53,24 +107,53 @@ def broker_option():
     )
 
 
+def _print_error(message: str) -> None:
+    """``error: <message>`` as one line on stderr (line breaks in ``message`` become spaces)."""
+    one_line = " ".join(message.split())
+    err_console.print(f"[bold red]error:[/] {escape(one_line)}", highlight=False, soft_wrap=True)
+
+
 def fail(message: str, code: int = 2) -> None:
     """Print a one-line error to stderr and exit with ``code``."""
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    _print_error(message)
     raise typer.Exit(code)
 
 
-def run() -> None:
-    """Entry point: run the CLI, turning any :class:`FraudError` into a one-line error."""
+def _usage_message(exc: typer.TyperException) -> str:
+    """A Click usage error (bad option, value out of range, missing argument) in one line."""
+    message = exc.format_message()
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None:
+        message += f" (see {ctx.command_path} --help)"
+    return message
+
+
+def run(args: list[str] | None = None) -> None:
+    """Entry point: run the CLI; every user error is one line on stderr and exit code 2.
+
+    Usage errors (unknown option, value out of range, missing argument), a
+    :class:`FraudError` and a bad setting (pydantic ``ValidationError``) all end the
+    same way.
+    """
     try:
-        cli(prog_name="fraudctl")
+        code = cli(args=args, prog_name="fraudctl", standalone_mode=False)
+    except NoArgsIsHelpError as exc:  # `fraudctl` or a group alone: its help
+        typer.echo(exc.ctx.get_help())
+        sys.exit(2)
+    except typer.TyperException as exc:  # Typer's usage errors: bad option, range, missing
+        _print_error(_usage_message(exc))
+        sys.exit(2)
+    except typer.Abort:
+        _print_error("aborted")
+        sys.exit(130)
     except FraudError as exc:
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        _print_error(str(exc))
         sys.exit(2)
     except ValidationError as exc:  # a bad environment setting (Settings)
         err = exc.errors(include_url=False)[0]
         where = ".".join(str(x) for x in err["loc"]).upper() or "settings"
-        message = f"setting {where}: {err['msg']} (got {err.get('input')!r})"
-        err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+        _print_error(f"setting {where}: {err['msg']} (got {err.get('input')!r})")
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -19,8 +19,7 @@ import typer
 from rich.table import Table
 
 from ..config import PROJECT_ROOT, check_broker_url, get_settings
-from ..stack import redact_url
-from .base import broker_option, cli, console, err_console, fail
+from .base import broker_option, cli, console, err_console, fail, settings_epilog
 
 __all__ = ["bench", "results_table", "DEFAULT_REDIS_URL"]
 
@@ -129,7 +128,7 @@ def results_table(results: dict) -> Table:
     return t
 
 
-@cli.command()
+@cli.command(epilog=settings_epilog("KAFKA_BROKER_URL", "REDIS_URL", "TANSU_BIN"))
 def bench(
     n: int = typer.Option(200_000, "--n", min=1, help="Transactions of the throughput topic."),
     rate: float = typer.Option(2_000.0, min=1.0, help="Latency phase: offered transactions/s."),
@@ -173,6 +172,8 @@ def bench(
 ) -> None:
     """Measure throughput (bare aiokafka, bare Faust, the worker), latency at a fixed rate,
     memory per account and scale-out; print a table and write bench/results/<time>.json."""
+    from ..stack import redact_url
+
     harness = _harness()
     from .. import stack
 

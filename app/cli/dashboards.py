@@ -11,7 +11,7 @@ from rich.table import Table
 
 from ..config import PROJECT_ROOT, get_settings
 from ..exceptions import ObservabilityError
-from .base import cli, console, fail
+from .base import cli, console, fail, settings_epilog
 
 __all__ = ["dashboards_cli", "DASHBOARDS_DIR", "load_dashboards"]
 
@@ -49,7 +49,7 @@ def load_dashboards(folder: Path) -> dict[str, dict]:
     return out
 
 
-@dashboards_cli.command("build")
+@dashboards_cli.command("build", epilog=settings_epilog())
 def build_command(
     out: Path = _DIR_OPTION,
     check: bool = typer.Option(
@@ -59,6 +59,7 @@ def build_command(
     """Generate dashboards/*.json from app/dashboards/build.py (grafana-foundation-sdk)."""
     try:
         from ..dashboards.build import build_all, render
+
     except ImportError as exc:
         fail(f"building dashboards needs the dev extra (pip install -e '.[dev]'): {exc}")
     stale = []
@@ -76,7 +77,7 @@ def build_command(
         fail(f"out of date: {', '.join(stale)} (run `fraudctl dashboards build`)", code=1)
 
 
-@dashboards_cli.command("push")
+@dashboards_cli.command("push", epilog=settings_epilog("GRAFANA_URL", "GRAFANA_TOKEN"))
 def push_command(
     url: str = typer.Option(None, "--url", help="Grafana base URL (default: GRAFANA_URL)."),
     token: str = typer.Option(
@@ -102,7 +103,7 @@ def push_command(
         )
 
 
-@dashboards_cli.command("verify")
+@dashboards_cli.command("verify", epilog=settings_epilog("PROMETHEUS_URL"))
 def verify_command(
     prometheus: str = typer.Option(
         None, "--prometheus", help="Prometheus base URL (default: PROMETHEUS_URL)."

@@ -17,22 +17,17 @@ import time
 import urllib.request
 from datetime import date
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-import pandas as pd
 import typer
-from aiokafka import AIOKafkaConsumer
-from prometheus_client.parser import text_string_to_metric_families
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .. import stack
 from ..config import PROJECT_ROOT, get_settings
-from ..data.handbook import parse_date, read_handbook
 from ..exceptions import StackError
-from ..replay import client_options, ensure_topics, replay_frame
-from .alerts import decode_alert
-from .base import cli, console
+from .base import KAFKA_CLIENT_SETTINGS, cli, console, settings_epilog
+
+if TYPE_CHECKING:  # imported where used: `fraudctl --help` loads none of them
+    import pandas as pd
 
 __all__ = ["demo", "histogram_quantile", "SHARED_DATA"]
 
@@ -75,6 +70,8 @@ def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
 
 
 def _metrics(port: int) -> dict[str, list]:
+    from prometheus_client.parser import text_string_to_metric_families
+
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
         text = r.read().decode()
     out: dict[str, list] = {}
@@ -104,6 +101,9 @@ def _alert_line(a) -> str:
 
 
 def _load(data: Optional[Path], days: int, start: Optional[str]) -> tuple[pd.DataFrame, str]:
+    import pandas as pd
+    from ..data.handbook import parse_date, read_handbook
+
     if data is None and SHARED_DATA.exists():
         data = SHARED_DATA
     first = pd.Timestamp(parse_date(start, "--start") or date(2018, 4, 1))
@@ -119,7 +119,12 @@ def _load(data: Optional[Path], days: int, start: Optional[str]) -> tuple[pd.Dat
     return df, f"simulated ({days} days from {first.date()}, seed 42)"
 
 
-@cli.command()
+@cli.command(
+    epilog=settings_epilog(
+        *KAFKA_CLIENT_SETTINGS, "REDIS_URL", "REDIS_KEY_PREFIX", "RUN_DIR", "TANSU_BIN",
+        "TRANSACTIONS_TOPIC", "LABELS_TOPIC", "ALERTS_TOPIC", "TOPIC_PARTITIONS", "MODELS_DIR"
+    ),
+)
 def demo(
     days: int = typer.Option(5, min=1, max=60, help="Days of transactions to replay."),
     start: Optional[str] = typer.Option(None, help="First day, YYYY-MM-DD (default 2018-04-01)."),
@@ -133,6 +138,8 @@ def demo(
     web_port: int = typer.Option(6066, help="The demo worker's web port (/metrics)."),
 ) -> None:
     """Run the service end to end on some days of data, print alerts and a summary."""
+    from .. import stack
+
     # SIGTERM stops the demo like Ctrl-C: its worker and stack are stopped, keys deleted
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     df, source = _load(data, days, start)
@@ -219,6 +226,9 @@ def _wait_ready(worker: subprocess.Popen, port: int, log_path: Path, timeout: fl
 
 
 async def _run(df, settings, rate, worker, port, show, log_path) -> dict:
+    from aiokafka import AIOKafkaConsumer
+    from ..replay import client_options, ensure_topics
+
     await ensure_topics(settings, [settings.transactions_topic, settings.alerts_topic])
     consumer = AIOKafkaConsumer(
         settings.alerts_topic, **client_options(settings), auto_offset_reset="earliest",
@@ -232,6 +242,10 @@ async def _run(df, settings, rate, worker, port, show, log_path) -> dict:
 
 
 async def _follow(df, settings, rate, worker, port, show, log_path, consumer) -> dict:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from ..replay import replay_frame
+    from .alerts import decode_alert
+
     n = len(df)
     alerts: dict[str, object] = {}
     printed = 0
@@ -315,6 +329,8 @@ def _precision_recall(df: pd.DataFrame, alerts) -> tuple[int, int, float, float]
 
 
 def _print_summary(df: pd.DataFrame, s: dict) -> None:
+    import pandas as pd
+
     alerts = s["alerts"]
     n = len(df)
     frauds, raised, precision, recall = _precision_recall(df, alerts)

@@ -9,23 +9,20 @@ from pathlib import Path
 import typer
 
 from ..config import get_settings
-from ..data.handbook import read_handbook
 from ..exceptions import FraudError
-from ..monitoring.reference import reference_for_window
-from ..scoring.registry import CARD_NAME, ModelCard, read_card
-from .base import cli, console, stage_progress
+from .base import cli, console, settings_epilog, stage_progress
 
 __all__ = ["drift_cli", "reference_command"]
 
 drift_cli = typer.Typer(
     name="drift",
-    help="Feature drift: the training reference of a model (see README, Observability).",
+    help="Feature drift: the training reference of a model (see docs/observability.md).",
     no_args_is_help=True,
 )
 cli.add_typer(drift_cli, name="drift")
 
 
-@drift_cli.command("reference")
+@drift_cli.command("reference", epilog=settings_epilog("MODELS_DIR"))
 def reference_command(
     version: str = typer.Argument(..., help="Model version (see `fraudctl models list`)."),
     data: Path = typer.Option(
@@ -35,6 +32,10 @@ def reference_command(
 ) -> None:
     """Recompute the model's training matrix (card data window) and write its per-feature
     bins and shares into the card as ``drift_reference``."""
+    from ..data.handbook import read_handbook
+    from ..monitoring.reference import reference_for_window
+    from ..scoring.registry import CARD_NAME, ModelCard, read_card
+
     models_dir = get_settings().models_dir
     card = read_card(version, models_dir)
     with stage_progress() as progress:

@@ -22,47 +22,26 @@ import math
 import time
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-import numpy as np
 import orjson
-import pandas as pd
 import typer
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
 from rich.markup import escape
 from rich.table import Table
-from sklearn.base import clone
 
 from ..config import Settings, get_settings
-from ..data.handbook import read_handbook
 from ..exceptions import BrokerUnavailableError, ConfigError, DataError, FraudError
-from ..features import FEATURE_NAMES
-from ..replay import client_options
-from ..scoring.evaluate import (
+from ..scoring.protocol import (
     DEFAULT_KNOWN_COMPROMISED,
-    METRICS,
-    KnownCompromised,
-    evaluate_scores,
-    handbook_split,
-    prequential_folds,
-    scores_by_transaction,
-    summarize_folds,
-)
-from ..scoring.model import Scorer
-from ..scoring.registry import load_model
-from ..scoring.train import (
     DEFAULT_TRAIN_END,
     DEFAULT_TRAIN_START,
-    HISTORY_DAYS,
     TOP_K,
-    prequential,
-    read_features,
-    split_windows,
+    KnownCompromised,
 )
-from ..offsets import true_end_offsets
-from .base import cli, console, err_console, fail
-from .replay import with_broker
+from .base import KAFKA_CLIENT_SETTINGS, cli, console, err_console, fail, settings_epilog
+
+if TYPE_CHECKING:  # imported where used: `fraudctl --help` loads none of them
+    from ..scoring.model import Scorer
 
 __all__ = ["evaluate_command", "read_scored"]
 
@@ -125,6 +104,11 @@ async def read_scored(settings: Settings, topic: str) -> tuple[list[tuple[str, f
     ConfigError
         The topic does not exist.
     """
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.errors import KafkaError
+    from ..replay import client_options
+    from ..offsets import true_end_offsets
+
     consumer = AIOKafkaConsumer(
         **client_options(settings), group_id=None, enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -186,6 +170,11 @@ async def read_scored(settings: Settings, topic: str) -> tuple[list[tuple[str, f
 def _offline(
     path: Path, split: tuple[date, date, date, date], rule: KnownCompromised, scorer: Scorer
 ) -> dict[str, Any]:
+    import numpy as np
+    from ..features import FEATURE_NAMES
+    from ..scoring.evaluate import evaluate_scores, handbook_split
+    from ..scoring.train import HISTORY_DAYS, read_features
+
     start, end, test_start, test_end = split
     history = max(0, HISTORY_DAYS - (test_start - start).days)
     frame, _ = read_features(path, start, test_end, history_days=history)
@@ -202,6 +191,9 @@ def _from_topic(
     path: Path, split: tuple[date, date, date, date], rule: KnownCompromised,
     settings: Settings, topic: str,
 ) -> dict[str, Any]:
+    from ..data.handbook import read_handbook
+    from ..scoring.evaluate import evaluate_scores, handbook_split, scores_by_transaction
+
     start, end, test_start, test_end = split
     df = read_handbook(path, start, test_end)
     if df.empty or df["TX_DATETIME"].iloc[0].date() > start:
@@ -233,6 +225,10 @@ def _prequential(
     path: Path, split: tuple[date, date, date, date], rule: KnownCompromised,
     estimator: Any, n_folds: int, fit_days: int | None = None,
 ) -> dict[str, Any]:
+    from sklearn.base import clone
+    from ..scoring.evaluate import METRICS, prequential_folds, summarize_folds
+    from ..scoring.train import prequential, read_features
+
     start, end, test_start, test_end = split
     gap, test_days = (test_start - end).days - 1, (test_end - test_start).days + 1
     first = prequential_folds(start, end, test_days, n_folds)[-1]
@@ -270,6 +266,8 @@ def _fmt(x: float | None) -> str:
 
 
 def _print(result: dict[str, Any], header: str) -> None:
+    from ..scoring.evaluate import METRICS
+
     console.print(header, highlight=False, soft_wrap=True)
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
@@ -305,7 +303,12 @@ def _print(result: dict[str, Any], header: str) -> None:
     console.print(table)
 
 
-@cli.command("evaluate")
+@cli.command(
+    "evaluate",
+    epilog=settings_epilog(
+        "MODELS_DIR", "MODEL_VERSION", *KAFKA_CLIENT_SETTINGS, "SCORED_TOPIC"
+    ),
+)
 def evaluate_command(
     path: Path = typer.Argument(..., help="Handbook data: a .csv/.csv.gz/.pkl file or a folder."),
     train_start: str = typer.Option(
@@ -350,6 +353,11 @@ def evaluate_command(
 
     Default split (the handbook's): train 2018-07-04..10, gap 7 days, test 2018-07-18..24.
     """
+    from ..scoring.model import Scorer
+    from ..scoring.registry import load_model
+    from ..scoring.train import split_windows
+    from .replay import with_broker
+
     settings = get_settings()
     models_dir = models_dir or settings.models_dir
     try:
@@ -396,6 +404,9 @@ def evaluate_command(
 
 
 def _jsonable(value: Any) -> Any:
+    import numpy as np
+    import pandas as pd
+
     if isinstance(value, (np.generic,)):
         return value.item()
     if isinstance(value, (date, pd.Timestamp)):

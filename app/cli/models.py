@@ -15,52 +15,40 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
-import redis
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from ..config import Settings, get_settings
-from ..control import CONTROL_KEY, publish
 from ..events import ModelControl, encode
 from ..exceptions import FraudError
-from ..redis_store import (
-    RedisUnavailableError,
-    active_model_key,
-    shadow_models_key,
-)
-from ..scoring.evaluate import DEFAULT_KNOWN_COMPROMISED, KnownCompromised
-from ..scoring.registry import (
-    ModelCard,
-    ModelMetrics,
-    activate,
-    active_file_version,
-    list_models,
-    read_card,
-    verify_model,
-)
-from ..scoring.lifecycle import (
-    Lifecycle,
-    plan_promote,
-    plan_rollback,
-    plan_shadows,
-    read_lifecycle,
-    write_lifecycle,
-)
 from ..scoring.candidates import CANDIDATES, DEFAULT_MODEL
-from ..scoring.train import (
+from ..scoring.protocol import (
+    DEFAULT_KNOWN_COMPROMISED,
     DEFAULT_TRAIN_END,
     DEFAULT_TRAIN_START,
-    STAGES,
     VALIDATION_FOLDS,
-    train,
+    KnownCompromised,
 )
-from .base import broker_option, cli, console, err_console, fail, stage_progress
-from .replay import with_broker
+from .base import (
+    KAFKA_CLIENT_SETTINGS,
+    broker_option,
+    cli,
+    console,
+    err_console,
+    fail,
+    settings_epilog,
+    stage_progress,
+)
+
+if TYPE_CHECKING:  # imported where used: `fraudctl --help` loads none of them
+    import redis
+    from ..scoring.registry import ModelCard, ModelMetrics
+    from ..scoring.lifecycle import Lifecycle
 
 __all__ = [
     "models_cli",
@@ -115,6 +103,9 @@ def _redacted(url: str) -> str:
 
 
 def _client(url: str) -> redis.Redis:
+    import redis
+    from ..redis_store import RedisUnavailableError
+
     try:
         return redis.Redis.from_url(
             url,
@@ -133,6 +124,9 @@ def set_active_in_redis(url: str, prefix: str, version: str) -> None:
     RedisUnavailableError
         Redis cannot be reached or refuses the write.
     """
+    import redis
+    from ..redis_store import RedisUnavailableError, active_model_key
+
     client = _client(url)
     try:
         client.set(active_model_key(prefix), version.encode())
@@ -152,6 +146,9 @@ def get_active_in_redis(url: str, prefix: str) -> str | None:
     RedisUnavailableError
         Redis cannot be reached.
     """
+    import redis
+    from ..redis_store import RedisUnavailableError, active_model_key
+
     client = _client(url)
     try:
         raw = client.get(active_model_key(prefix))
@@ -165,6 +162,8 @@ def get_active_in_redis(url: str, prefix: str) -> str | None:
 
 
 def _activate_everywhere(version: str, models_dir: Path, redis_url: str, prefix: str) -> None:
+    from ..scoring.registry import activate, verify_model
+
     verify_model(version, models_dir)  # unknown or tampered: fail before touching anything
     set_active_in_redis(redis_url, prefix, version)  # Redis first: a failure leaves ACTIVE
     activate(version, models_dir)
@@ -256,7 +255,12 @@ def _print_card(card: ModelCard, models_dir: Path) -> None:
 # --- commands ----------------------------------------------------------------------------
 
 
-@cli.command("train")
+@cli.command(
+    "train",
+    epilog=settings_epilog(
+        "MODELS_DIR", "REDIS_URL", "REDIS_PASSWORD", "REDIS_KEY_PREFIX"
+    ),
+)
 def train_command(
     path: Path = typer.Argument(..., help="Handbook data: a .csv/.csv.gz/.pkl file or a folder."),
     train_start: str = typer.Option(
@@ -307,6 +311,8 @@ def train_command(
 
     Default split (the handbook's): train 2018-07-04..10, gap 7 days, test 2018-07-18..24.
     """
+    from ..scoring.train import STAGES, train
+
     settings = get_settings()
     models_dir = models_dir or settings.models_dir
     url = redis_url or settings.redis_url.get_secret_value()
@@ -339,7 +345,12 @@ def train_command(
         )
 
 
-@models_cli.command("list")
+@models_cli.command(
+    "list",
+    epilog=settings_epilog(
+        "MODELS_DIR", "REDIS_URL", "REDIS_PASSWORD", "REDIS_KEY_PREFIX"
+    ),
+)
 def list_command(
     models_dir: Path = typer.Option(
         None, "--models-dir", help="Model registry; default: MODELS_DIR.", show_default=False
@@ -351,6 +362,10 @@ def list_command(
     no_redis: bool = typer.Option(False, "--no-redis", help="Do not ask Redis."),
 ) -> None:
     """Table of model versions, their test metrics and which one is active."""
+    from ..redis_store import active_model_key
+    from ..scoring.registry import active_file_version, list_models
+    from ..scoring.lifecycle import read_lifecycle
+
     settings = get_settings()
     models_dir = models_dir or settings.models_dir
     try:
@@ -402,7 +417,7 @@ def list_command(
     )
 
 
-@models_cli.command("show")
+@models_cli.command("show", epilog=settings_epilog("MODELS_DIR"))
 def show_command(
     version: str = typer.Argument(..., help="A version, as in `fraudctl models list`."),
     models_dir: Path = typer.Option(
@@ -410,6 +425,8 @@ def show_command(
     ),
 ) -> None:
     """Print a version's model card as JSON."""
+    from ..scoring.registry import read_card
+
     models_dir = models_dir or get_settings().models_dir
     try:
         card = read_card(version, models_dir)
@@ -419,7 +436,12 @@ def show_command(
     typer.echo(card.model_dump_json(indent=2))
 
 
-@models_cli.command("activate")
+@models_cli.command(
+    "activate",
+    epilog=settings_epilog(
+        "MODELS_DIR", "REDIS_URL", "REDIS_PASSWORD", "REDIS_KEY_PREFIX"
+    ),
+)
 def activate_command(
     version: str = typer.Argument(..., help="The version to serve."),
     models_dir: Path = typer.Option(
@@ -433,6 +455,8 @@ def activate_command(
     ),
 ) -> None:
     """Make a version active: the Redis key workers read, then models/ACTIVE."""
+    from ..scoring.registry import activate, verify_model
+
     settings = get_settings()
     models_dir = models_dir or settings.models_dir
     url = redis_url or settings.redis_url.get_secret_value()
@@ -461,6 +485,9 @@ def set_shadows_in_redis(url: str, prefix: str, versions: list[str]) -> None:
     ------
     RedisUnavailableError
     """
+    import redis
+    from ..redis_store import RedisUnavailableError, shadow_models_key
+
     client = _client(url)
     try:
         client.set(shadow_models_key(prefix), orjson.dumps(versions))
@@ -490,6 +517,11 @@ def apply_lifecycle(new: Lifecycle, settings: Settings, models_dir: Path, redis_
     RedisUnavailableError
         Published (workers switch) but Redis not written: run the command again.
     """
+    from ..control import CONTROL_KEY, publish
+    from ..redis_store import RedisUnavailableError
+    from ..scoring.registry import activate, verify_model
+    from ..scoring.lifecycle import write_lifecycle
+
     assert new.active is not None
     for v in [new.active, *new.shadows]:
         verify_model(v, models_dir)
@@ -516,6 +548,9 @@ def apply_lifecycle(new: Lifecycle, settings: Settings, models_dir: Path, redis_
 
 def _lifecycle_command(plan, models_dir: Path | None, redis_url: str | None,
                        broker: str | None) -> None:
+    from ..scoring.lifecycle import read_lifecycle
+    from .replay import with_broker
+
     settings = with_broker(broker)
     models_dir = models_dir or settings.models_dir
     url = redis_url or settings.redis_url.get_secret_value()
@@ -546,7 +581,13 @@ _REDIS_URL = typer.Option(None, "--redis-url", help="Redis to write; default: RE
                           show_default=False)
 
 
-@models_cli.command("promote")
+@models_cli.command(
+    "promote",
+    epilog=settings_epilog(
+        "MODELS_DIR", "REDIS_URL", "REDIS_PASSWORD", "REDIS_KEY_PREFIX",
+        *KAFKA_CLIENT_SETTINGS, "CONTROL_TOPIC"
+    ),
+)
 def promote_command(
     version: str = typer.Argument(..., help="The version to serve."),
     models_dir: Path = _MODELS_DIR,
@@ -554,11 +595,19 @@ def promote_command(
     broker: Optional[str] = broker_option(),
 ) -> None:
     """Verify a version and make every running worker serve it from its next batch."""
+    from ..scoring.lifecycle import plan_promote
+
     _lifecycle_command(lambda lc, now: plan_promote(lc, version, now, "fraudctl"),
                        models_dir, redis_url, broker)
 
 
-@models_cli.command("rollback")
+@models_cli.command(
+    "rollback",
+    epilog=settings_epilog(
+        "MODELS_DIR", "REDIS_URL", "REDIS_PASSWORD", "REDIS_KEY_PREFIX",
+        *KAFKA_CLIENT_SETTINGS, "CONTROL_TOPIC"
+    ),
+)
 def rollback_command(
     to: Optional[str] = typer.Option(
         None, "--to", help="A retired version; default: the one active before the current."
@@ -568,11 +617,19 @@ def rollback_command(
     broker: Optional[str] = broker_option(),
 ) -> None:
     """Serve the previously active version again (every running worker, next batch)."""
+    from ..scoring.lifecycle import plan_rollback
+
     _lifecycle_command(lambda lc, now: plan_rollback(lc, now, to, "fraudctl"),
                        models_dir, redis_url, broker)
 
 
-@shadow_cli.command("set")
+@shadow_cli.command(
+    "set",
+    epilog=settings_epilog(
+        "MODELS_DIR", "REDIS_URL", "REDIS_PASSWORD", "REDIS_KEY_PREFIX",
+        *KAFKA_CLIENT_SETTINGS, "CONTROL_TOPIC"
+    ),
+)
 def shadow_set_command(
     versions: list[str] = typer.Argument(..., help="Versions to score in shadow."),
     models_dir: Path = _MODELS_DIR,
@@ -580,16 +637,26 @@ def shadow_set_command(
     broker: Optional[str] = broker_option(),
 ) -> None:
     """Score with these versions too: to scored-transactions and metrics, never alerts."""
+    from ..scoring.lifecycle import plan_shadows
+
     _lifecycle_command(lambda lc, now: plan_shadows(lc, versions, now, "fraudctl"),
                        models_dir, redis_url, broker)
 
 
-@shadow_cli.command("clear")
+@shadow_cli.command(
+    "clear",
+    epilog=settings_epilog(
+        "MODELS_DIR", "REDIS_URL", "REDIS_PASSWORD", "REDIS_KEY_PREFIX",
+        *KAFKA_CLIENT_SETTINGS, "CONTROL_TOPIC"
+    ),
+)
 def shadow_clear_command(
     models_dir: Path = _MODELS_DIR,
     redis_url: str = _REDIS_URL,
     broker: Optional[str] = broker_option(),
 ) -> None:
     """Stop every shadow model."""
+    from ..scoring.lifecycle import plan_shadows
+
     _lifecycle_command(lambda lc, now: plan_shadows(lc, [], now, "fraudctl"),
                        models_dir, redis_url, broker)

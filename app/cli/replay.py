@@ -5,17 +5,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-import pandas as pd
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..config import Settings, check_broker_url, get_settings
-from ..data.handbook import parse_date, read_handbook
 from ..exceptions import ConfigError, DataError
-from ..replay import DAY_MS, ReplayStats, replay_frame, select_days
-from .base import broker_option, cli, console, err_console
+from .base import KAFKA_CLIENT_SETTINGS, broker_option, cli, console, err_console, settings_epilog
+
+if TYPE_CHECKING:  # imported where used: `fraudctl --help` loads none of them
+    import pandas as pd
+    from ..replay import ReplayStats
 
 __all__ = ["replay"]
 
@@ -36,7 +36,11 @@ def with_broker(broker: str | None) -> Settings:
     return settings
 
 
-@cli.command()
+@cli.command(
+    epilog=settings_epilog(
+        *KAFKA_CLIENT_SETTINGS, "TRANSACTIONS_TOPIC", "LABELS_TOPIC", "TOPIC_PARTITIONS"
+    ),
+)
 def replay(
     path: Path = typer.Argument(
         ...,
@@ -103,6 +107,9 @@ def replay(
 
     Topics missing on the broker are created with TOPIC_PARTITIONS partitions.
     """
+    from ..data.handbook import parse_date, read_handbook
+    from ..replay import DAY_MS, select_days
+
     if days is not None and end is not None:
         raise DataError("give --end or --days, not both")
     first_day, last_day = parse_date(start, "--start"), parse_date(end, "--end")
@@ -147,6 +154,9 @@ def _run(
     title: str,
 ) -> ReplayStats:
     """Run :func:`replay_frame` under a progress bar on stderr."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from ..replay import replay_frame
+
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(bar_width=24),
@@ -155,6 +165,7 @@ def _run(
         TimeElapsedColumn(),
         console=err_console,
         transient=True,  # the summary follows; an error leaves one line only
+        disable=not err_console.is_terminal,
     )
     with progress:
         task = progress.add_task(title, total=len(df), labels=0)

@@ -14,28 +14,19 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-import numpy as np
-import redis
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from ..config import get_settings
-from ..control import publish
-from ..decisions import CompiledRuleSet, load_rule_set, parse_rule_set
 from ..events import encode
 from ..exceptions import DataError, FraudError, RuleSetError
-from ..features import FEATURE_NAMES
-from ..redis_store import RedisUnavailableError, rules_key
-from ..scoring.model import Scorer
-from ..scoring.registry import default_version, load_model, read_card, set_alert_threshold
-from ..scoring.threshold import threshold_for_budget
-from ..scoring.train import read_features
-from .base import broker_option, cli, console, fail
-from .models import _client, _redacted
-from .replay import with_broker
+from .base import KAFKA_CLIENT_SETTINGS, broker_option, cli, console, fail, settings_epilog
+
+if TYPE_CHECKING:  # imported where used: `fraudctl --help` loads none of them
+    from ..decisions import CompiledRuleSet
 
 __all__ = ["rules_cli", "apply_command", "show_command", "check_command", "threshold_command",
            "get_rules_in_redis", "set_rules_in_redis"]
@@ -55,6 +46,10 @@ def get_rules_in_redis(url: str, prefix: str) -> bytes | None:
     ------
     RedisUnavailableError
     """
+    import redis
+    from ..redis_store import RedisUnavailableError, rules_key
+    from .models import _client, _redacted
+
     client = _client(url)
     try:
         return client.get(rules_key(prefix))
@@ -73,6 +68,10 @@ def set_rules_in_redis(url: str, prefix: str, value: bytes) -> None:
     ------
     RedisUnavailableError
     """
+    import redis
+    from ..redis_store import RedisUnavailableError, rules_key
+    from .models import _client, _redacted
+
     client = _client(url)
     try:
         client.set(rules_key(prefix), value)
@@ -104,11 +103,14 @@ def _print_rules(rs: CompiledRuleSet) -> None:
                       highlight=False)
 
 
-@rules_cli.command("check")
+@rules_cli.command("check", epilog=settings_epilog("SCORE_OUTCOME"))
 def check_command(
     path: Path = typer.Argument(..., help="Rule set, .json or .yaml."),
 ) -> None:
     """Validate a rule-set file and print it; exit 2 with the first error otherwise."""
+    from ..decisions import load_rule_set
+    from ..features import FEATURE_NAMES
+
     s = get_settings()
     try:
         _print_rules(load_rule_set(path, FEATURE_NAMES, s.score_outcome))
@@ -116,7 +118,13 @@ def check_command(
         fail(escape(str(exc)))
 
 
-@rules_cli.command("apply")
+@rules_cli.command(
+    "apply",
+    epilog=settings_epilog(
+        "SCORE_OUTCOME", "REDIS_URL", "REDIS_PASSWORD", "REDIS_KEY_PREFIX",
+        *KAFKA_CLIENT_SETTINGS, "RULES_TOPIC"
+    ),
+)
 def apply_command(
     path: Path = typer.Argument(..., help="Rule set, .json or .yaml."),
     redis_url: Optional[str] = typer.Option(
@@ -125,6 +133,11 @@ def apply_command(
     broker: Optional[str] = broker_option(),
 ) -> None:
     """Validate a rule set, publish it to every worker (next batch) and store it in Redis."""
+    from ..control import publish
+    from ..decisions import load_rule_set, parse_rule_set
+    from ..features import FEATURE_NAMES
+    from .replay import with_broker
+
     settings = with_broker(broker)
     url = redis_url or settings.redis_url.get_secret_value()
     try:
@@ -154,7 +167,12 @@ def apply_command(
     )
 
 
-@rules_cli.command("show")
+@rules_cli.command(
+    "show",
+    epilog=settings_epilog(
+        "SCORE_OUTCOME", "REDIS_URL", "REDIS_PASSWORD", "REDIS_KEY_PREFIX"
+    ),
+)
 def show_command(
     redis_url: Optional[str] = typer.Option(
         None, "--redis-url", help="Redis to read; default: REDIS_URL.", show_default=False
@@ -162,6 +180,9 @@ def show_command(
     as_json: bool = typer.Option(False, "--json", help="Print the rule set as JSON."),
 ) -> None:
     """The rule set in force (from Redis)."""
+    from ..decisions import parse_rule_set
+    from ..features import FEATURE_NAMES
+
     settings = get_settings()
     url = redis_url or settings.redis_url.get_secret_value()
     try:
@@ -179,7 +200,7 @@ def show_command(
         _print_rules(rs)
 
 
-@cli.command("threshold")
+@cli.command("threshold", epilog=settings_epilog("MODELS_DIR"))
 def threshold_command(
     path: Path = typer.Argument(..., help="Handbook data: a .csv/.csv.gz file or a folder."),
     budget: int = typer.Option(..., "--budget", min=1, help="Alerts allowed per day."),
@@ -203,6 +224,12 @@ def threshold_command(
     ),
 ) -> None:
     """Lowest alert threshold giving at most BUDGET alerts a day on a window, offline."""
+    import numpy as np
+    from ..features import FEATURE_NAMES
+    from ..scoring.model import Scorer
+    from ..scoring.registry import default_version, load_model, read_card, set_alert_threshold
+    from ..scoring.threshold import threshold_for_budget
+    from ..scoring.train import read_features
     from ..data.handbook import parse_date
 
     settings = get_settings()

@@ -30,7 +30,7 @@ from pydantic import BaseModel
 from ..config import PROJECT_ROOT
 from ..events import WIRE_MODELS
 from ..exceptions import DataError
-from .base import cli, console, err_console
+from .base import cli, console, err_console, settings_epilog
 
 __all__ = [
     "SCHEMA_DIALECT",
@@ -213,7 +213,7 @@ def _say(text: str, *, stderr: bool = False) -> None:
     )
 
 
-@schemas_cli.command("export")
+@schemas_cli.command("export", epilog=settings_epilog())
 def export_command(
     out: Path = typer.Option(
         DEFAULT_SCHEMAS_DIR, "--out", "-o", help="Directory to write <name>.schema.json into."
@@ -228,7 +228,7 @@ def export_command(
         _say(f"warning: {out / name} matches no wire model; remove it", stderr=True)
 
 
-@schemas_cli.command("check")
+@schemas_cli.command("check", epilog=settings_epilog())
 def check_command(
     directory: Path = typer.Option(
         DEFAULT_SCHEMAS_DIR, "--dir", "-d", help="Directory holding the exported schemas."

@@ -14,17 +14,8 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from ..data.handbook import parse_date
-from ..data.simulate import (
-    SIMULATION_STEPS,
-    check_parameters,
-    simulate,
-    summarize,
-    write_handbook_csv,
-    write_handbook_daily,
-)
 from ..exceptions import DataError, FraudError
-from .base import cli, console, fail, stage_progress
+from .base import cli, console, fail, settings_epilog, stage_progress
 
 __all__ = ["simulate_command"]
 
@@ -48,7 +39,14 @@ def _option_message(exc: ValueError) -> str:
 
 
 def _check_out(out: Path, daily: bool, force: bool) -> list[Path]:
-    """Check ``--out``; return the stale daily files ``--force`` will remove."""
+    """Check ``--out``; return the stale daily files ``--force`` will remove.
+
+    The folder that is to hold ``--out`` must exist: a mistyped path is refused rather
+    than created.
+    """
+    parent = out.absolute().parent
+    if not parent.is_dir():
+        raise DataError(f"--out {out}: folder {parent} does not exist")
     if daily:
         if out.exists() and not out.is_dir():
             raise DataError(f"--out {out}: is a file; --daily needs a folder")
@@ -69,7 +67,7 @@ def _check_out(out: Path, daily: bool, force: bool) -> list[Path]:
     return []
 
 
-@cli.command("simulate")
+@cli.command("simulate", epilog=settings_epilog())
 def simulate_command(
     out: Path = typer.Option(
         ..., "--out", "-o", help="File to write (.csv.gz or .csv), or with --daily a folder."
@@ -94,6 +92,16 @@ def simulate_command(
     Defaults give the handbook's dataset size: 5,000 customers, 10,000 terminals,
     183 days from 2018-04-01, about 1.75 million transactions and 0.8 % fraud.
     """
+    from ..data.handbook import parse_date
+    from ..data.simulate import (
+        SIMULATION_STEPS,
+        check_parameters,
+        simulate,
+        summarize,
+        write_handbook_csv,
+        write_handbook_daily,
+    )
+
     try:
         start = parse_date(start_date, "--start-date")
         try:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 from rich.table import Table
 
-from .. import stack as local_stack
 from ..config import get_settings
-from .base import cli, console
+from .base import cli, console, settings_epilog
+
+if TYPE_CHECKING:  # imported where used: `fraudctl --help` loads none of them
+    from .. import stack as local_stack
 
 __all__ = ["stack_app"]
 
@@ -39,7 +43,14 @@ def _table(statuses: list[local_stack.ComponentStatus], title: str) -> Table:
     return table
 
 
-@stack_app.command("up")
+@stack_app.command(
+    "up",
+    epilog=settings_epilog(
+        "KAFKA_BROKER_URL", "REDIS_URL", "REDIS_PASSWORD", "RUN_DIR", "TANSU_BIN",
+        "TOPIC_PARTITIONS", "TRANSACTIONS_TOPIC", "LABELS_TOPIC", "ALERTS_TOPIC",
+        "SCORED_TOPIC", "DEAD_LETTER_TOPIC"
+    ),
+)
 def up(
     timeout: float = typer.Option(
         30.0, min=1.0, help="Seconds to wait for each component to answer."
@@ -50,6 +61,8 @@ def up(
     ),
 ) -> None:
     """Start Tansu and Redis unless they already answer; create the service topics."""
+    from .. import stack as local_stack
+
     settings = get_settings()
     started = local_stack.up(settings, timeout_seconds=timeout, create_topics=topics)
     for s in started:
@@ -59,13 +72,15 @@ def up(
     console.print(_table(local_stack.status(settings), "stack"))
 
 
-@stack_app.command("down")
+@stack_app.command("down", epilog=settings_epilog("KAFKA_BROKER_URL", "REDIS_URL", "RUN_DIR"))
 def down(
     timeout: float = typer.Option(
         10.0, min=0.0, help="Seconds between SIGTERM and SIGKILL for each process."
     ),
 ) -> None:
     """Stop what `stack up` started; leave anything else running."""
+    from .. import stack as local_stack
+
     settings = get_settings()
     stopped = local_stack.down(settings, timeout_seconds=timeout)
     for s in stopped:
@@ -74,7 +89,9 @@ def down(
         console.print("nothing to stop: no process started by `stack up` is running")
 
 
-@stack_app.command("status")
+@stack_app.command("status", epilog=settings_epilog("KAFKA_BROKER_URL", "REDIS_URL", "RUN_DIR"))
 def status() -> None:
     """Show whether the broker and Redis answer, and which were started by `stack up`."""
+    from .. import stack as local_stack
+
     console.print(_table(local_stack.status(get_settings()), "stack"))

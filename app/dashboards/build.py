@@ -264,7 +264,7 @@ def fraud_operations() -> dashboard.Dashboard:
         .with_panel(
             _timeseries(
                 "Rejected events by reason",
-                "Records sent to the dead-letter topic per second, by reason (see README, "
+                "Records sent to the dead-letter topic per second, by reason (see docs/architecture.md, "
                 "event contracts).",
                 units.OpsPerSecond,
                 [(f"sum by (reason) (rate(fraud_events_rejected_total[{_RATE}]))", "{{reason}}")],

@@ -35,6 +35,10 @@ class AccountState:
         Amounts in minor units, aligned with ``times_ms``.
     ids : list of str
         Transaction ids, aligned with ``times_ms``.
+    revised : list of str
+        Ids (among ``ids``) of transactions featurized before an earlier transaction
+        of the account arrived: their account features missed it. Each is counted
+        once (:meth:`revise_after`); usually empty.
 
     Examples
     --------
@@ -51,6 +55,7 @@ class AccountState:
     times_ms: list[int] = field(default_factory=list)
     amounts_minor: list[int] = field(default_factory=list)
     ids: list[str] = field(default_factory=list)
+    revised: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.times_ms)
@@ -94,11 +99,41 @@ class AccountState:
         self._expire(self.times_ms[-1] - HORIZON_MS)
         return True
 
+    def revise_after(self, t_ms: int) -> int:
+        """Mark the transactions later than ``t_ms`` (within the horizon) as featurized
+        without a transaction at ``t_ms`` that arrives after them.
+
+        Parameters
+        ----------
+        t_ms : int
+            Event time of the transaction arriving out of order, UTC epoch ms.
+
+        Returns
+        -------
+        int
+            How many were not marked before (each transaction is counted once).
+
+        Examples
+        --------
+        >>> s = AccountState([10, 20, 30], [1, 1, 1], ["a", "b", "c"])
+        >>> s.revise_after(15), s.revise_after(5), s.revised
+        (2, 1, ['b', 'c', 'a'])
+        """
+        start = bisect_right(self.times_ms, t_ms)
+        stop = bisect_right(self.times_ms, t_ms + HORIZON_MS)
+        known = set(self.revised)
+        new = [i for i in self.ids[start:stop] if i not in known]
+        self.revised += new
+        return len(new)
+
     def _expire(self, oldest_ms: int) -> None:
         # keep times > newest - horizon: a window (t - 30d, t] never needs older ones
         cut = bisect_right(self.times_ms, oldest_ms)
         if cut:
             del self.times_ms[:cut], self.amounts_minor[:cut], self.ids[:cut]
+            if self.revised:
+                kept = set(self.ids)
+                self.revised = [i for i in self.revised if i in kept]
 
     # --- serialisation (table values) ---------------------------------------------
     def to_bytes(self) -> bytes:
@@ -108,7 +143,8 @@ class AccountState:
         ``n`` (uint32), the first event time (int64 ms); then ``n`` event times as
         uint32 ms after the first (the state spans less than 30 days, well within
         uint32), ``n`` amounts in minor units as unsigned ints of ``w`` bytes, and the
-        ids as ASCII joined by ``,`` (ids never hold one: :data:`app.events.Id`). A
+        ids as ASCII joined by ``,`` (ids never hold one: :data:`app.events.Id`), and,
+        only when there are any, ``|`` and the :attr:`revised` ids joined by ``,``. A
         state that does not fit (ids outside that alphabet, a negative amount, a span
         of 49 days or more) is written as JSON ``{"t": [...], "a": [...], "i": [...]}``,
         the form of earlier versions, which :meth:`from_bytes` also reads.
@@ -124,8 +160,13 @@ class AccountState:
         ids = ",".join(self.ids)
         if (self.times_ms[-1] - base > _U32 or min(self.amounts_minor) < 0
                 or not ids.isascii() or ids.count(",") != n - 1):
-            return orjson.dumps({"t": self.times_ms, "a": self.amounts_minor, "i": self.ids})
+            d = {"t": self.times_ms, "a": self.amounts_minor, "i": self.ids}
+            if self.revised:
+                d["r"] = self.revised
+            return orjson.dumps(d)
         wide = max(self.amounts_minor) > _U32
+        if self.revised:
+            ids += "|" + ",".join(self.revised)
         return b"".join((
             _HEADER.pack(_VERSION, 8 if wide else 4, n, base),
             struct.pack(f"<{n}I", *[t - base for t in self.times_ms]),
@@ -147,7 +188,7 @@ class AccountState:
             return cls()
         if isinstance(raw, str) or raw[:1] == b"{":
             d = orjson.loads(raw)
-            return cls(times_ms=d["t"], amounts_minor=d["a"], ids=d["i"])
+            return cls(times_ms=d["t"], amounts_minor=d["a"], ids=d["i"], revised=d.get("r", []))
         version, width, n, base = _HEADER.unpack_from(raw)
         if version != _VERSION or width not in (4, 8):
             raise ValueError(f"account state: unknown format (version {version}, width {width})")
@@ -157,10 +198,12 @@ class AccountState:
         times = [base + d for d in struct.unpack_from(f"<{n}I", raw, off)]
         off += 4 * n
         amounts = list(struct.unpack_from(f"<{n}{'Q' if width == 8 else 'I'}", raw, off))
-        ids = raw[off + width * n :].decode("ascii").split(",")
+        text, _, revised = raw[off + width * n :].decode("ascii").partition("|")
+        ids = text.split(",")
         if len(ids) != n:
             raise ValueError(f"account state: {len(ids)} ids for {n} transactions")
-        return cls(times_ms=times, amounts_minor=amounts, ids=ids)
+        return cls(times_ms=times, amounts_minor=amounts, ids=ids,
+                   revised=revised.split(",") if revised else [])
 
 
 #: version, amount width, number of transactions, first event time

@@ -6,12 +6,18 @@ and the share of them known to be fraudulent. "Known" means a fraud label whose
 ``label_time_ms`` is strictly before the transaction's event time: a label that
 arrives later is never used, whatever order the stream processes labels in (and a
 label timed exactly at the transaction, which the replay emits just after it, is not).
+
+A transaction can be labelled twice: by an analyst's verdict (``source="investigation"``)
+and later by the delayed feed. :meth:`TerminalState.check_label` tells a label that
+repeats the verdict held (a duplicate: it changes nothing) from one that contradicts it;
+a fraud stays fraud, so the terminal features never depend on which came first.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
+from typing import Literal
 
 import orjson
 
@@ -25,7 +31,11 @@ __all__ = [
     "terminal_feature_names",
     "extract_terminal",
     "terminal_horizon_ms",
+    "LabelCheck",
 ]
+
+#: How a label relates to the verdict a terminal state holds for its transaction.
+LabelCheck = Literal["new", "duplicate", "contradiction"]
 
 #: Windows, in days, of the terminal aggregates.
 TERMINAL_WINDOWS_DAYS = (1, 7, 30)
@@ -60,6 +70,10 @@ class TerminalState:
     fraud_times_ms, fraud_label_times_ms, fraud_ids : list
         For each fraud label: the transaction's event time (non-decreasing), when the
         label arrived, and the transaction id.
+    genuine_times_ms, genuine_ids : list
+        For each genuine verdict of an analyst (investigation label): the transaction's
+        event time (non-decreasing) and id; they change no feature, and tell a later
+        fraud label that it contradicts them.
     """
 
     times_ms: list[int] = field(default_factory=list)
@@ -67,6 +81,8 @@ class TerminalState:
     fraud_times_ms: list[int] = field(default_factory=list)
     fraud_label_times_ms: list[int] = field(default_factory=list)
     fraud_ids: list[str] = field(default_factory=list)
+    genuine_times_ms: list[int] = field(default_factory=list)
+    genuine_ids: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.times_ms)
@@ -113,20 +129,55 @@ class TerminalState:
         k = bisect_right(self.fraud_times_ms, cut)
         if k:
             del self.fraud_times_ms[:k], self.fraud_label_times_ms[:k], self.fraud_ids[:k]
+        k = bisect_right(self.genuine_times_ms, cut)
+        if k:
+            del self.genuine_times_ms[:k], self.genuine_ids[:k]
         return True
 
-    def label_one(self, label: Label, horizon_ms: int, ref_ms: int | None = None) -> bool:
-        """Record a label; only fraud labels are kept (genuine is the default).
+    def check_label(self, label: Label) -> LabelCheck:
+        """How ``label`` relates to the verdict held for its transaction (pure).
 
-        ``ref_ms`` as in :meth:`update_one`: a fraud older than ``horizon_ms`` before it
-        cannot enter any window and is not kept.
+        Returns
+        -------
+        {"new", "duplicate", "contradiction"}
+            duplicate: the same verdict is held (fraud, or an analyst's genuine);
+            contradiction: the opposite one is; new: none is.
+
+        Examples
+        --------
+        >>> from app.events import Label
+        >>> s = TerminalState()
+        >>> fraud = Label(transaction_id="t", account_id="a", terminal_id="m", is_fraud=True,
+        ...     transaction_time_ms=1_522_540_800_000, label_time_ms=1_522_541_000_000,
+        ...     source="investigation")
+        >>> s.check_label(fraud), s.label_one(fraud, horizon_ms=37 * 86_400_000)
+        ('new', True)
+        >>> late = fraud.model_copy(update={"label_time_ms": 1_523_145_600_000, "source": "chargeback"})
+        >>> s.check_label(late), s.check_label(late.model_copy(update={"is_fraud": False}))
+        ('duplicate', 'contradiction')
+        """
+        t, tid = label.transaction_time_ms, label.transaction_id
+        if self._has(self.fraud_times_ms, self.fraud_ids, t, tid):
+            return "duplicate" if label.is_fraud else "contradiction"
+        if self._has(self.genuine_times_ms, self.genuine_ids, t, tid):
+            return "contradiction" if label.is_fraud else "duplicate"
+        return "new"
+
+    def label_one(self, label: Label, horizon_ms: int, ref_ms: int | None = None) -> bool:
+        """Record a label: fraud labels, and analysts' genuine verdicts (genuine is the
+        default, so a genuine label of the delayed feed is not kept).
+
+        ``ref_ms`` as in :meth:`update_one`: a label older than ``horizon_ms`` before it
+        cannot enter any window and is not kept. A fraud label after a genuine verdict
+        is kept (a fraud stays fraud); a genuine one after a fraud label changes nothing.
 
         Returns
         -------
         bool
             True when the state changed.
         """
-        if not label.is_fraud:
+        keep_genuine = label.source == "investigation"
+        if not label.is_fraud and not keep_genuine:
             return False
         t = label.transaction_time_ms
         if self.times_ms:
@@ -135,6 +186,13 @@ class TerminalState:
                 return False  # too old to enter any window
         if self._has(self.fraud_times_ms, self.fraud_ids, t, label.transaction_id):
             return False
+        if not label.is_fraud:
+            if self._has(self.genuine_times_ms, self.genuine_ids, t, label.transaction_id):
+                return False
+            i = bisect_right(self.genuine_times_ms, t)
+            self.genuine_times_ms.insert(i, t)
+            self.genuine_ids.insert(i, label.transaction_id)
+            return True
         i = bisect_right(self.fraud_times_ms, t)
         self.fraud_times_ms.insert(i, t)
         self.fraud_label_times_ms.insert(i, label.label_time_ms)
@@ -142,10 +200,12 @@ class TerminalState:
         return True
 
     def to_bytes(self) -> bytes:
-        """Compact JSON."""
-        return orjson.dumps(
-            [self.times_ms, self.ids, self.fraud_times_ms, self.fraud_label_times_ms, self.fraud_ids]
-        )
+        """Compact JSON (the genuine verdicts only when there are any: a state without
+        them reads and writes as before they existed)."""
+        lists = [self.times_ms, self.ids, self.fraud_times_ms, self.fraud_label_times_ms, self.fraud_ids]
+        if self.genuine_ids:
+            lists += [self.genuine_times_ms, self.genuine_ids]
+        return orjson.dumps(lists)
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> "TerminalState":

@@ -3,7 +3,7 @@
 The lag of a partition is how many records it holds that the worker has not read yet:
 ``end offset - (last read offset + 1)``. A partition nothing was read from yet counts
 from its committed offset (``None``: from 0, the group starts at the earliest record).
-Brokers that report a stale end offset (Tansu, see README) can make it negative: it is
+Brokers that report a stale end offset (Tansu, see docs/operations.md) can make it negative: it is
 clamped to 0.
 
 Examples

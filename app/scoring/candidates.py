@@ -2,30 +2,30 @@
 
 :func:`app.scoring.train.train` fits one of them (``model=``) or picks the best by
 prequential validation (``compare=True``). Selection results are in each model card
-(``validation``) and in the README.
+(``validation``) and in docs/model.md.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
-
-from sklearn.ensemble import (
-    ExtraTreesClassifier,
-    HistGradientBoostingClassifier,
-    RandomForestClassifier,
-)
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..exceptions import DataError
+
+if TYPE_CHECKING:  # imported where a model is made: the CLI reads the names cheaply
+    from sklearn.ensemble import (
+        ExtraTreesClassifier,
+        HistGradientBoostingClassifier,
+        RandomForestClassifier,
+    )
 
 __all__ = ["CANDIDATES", "Candidate", "DEFAULT_MODEL", "candidate", "make_estimator"]
 
 
 def _random_forest(random_state: int) -> RandomForestClassifier:
     """A forest like the handbook's (chapter 5): 100 trees, depth 20."""
+    from sklearn.ensemble import RandomForestClassifier
+
     return RandomForestClassifier(
         n_estimators=100, max_depth=20, min_samples_leaf=5, n_jobs=-1,
         random_state=random_state,
@@ -42,6 +42,8 @@ def _random_forest_balanced(random_state: int) -> RandomForestClassifier:
 
 
 def _extra_trees(random_state: int) -> ExtraTreesClassifier:
+    from sklearn.ensemble import ExtraTreesClassifier
+
     return ExtraTreesClassifier(
         n_estimators=300, max_depth=20, min_samples_leaf=5, n_jobs=-1,
         random_state=random_state,
@@ -49,6 +51,8 @@ def _extra_trees(random_state: int) -> ExtraTreesClassifier:
 
 
 def _hist_gradient_boosting(random_state: int) -> HistGradientBoostingClassifier:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
     return HistGradientBoostingClassifier(
         learning_rate=0.05, max_iter=300, max_leaf_nodes=15, min_samples_leaf=50,
         l2_regularization=1.0, max_features=0.5, early_stopping=True,
@@ -58,6 +62,10 @@ def _hist_gradient_boosting(random_state: int) -> HistGradientBoostingClassifier
 
 
 def _logistic_regression(random_state: int) -> Any:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
 
 

@@ -23,7 +23,6 @@ Examples
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Collection, Iterable, Sequence
 from datetime import date, timedelta
 from typing import Any
@@ -31,6 +30,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
+
+from .protocol import DEFAULT_KNOWN_COMPROMISED, KnownCompromised
 
 __all__ = [
     "METRICS",
@@ -50,29 +51,6 @@ __all__ = [
 _REQUIRED = ("TX_DATETIME", "CUSTOMER_ID", "TX_FRAUD")
 #: The three figures reported for every evaluation, higher is better for each.
 METRICS = ("roc_auc", "average_precision", "card_precision_at_k")
-
-
-class KnownCompromised(str, enum.Enum):
-    """Which cards are "known compromised" and so left out of a test window.
-
-    ``before-test`` (the default, the issue's rule): every card with a fraud on a day
-    from the train start to the day before the test window, dropped from the whole test
-    window. On the handbook's 7/7/7 split of the shared file a perfect ranking then
-    reaches card precision@100 0.299, and the handbook's features with a random forest
-    0.849 / 0.659 / 0.204 (AUC / AP / CP@100), the figures quoted in the issue.
-
-    ``handbook-daily``: the handbook code's rule (``get_train_test_set``): on test day
-    ``t`` the cards with a fraud on ``train_start..t - gap - 1`` (labels arrive
-    ``gap`` days late, so the frauds of the gap become known one day at a time). It
-    keeps more compromised cards in the window (those first defrauded in the gap): a
-    perfect ranking reaches 0.367 on the same split.
-    """
-
-    before_test = "before-test"
-    handbook_daily = "handbook-daily"
-
-
-DEFAULT_KNOWN_COMPROMISED = KnownCompromised.before_test
 
 
 def _rule(rule: KnownCompromised | str) -> KnownCompromised:

@@ -37,7 +37,7 @@ import numpy as np
 import sklearn
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..exceptions import ModelError, ModelIntegrityError
+from ..exceptions import ModelError, ModelIntegrityError, ModelVersionError
 from ..features import FEATURE_NAMES
 from ..monitoring.drift import FeatureReference
 
@@ -54,6 +54,7 @@ __all__ = [
     "ValidationResult",
     "WindowInfo",
     "activate",
+    "check_sklearn_version",
     "default_version",
     "active_file_version",
     "list_models",
@@ -421,10 +422,38 @@ def read_card(version: str, models_dir: str | Path) -> ModelCard:
     return card
 
 
+def check_sklearn_version(card: ModelCard, running: str | None = None) -> None:
+    """Refuse a model whose card names another scikit-learn version than the running one.
+
+    The artifact is a joblib pickle of a scikit-learn estimator: scikit-learn only
+    supports unpickling it under the version that wrote it (another version may fail to
+    load it, warn, or load it and predict differently).
+
+    Parameters
+    ----------
+    card : ModelCard
+    running : str, optional
+        The running version; default ``sklearn.__version__``.
+
+    Raises
+    ------
+    ModelVersionError
+        The versions differ; the message names both and the way out.
+    """
+    running = running or sklearn.__version__
+    if card.sklearn_version != running:
+        raise ModelVersionError(
+            f"model {card.version}: written by scikit-learn {card.sklearn_version}, this is "
+            f"{running}: its pickle is only known to load and predict the same under the "
+            f"version that wrote it; retrain it (fraudctl train) or install scikit-learn "
+            f"{card.sklearn_version}"
+        )
+
+
 def verify_model(
     version: str, models_dir: str | Path = "models", feature_names: Sequence[str] = FEATURE_NAMES
 ) -> tuple[ModelCard, bytes]:
-    """Check a version without unpickling it: card, feature names, sha256.
+    """Check a version without unpickling it: card, scikit-learn version, feature names, sha256.
 
     Parameters
     ----------
@@ -443,6 +472,8 @@ def verify_model(
     ------
     ModelError
         Unknown version (known ones listed), unreadable card or artifact.
+    ModelVersionError
+        The card's scikit-learn version differs from the running one.
     ModelIntegrityError
         The card's feature names differ from ``feature_names`` (the message lists the
         names on either side only), a baseline is missing, or the artifact's sha256
@@ -450,6 +481,7 @@ def verify_model(
     """
     models_dir = Path(models_dir)
     card = read_card(version, models_dir)
+    check_sklearn_version(card)
     expected = list(feature_names)
     if card.feature_names != expected:
         extra = [n for n in card.feature_names if n not in expected]
@@ -495,6 +527,8 @@ def load_model(version: str | None = None, models_dir: str | Path = "models") ->
     ------
     ModelError
         Unknown version (known ones listed), unreadable card or artifact.
+    ModelVersionError
+        The card's scikit-learn version differs from the running one.
     ModelIntegrityError
         The artifact's sha256 differs from the card's, the card's feature names differ
         from :data:`FEATURE_NAMES`, or the estimator does not fit them.

@@ -43,6 +43,7 @@ from .evaluate import (
     summarize_folds,
     window_counts,
 )
+from .protocol import DEFAULT_TRAIN_END, DEFAULT_TRAIN_START, TOP_K, VALIDATION_FOLDS
 from .registry import DataInfo, ModelCard, ValidationResult, WindowInfo, save_model
 from .report import justification, test_metrics
 
@@ -62,17 +63,10 @@ __all__ = [
     "train",
 ]
 
-#: The handbook's default split: train 2018-07-04..10, gap 7 days, test 2018-07-18..24.
-DEFAULT_TRAIN_START = date(2018, 7, 4)
-DEFAULT_TRAIN_END = date(2018, 7, 10)
 #: Days read before the first day used, so every feature window is full: the account
 #: windows reach ``max(WINDOWS_DAYS)`` days back, the terminal windows ``delay +
 #: max(TERMINAL_WINDOWS_DAYS)`` days (37 with the defaults).
 HISTORY_DAYS = max(max(WINDOWS_DAYS), DEFAULT_DELAY_DAYS + max(TERMINAL_WINDOWS_DAYS))
-#: Cards investigators check per day (card precision@k and the alert budget).
-TOP_K = 100
-#: Prequential folds of model selection.
-VALIDATION_FOLDS = 4
 #: The mean validation metric that picks the model (see ``train(compare=True)``).
 SELECTION_METRIC = "average_precision"
 #: Stages reported to ``progress``, in order.

@@ -1,0 +1,278 @@
+"""Operations nobody scripted, through real worker processes, the real broker and Redis.
+
+* A rolling restart while the scoring stage holds transactions: a worker joins, and as
+  soon as it is ready another gets SIGTERM; then its replacement joins and the second
+  old worker gets SIGTERM. Every stopped worker must exit (status 0) instead of waiting
+  on held work, and the run must equal an uninterrupted one (nothing lost, each alert
+  once, same table state). ``ROLLING_RESTART_RUNS`` repeats it (``make test-full``: 10).
+* A catch-up of at least 200,000 transactions with their labels while two busy-loop
+  processes load both cores: every transaction's features and score equal offline
+  (<= 1e-9) and no transaction is released by the stall rule.
+* Bad clocks and reordering: one far-future transaction per account is dead-lettered
+  and changes nothing; a slice delivered in reverse order inside 30-minute blocks gives
+  exactly the offline features except for the transactions counted as revised.
+
+Counts are printed (``pytest -s``) as ``FAULT-REPORT`` lines and appended to
+``FAULT_REPORT`` when set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from app.config import Settings
+from app.data.handbook import to_transactions
+from app.events import Transaction, encode
+from app.replay import DAY_MS, replay_frame
+
+from . import fault_utils as fu
+from .datasets import handbook_days
+from .parity_utils import compare, offline
+from .test_faults import (  # noqa: F401 - fixtures, shared with the fault tests
+    _produce_early_labels,
+    _wait_both_assigned,
+    baseline,
+    replayed_ids,
+    slice_df,
+)
+from .worker_utils import Worker, read_topic, worker_env
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+ROLLING_RESTART_RUNS = int(os.environ.get("ROLLING_RESTART_RUNS", "1"))
+#: days of the catch-up (21 days from 2018-04-01: about 200,000 transactions)
+CATCHUP_DAYS = int(os.environ.get("CATCHUP_DAYS", "21"))
+#: a stop that takes longer than this is a stall (the target is seconds; this only
+#: tells a hang from a slow machine, it is no performance figure)
+STOP_LIMIT_SECONDS = 90.0
+#: after the slice (2018-04-01 + 2 days): a label timed here completes every transaction
+LATE_LABEL_MS = 1_525_132_800_000  # 2018-05-01
+
+
+def _start(env: dict[str, str], tmp: Path, name: str) -> Worker:
+    return Worker({**env, "DATA_DIR": str(tmp / f"data-{name}")}, tmp / f"worker-{name}.log").start()
+
+
+def _wait_log(w: Worker, text: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        w.assert_alive()
+        if text in w.tail(1_000_000):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"{text!r} not logged after {timeout}s: {w.tail()}")
+
+
+def _wait_sum(workers: list[Worker], name: str, value: float, timeout: float = 180.0) -> float:
+    deadline = time.monotonic() + timeout
+    got = 0.0
+    while time.monotonic() < deadline:
+        got = sum(w.metric(name) for w in workers if w.proc and w.proc.poll() is None)
+        if got >= value:
+            return got
+        time.sleep(0.3)
+    raise TimeoutError(f"{name} = {got} < {value} after {timeout}s")
+
+
+def _stop_timed(w: Worker) -> tuple[int | None, float, float]:
+    """SIGTERM; (exit status, seconds to exit, transactions it held just before)."""
+    held = w.metric("fraud_alignment_pending")
+    start = time.monotonic()
+    code = w.stop(signal.SIGTERM, timeout=STOP_LIMIT_SECONDS)
+    return code, time.monotonic() - start, held
+
+
+def _rolling_restart_once(broker, redis_url, tmp: Path, df, ids, baseline) -> dict:
+    env = worker_env(broker.url, redis_url, tmp)
+    # every transaction is held: a genuine label on each labels partition, timed before
+    # the slice, keeps the labels from being idle, and no source stalls within 300 s
+    hold = {**env, "LABEL_IDLE_SECONDS": "60", "ALIGNMENT_STALL_SECONDS": "300"}
+    n = len(df)
+    workers: dict[str, Worker] = {}
+    stops: dict[str, tuple] = {}
+    try:
+        a = workers["a"] = _start(hold, tmp, "a")
+        b = workers["b"] = _start(hold, tmp, "b")
+        a.wait_ready()
+        b.wait_ready()
+        _wait_both_assigned(a, b, env)
+        _produce_early_labels(broker.bootstrap, env["LABELS_TOPIC"], partitions=4)
+        fu.replay(df, broker.url, env)
+        _wait_sum([a, b], "fraud_transactions_consumed_total", n)
+        held = _wait_sum([a, b], "fraud_alignment_pending", n // 2)
+        c = workers["c"] = _start(hold, tmp, "c")
+        _wait_log(c, "Ready")  # a rebalance is under way or just over
+        stops["a"] = _stop_timed(a)
+        a2 = workers["a2"] = _start(hold, tmp, "a2")
+        _wait_log(a2, "Ready")
+        stops["b"] = _stop_timed(b)
+        # complete every transaction: a label timed after the slice on each partition
+        _produce_early_labels(broker.bootstrap, env["LABELS_TOPIC"], 4, LATE_LABEL_MS)
+        run = fu.collect(broker.bootstrap, env, ids, timeout=300)
+        c.assert_alive()
+        a2.assert_alive()
+        stops["c"] = _stop_timed(c)
+        stops["a2"] = _stop_timed(a2)
+    finally:
+        for w in workers.values():
+            w.stop(signal.SIGKILL)
+    summary = run.summary(ids, baseline)
+    summary.update(
+        held_before_join=held,
+        stops={k: {"status": v[0], "seconds": round(v[1], 2), "held": v[2]} for k, v in stops.items()},
+    )
+    fu.report("rolling-restart", summary)
+    for name, (code, seconds, _) in stops.items():
+        assert code == 0, f"worker {name} did not stop within {STOP_LIMIT_SECONDS} s (status {code})"
+    fu.assert_same_as(run, baseline, ids)
+    return summary
+
+
+def test_rolling_restart_with_held_transactions(
+    broker, redis_url, tmp_path, slice_df, replayed_ids, baseline
+):
+    """Workers asked to stop during or right after a rebalance hand their held
+    transactions over (unacknowledged) instead of waiting for them: each exits, the
+    group keeps scoring, and the outputs equal an uninterrupted run."""
+    seconds = []
+    for i in range(ROLLING_RESTART_RUNS):
+        tmp = tmp_path / f"run-{i}"
+        tmp.mkdir()
+        summary = _rolling_restart_once(broker, redis_url, tmp, slice_df, replayed_ids, baseline)
+        seconds += [s["seconds"] for s in summary["stops"].values()]
+    print(
+        f"\nrolling restarts: {ROLLING_RESTART_RUNS} runs, {len(seconds)} stops, all exited 0; "
+        f"seconds to exit: max {max(seconds):.2f}, "
+        f"within 10 s: {sum(s <= 10 for s in seconds)} of {len(seconds)}"
+    )
+
+
+@pytest.mark.timeout(3600)
+def test_catch_up_on_a_busy_machine_scores_with_complete_features(broker, redis_url, tmp_path):
+    """A backlog of at least 200,000 transactions with their labels, one worker, both
+    cores loaded by busy loops: the watermarks move slowly but move, so nothing is
+    released by the stall rule and every feature and score equals offline."""
+    df = handbook_days("2018-04-01", CATCHUP_DAYS)
+    n = len(df)
+    if "CATCHUP_DAYS" not in os.environ:
+        assert n >= 200_000, n
+    expected = offline(df)
+    env = worker_env(broker.url, redis_url, tmp_path, PUBLISH_SCORED="true")
+    settings = Settings(
+        kafka_broker_url=broker.url,
+        transactions_topic=env["TRANSACTIONS_TOPIC"],
+        labels_topic=env["LABELS_TOPIC"],
+    )
+    stats = asyncio.run(replay_frame(df, settings, labels_delay_ms=7 * DAY_MS))
+    assert stats.transactions == n and stats.labels > 0
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    worker = Worker(env, tmp_path / "worker.log")
+    started = time.monotonic()
+    try:
+        worker.start()
+        worker.wait_ready(timeout=300)
+        worker.wait_metric("fraud_transactions_scored_total", n, timeout=3000)
+        seconds = time.monotonic() - started
+        timeouts = worker.metric("fraud_alignment_timeouts_total")
+        waited_max = worker.metric("fraud_alignment_wait_seconds_sum")
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait(10)
+        worker.stop()
+    records = read_topic(broker.bootstrap, env["SCORED_TOPIC"], idle_seconds=3, timeout=600)
+    result = compare(records, expected)
+    scored_ids = [s.transaction.transaction_id for s in result.scored]
+    fu.report(
+        "catch-up-busy-machine",
+        {
+            "transactions": n,
+            "labels": stats.labels,
+            "scored_records": len(scored_ids),
+            "mismatched": len(result.mismatched),
+            "max_feature_diff": result.worst_feature,
+            "alignment_timeouts": timeouts,
+            "alignment_wait_seconds_sum": waited_max,
+            "seconds": round(seconds, 1),
+            "busy_loops": len(hogs),
+        },
+    )
+    assert set(scored_ids) == set(expected.row_of)
+    assert timeouts == 0
+    assert not result.mismatched, f"{len(result.mismatched)} of {n} differ"
+
+
+async def _produce(bootstrap: str, topic: str, txs: list[Transaction], timestamps: dict[str, int]):
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        futs = [
+            await producer.send(
+                topic, encode(tx), key=tx.account_id.encode(),
+                timestamp_ms=timestamps.get(tx.transaction_id, tx.event_time_ms),
+            )
+            for tx in txs
+        ]
+        await asyncio.gather(*futs)
+    finally:
+        await producer.stop()
+
+
+def test_bad_clocks_and_reordering_through_a_worker(broker, redis_url, tmp_path, slice_df):
+    """One transaction dated 2099 for each of 50 accounts (its Kafka timestamp forged
+    too), then the slice with the order reversed inside 30-minute blocks (within the
+    allowed lateness): the 50 are dead-lettered as ``future_timestamp``; every other
+    transaction is scored; the transactions whose features differ from offline are
+    exactly the ones counted in ``fraud_account_features_revised_total``; none is late."""
+    txs = list(to_transactions(slice_df))
+    block = 30 * 60_000
+    blocks: dict[int, list[Transaction]] = {}
+    for tx in txs:
+        blocks.setdefault(tx.event_time_ms // block, []).append(tx)
+    reordered = [tx for k in sorted(blocks) for tx in reversed(blocks[k])]
+    accounts = sorted({tx.account_id for tx in txs})[:50]
+    future = [
+        Transaction(transaction_id=f"future-{a}", account_id=a, terminal_id="T-future",
+                    amount_minor=100, event_time_ms=4_070_908_800_000)
+        for a in accounts
+    ]
+    expected = offline(slice_df)
+    env = worker_env(broker.url, redis_url, tmp_path, PUBLISH_SCORED="true")
+    worker = Worker(env, tmp_path / "worker.log").start()
+    try:
+        worker.wait_ready()
+        stamps = {tx.transaction_id: tx.event_time_ms for tx in future}
+        asyncio.run(_produce(broker.bootstrap, env["TRANSACTIONS_TOPIC"], future + reordered, stamps))
+        worker.wait_metric("fraud_transactions_scored_total", len(txs))
+        worker.wait_metric("fraud_events_rejected_total", len(future))
+        revised = worker.metric("fraud_account_features_revised_total")
+        out_of_order = worker.metric("fraud_out_of_order_transactions_total")
+        late = worker.metric("fraud_late_transactions_total")
+        rejected_future = worker.metric("fraud_events_rejected_total", reason="future_timestamp")
+        records = read_topic(broker.bootstrap, env["SCORED_TOPIC"], idle_seconds=3)
+        dead = read_topic(broker.bootstrap, env["DEAD_LETTER_TOPIC"], idle_seconds=3)
+    finally:
+        worker.stop()
+    result = compare(records, expected, show=0)
+    scored_ids = {s.transaction.transaction_id for s in result.scored}
+    fu.report(
+        "bad-clocks-and-reordering",
+        {"transactions": len(txs), "future": len(future), "rejected_future": rejected_future,
+         "out_of_order": out_of_order, "revised": revised, "late": late,
+         "features_differing": len(set(result.mismatched))},
+    )
+    assert scored_ids == {tx.transaction_id for tx in txs}
+    assert rejected_future == len(future) == len(dead)
+    assert late == 0 and out_of_order > 0
+    assert len(set(result.mismatched)) == revised > 0
+    # the far-future records wiped no history: nothing of those accounts counted late
+    # (without the bound, every later transaction of theirs was late)
