@@ -50,6 +50,7 @@ from .streaming import (
     hand_over_on_wait_empty,
     next_offset_of,
     produce,
+    produce_many,
     take_events_adaptive,
 )
 from .monitoring.worker import (
@@ -167,6 +168,17 @@ async def _produce(
     return fut
 
 
+async def _produce_many(topic: str, records: list) -> list:
+    """:func:`app.streaming.produce_many` (one future per partition and batch), counted
+    in ``fraud_messages_produced_total``."""
+    m = get_runtime().metrics
+    futures = []
+    for batch in await produce_many(app, topic, records):
+        batch.future.add_done_callback(partial(count_produced, m, records=batch.records))
+        futures.append(batch.future)
+    return futures
+
+
 def _counted():
     """Done-callback counting a produced record in this worker's metrics."""
     return partial(count_produced, get_runtime().metrics)
@@ -220,14 +232,10 @@ async def _accounts_batch(events) -> None:
     m.late_transactions.inc(batch.late)
     m.out_of_order_transactions.inc(batch.out_of_order)
     m.revised_transactions.inc(batch.revised)
-    traces = {e.transaction.account_id: e.traceparent for e in batch.enriched}
-    for account_id, state in batch.states.items():
-        pending.append(
-            await account_states.put(
-                account_id, state.to_bytes(), batch.partitions[account_id], _counted(),
-                headers=headers_with(continue_from(traces.get(account_id))),
-            )
-        )
+    pending += await account_states.put_many(
+        {a: state.to_bytes() for a, state in batch.states.items()}, batch.partitions, _counted(),
+        headers=headers_with(new_traceparent()),
+    )
     now = time.monotonic()
     for p, next_offset in batch.next_offsets.items():
         latest, _, _ = _stage1_progress.get(p, (0, 0, now))
@@ -343,14 +351,10 @@ async def _intake(events) -> list[bytes]:
     pending: list = []
     await _send_dead_letters(rt, intake.dead_letters, pending, events, records)
     m.count_unknown_fields(labels_topic.get_topic_name(), intake.unknown_fields)
-    traces = {e.transaction.terminal_id: e.traceparent for _, e, _ in intake.arrived}
-    for terminal_id, state in intake.states.items():
-        pending.append(
-            await terminal_states.put(
-                terminal_id, state.to_bytes(), intake.partitions[terminal_id], _counted(),
-                headers=headers_with(continue_from(traces.get(terminal_id))),
-            )
-        )
+    pending += await terminal_states.put_many(
+        {t: state.to_bytes() for t, state in intake.states.items()}, intake.partitions, _counted(),
+        headers=headers_with(new_traceparent()),
+    )
     for fut in pending:
         await fut
     now = time.monotonic()
@@ -421,11 +425,16 @@ async def _score_released(released: list, controller) -> None:
     # scored records and alerts continue the trace of their transaction's record
     traces = {i.transaction.transaction_id: i.traceparent for i in items}
     if s.publish_scored:
-        name = scored_topic.get_topic_name()
-        for st in batch.scored:
-            key = st.transaction.account_id.encode()
-            tp = continue_from(traces.get(st.transaction.transaction_id))
-            pending.append(await _produce(name, encode(st), key=key, headers=headers_with(tp)))
+        records = [
+            (
+                st.transaction.account_id.encode(),
+                encode(st),
+                None,
+                headers_with(continue_from(traces.get(st.transaction.transaction_id))),
+            )
+            for st in batch.scored
+        ]
+        pending += await _produce_many(scored_topic.get_topic_name(), records)
     if batch.alerts:
         # exactly once: reserve in Redis, send, commit once acknowledged (app/alerting)
         alerts_name = alerts_topic.get_topic_name()

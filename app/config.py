@@ -116,6 +116,19 @@ class Settings(BaseSettings):
     publish_scored: bool = Field(
         True, description="PUBLISH_SCORED: also write every scored transaction to SCORED_TOPIC."
     )
+    changelog_batch_records: bool = Field(
+        False,
+        description=(
+            "CHANGELOG_BATCH_RECORDS: write the table changes of a micro-batch as one "
+            "changelog record per partition (app/changelog.py: fewer records to write and "
+            "to restore, but log compaction cannot drop superseded values, so the "
+            "changelog grows with every batch; docs/performance-state.md). false "
+            "(default): one record per key (compactable), still one producer batch per "
+            "partition. Either is restored, also mixed. Workers of a version without "
+            "batch records cannot read them: turn it on only once every worker runs "
+            "this version."
+        ),
+    )
     producer_max_batch_size: int = Field(
         16384,
         ge=1,

@@ -22,6 +22,7 @@ __all__ = [
     "ControlMessageError",
     "CaseError",
     "SinkDeliveryError",
+    "ChangelogFormatError",
 ]
 
 
@@ -126,3 +127,6 @@ class SinkDeliveryError(FraudError):
     def __init__(self, message: str, confirmed: int = 0) -> None:
         super().__init__(message)
         self.confirmed = confirmed
+class ChangelogFormatError(FraudError):
+    """A table changelog record cannot be read (a batch record of an unknown format or
+    truncated)."""

@@ -6,7 +6,7 @@ Everything is read from the broker, never from a worker's insides:
 * scored transaction ids from ``SCORED_TOPIC`` (at least once: a set),
 * alert ids from ``ALERTS_TOPIC`` (exactly once: a multiset, duplicates counted),
 * the final table state from every ``<APP_ID>-*-changelog`` topic: the last value of
-  each key (a ``None`` value deletes it).
+  each key (a ``None`` value deletes it), batch records unpacked.
 
 Every topic is read until nothing new arrives for a while, never "up to the end
 offset": Tansu reports too low an end offset for partitions whose last batch holds
@@ -237,6 +237,16 @@ def collect(
     return out
 
 
+def changelog_changes(key: bytes | None, value: bytes | None) -> list[tuple[bytes, bytes | None]]:
+    """The single-key changes a changelog record stands for: itself, or the changes a
+    batch record packs (:mod:`app.changelog`)."""
+    from app.changelog import is_batch_key, unpack_changes
+
+    if key is not None and key.startswith(b'"\\u0000') and is_batch_key(json.loads(key)):
+        return [] if value is None else list(unpack_changes(value))
+    return [(key, value)]
+
+
 def read_tables(
     bootstrap: str, app_id: str, idle_seconds: float = 3.0, timeout: float = 300.0
 ) -> dict[str, dict[bytes, bytes]]:
@@ -246,10 +256,11 @@ def read_tables(
     for topic in topics:
         state: dict[bytes, bytes] = {}
         for r in asyncio.run(_read(bootstrap, [topic], idle_seconds, timeout)):
-            if r.value is None:
-                state.pop(r.key, None)
-            else:
-                state[r.key] = r.value
+            for key, value in changelog_changes(r.key, r.value):
+                if value is None:
+                    state.pop(key, None)
+                else:
+                    state[key] = value
         tables[topic[len(app_id) + 1 :]] = state
     return tables
 

@@ -88,10 +88,20 @@ def agents(monkeypatch, redis_url, tmp_path):
         fut.set_result(_Metadata(topic, partition))
         return fut
 
+    async def produce_many(_app, topic, records):
+        from app.streaming import ProducedBatch
+
+        batches = []
+        for key, value, partition in records:
+            batches.append(ProducedBatch(partition or 0, 1, await produce(
+                _app, topic, value, key=key, partition=partition)))
+        return batches
+
     from app import tables as tables_module
 
     monkeypatch.setattr(mod, "produce", produce)
-    monkeypatch.setattr(tables_module, "produce", produce)
+    monkeypatch.setattr(mod, "produce_many", produce_many)
+    monkeypatch.setattr(tables_module, "produce_many", produce_many)
     yield mod, topics, sent
     runtime._runtime = None
     config.get_settings.cache_clear()
@@ -162,6 +172,40 @@ def test_featurize_accounts_validates_and_forwards(agents):
     assert [d.reason for d in dead] == ["not_json", "missing_field", "bad_amount"]
     assert dead[0].raw_value == b"{not json"
     assert AccountState.from_bytes(account_states["a1"]).ids == [f"t{i}" for i in range(5)]
+
+
+@pytest.mark.parametrize("batch_records", [True, False], ids=["batch-records", "record-per-key"])
+def test_account_changes_reach_the_changelog_as_batch_or_single_records(
+    agents, monkeypatch, batch_records
+):
+    """A batch's account states go to the changelog as one batch record per partition
+    (CHANGELOG_BATCH_RECORDS=true) or one record per key, with the table's own bytes."""
+    mod, topics, sent = agents
+    from app import config
+    from app.changelog import is_batch_key, unpack_changes
+    from app.tables import account_states
+
+    monkeypatch.setenv("CHANGELOG_BATCH_RECORDS", str(batch_records).lower())
+    config.get_settings.cache_clear()
+    txs = [_tx(i, account=f"acc{i % 3}") for i in range(9)]
+    changelog = account_states.changelog_topic.get_topic_name()
+    asyncio.run(_drive(mod.featurize_accounts_agent,
+                       [(t.account_id.encode(), encode(t)) for t in txs],
+                       lambda: len(account_states) >= 3 and bool(sent.get(changelog))))
+    records = sent[changelog]
+    keys = [orjson.loads(k) for k, _ in records]
+    assert all(is_batch_key(k) for k in keys) == batch_records
+    if batch_records:
+        assert len(set(keys)) == len(keys)  # batch records never share a key
+    last: dict[bytes, bytes | None] = {}
+    for key, value in records:
+        for k, v in (unpack_changes(value) if batch_records else [(key, value)]):
+            last[k] = v
+    assert last == {orjson.dumps(a): account_states[a] for a in ("acc0", "acc1", "acc2")}
+    if batch_records:  # a batch record holds each key of its batch once
+        for _, value in records:
+            changed = [k for k, _ in unpack_changes(value)]
+            assert len(changed) == len(set(changed))
 
 
 def test_wrong_key_is_rekeyed_not_processed(agents):

@@ -66,12 +66,13 @@ class MetricsSensor(faust.Sensor):
         return super().on_rebalance_start(app)
 
 
-def count_produced(metrics: Metrics, fut: Any) -> None:
-    """Done-callback (with ``functools.partial``) of a record handed straight to the
-    producer: counts it in ``fraud_messages_produced_total{topic}`` once the broker has
-    it (what :class:`MetricsSensor` counts for records sent through Faust topics)."""
+def count_produced(metrics: Metrics, fut: Any, *, records: int = 1) -> None:
+    """Done-callback (with ``functools.partial``) of a record, or a batch of ``records``
+    records, handed straight to the producer: counts them in
+    ``fraud_messages_produced_total{topic}`` once the broker has them (what
+    :class:`MetricsSensor` counts for records sent through Faust topics)."""
     if not fut.cancelled() and fut.exception() is None:
-        metrics.messages_produced.labels(topic=fut.result().topic).inc()
+        metrics.messages_produced.labels(topic=fut.result().topic).inc(records)
 
 
 def _table_bytes(table: Any) -> int:
