@@ -92,9 +92,10 @@ def agents(monkeypatch, redis_url, tmp_path):
         from app.streaming import ProducedBatch
 
         batches = []
-        for key, value, partition in records:
+        for key, value, partition, *headers in records:
             batches.append(ProducedBatch(partition or 0, 1, await produce(
-                _app, topic, value, key=key, partition=partition)))
+                _app, topic, value, key=key, partition=partition,
+                headers=headers[0] if headers else None)))
         return batches
 
     from app import tables as tables_module
