@@ -37,6 +37,7 @@ test: install  ## the whole test suite (real broker, real Redis)
 test-full: install  ## the long variants: parity on every card, fault tests on 14 days
 	PARITY_CARD_SAMPLE=1 FAULT_SLICE=2018-04-01,14,1 $(BIN)/python -m pytest tests/test_parity.py tests/test_faults.py $(PYTEST_ARGS)
 	ROLLING_RESTART_RUNS=10 $(BIN)/python -m pytest -s tests/test_operations.py -k rolling_restart $(PYTEST_ARGS)
+	KILL_BOTH_RUNS=5 $(BIN)/python -m pytest -s tests/test_alert_faults.py $(PYTEST_ARGS)
 
 stack-up: install
 	$(BIN)/fraudctl stack up
