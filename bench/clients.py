@@ -122,6 +122,7 @@ def _histogram_means(before: dict, after: dict, names: tuple[str, ...]) -> dict:
 async def paced_latency(
     settings: Settings, sink_topic: str, df: pd.DataFrame, rate: float, duration_s: float,
     worker: WorkerProcess, drain_timeout_s: float = 300.0, warmup_s: float = 0.0,
+    drain_stall_s: float = 60.0,
     alerts_topic: str | None = None, histograms: tuple[str, ...] = (),
 ) -> dict:
     """Send ``df`` at ``rate`` (timestamps = send time) for ``warmup_s`` (not measured)
@@ -132,7 +133,9 @@ async def paced_latency(
     Over the measured window it also reads the share of all cores' time left idle
     (``/proc/stat``), the worker's CPU seconds (``/proc/<pid>/stat``) and, when
     ``histograms`` names some, the mean of each of the worker's histograms
-    (``/metrics`` ``_sum`` / ``_count`` deltas).
+    (``/metrics`` ``_sum`` / ``_count`` deltas). Draining ends when every measured
+    transaction has its output, after ``drain_timeout_s``, or when no output came for
+    ``drain_stall_s`` (the worker stopped).
     """
     consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False,
                                 group_id=None, auto_offset_reset="earliest")
@@ -201,9 +204,14 @@ async def paced_latency(
         for f in futures:
             await f
         drain_deadline = time.perf_counter() + drain_timeout_s
+        progress, progress_at = len(sink), time.perf_counter()
         while len(sink.keys() & sent_ms.keys()) < len(sent_ms):
             worker.check_alive()
-            if time.perf_counter() > drain_deadline:
+            now = time.perf_counter()
+            if len(sink) > progress:
+                progress, progress_at = len(sink), now
+            # a worker that stopped producing output for drain_stall_s will not finish
+            if now > drain_deadline or now - progress_at > drain_stall_s:
                 break
             await asyncio.sleep(0.25)
         if len(topics) > 1:
