@@ -6,14 +6,21 @@
   aiokafka consume-and-decode loop, (b) a Faust agent that only iterates (optionally
   (b2) one that also increments a table entry per event) and (c) the project's worker;
   events/s of each and the ratios c/a and c/b;
-* **latency**: transactions sent at a fixed rate (Kafka timestamp = send time) to a
-  worker that alerts on every one (``ALERT_THRESHOLD=0``); latency = Kafka timestamp of
-  the alert minus that of its transaction, p50/p95/p99 (nearest rank; a transaction
-  with no alert after the drain time counts as infinitely late: its percentile is
-  ``None``);
+* **latency** (steady state): transactions sent at a fixed rate (Kafka timestamp =
+  send time), first for a warm-up (not measured: histories fill, batches settle), then
+  for the measured window; latency = Kafka timestamp of the output record minus that of
+  its transaction, p50/p95/p99/max (nearest rank; a transaction with no output after
+  the drain time counts as infinitely late: its percentile is ``None``). The output is
+  the alert of a worker that alerts on every one (``ALERT_THRESHOLD=0``), or the
+  ``scored-transactions`` record at the model's own threshold, and then also the alerts
+  among those transactions. The share of both cores left idle and the worker's CPU time
+  over the measured window go with it, and the same load through a bare aiokafka relay
+  of two hops (:mod:`bench.two_hop`), the floor of the worker's path;
 * **memory**: resident memory of a worker before and after it took in the
   transactions of ``accounts`` distinct accounts, per account;
-* **scale-out**: one worker, then two in one consumer group, on the same data;
+* **scale-out**: 1, 2 and 4 workers (``scaleout_workers``) in one consumer group on
+  the same data; throughput and CPU-seconds per 1,000 transactions (summed over the
+  workers' processes), each as a ratio to one worker;
 * **profile** (optional): py-spy samples of a worker while it processes the topic.
 
 How each number is defined
@@ -55,7 +62,15 @@ from app.replay import ensure_topics
 
 from .clients import bare_aiokafka, paced_latency
 from .data import load_frame, produce_frame, send_probes, synthetic_accounts_frame
-from .procs import BARE_FAUST, PROJECT_WORKER, BenchError, Throughput, WorkerProcess, wait_for_count
+from .procs import (
+    BARE_FAUST,
+    PROJECT_WORKER,
+    TWO_HOP,
+    BenchError,
+    Throughput,
+    WorkerProcess,
+    wait_for_count,
+)
 
 __all__ = ["BenchConfig", "Harness", "PHASES", "RESULTS_DIR", "WORKER_METRICS"]
 
@@ -67,6 +82,12 @@ RESULTS_DIR = PROJECT_ROOT / "bench" / "results"
 WORKER_METRICS = ("fraud_transactions_consumed_total", "fraud_transactions_scored_total")
 FAUST_METRICS = ("bench_events_consumed_total", "bench_events_done_total")
 _READY_MARKER = "fraud_model_info"
+#: Histograms of the worker whose means over the latency window are reported.
+LATENCY_HISTOGRAMS = (
+    "fraud_processing_latency_seconds",
+    "fraud_alignment_wait_seconds",
+    "fraud_scoring_batch_duration_seconds",
+)
 
 
 @dataclass
@@ -86,14 +107,21 @@ class BenchConfig:
         Handbook-format file; default the shared file, else simulated data.
     rate : float, default=2000
         Offered rate of the latency phase, transactions/s.
-    duration_s : float, default=60
-        Length of the latency phase's offered load.
+    duration_s : float, default=120
+        Length of the latency phase's measured load, seconds.
+    warmup_s : float, default=30
+        Load offered at the same rate before the measured window (not measured), seconds.
+    ceiling_s : float, default=30
+        Measured seconds of the same load through the bare two-hop relay
+        (:mod:`bench.two_hop`, after a warm-up of ``min(warmup_s, 5)``); 0: not run.
     latency_sink : {"alerts", "scored"}, default="alerts"
         ``alerts``: the worker alerts on every transaction (``ALERT_THRESHOLD=0``) and
         latency ends at the alert; ``scored``: the model's own threshold, and latency
         ends at the transaction's record on the scored topic (``PUBLISH_SCORED=true``).
     memory_accounts : tuple of int, default=(100_000, 1_000_000)
     memory_tx_per_account : int, default=3
+    scaleout_workers : tuple of int, default=(1, 2, 4)
+        Workers of each scale-out run; the first is the reference of the ratios.
     phases : tuple of str
         Subset of :data:`PHASES`; default all but ``profile``.
     faust_table : bool, default=False
@@ -118,10 +146,13 @@ class BenchConfig:
     partitions: int = 4
     data: Path | None = None
     rate: float = 2_000.0
-    duration_s: float = 60.0
+    duration_s: float = 120.0
+    warmup_s: float = 30.0
+    ceiling_s: float = 30.0
     latency_sink: str = "alerts"
     memory_accounts: tuple[int, ...] = (100_000, 1_000_000)
     memory_tx_per_account: int = 3
+    scaleout_workers: tuple[int, ...] = (1, 2, 4)
     phases: tuple[str, ...] = ("throughput", "latency", "memory", "scaleout")
     faust_table: bool = False
     profile_seconds: float = 20.0
@@ -144,6 +175,10 @@ class BenchConfig:
             raise ValueError(f"log_level must be crit/error/warn/info/debug, got {self.log_level!r}")
         if self.latency_sink not in ("alerts", "scored"):
             raise ValueError(f"latency_sink must be 'alerts' or 'scored', got {self.latency_sink!r}")
+        if self.warmup_s < 0 or self.ceiling_s < 0:
+            raise ValueError(f"warmup_s and ceiling_s must be >= 0, got {self.warmup_s}, {self.ceiling_s}")
+        if not self.scaleout_workers or min(self.scaleout_workers) < 1:
+            raise ValueError(f"scaleout_workers must be >= 1, got {self.scaleout_workers}")
         if any(a < 1 for a in self.memory_accounts):
             raise ValueError(f"memory_accounts must be >= 1, got {self.memory_accounts}")
 
@@ -281,7 +316,7 @@ class Harness:
             c = self.config
             wanted = c.n
             if "latency" in c.phases:
-                wanted = max(wanted, int(c.rate * c.duration_s) + 1)
+                wanted = max(wanted, int(c.rate * (c.warmup_s + c.duration_s)) + 1)
             self._frame, self._source = load_frame(wanted, c.data)
         return self._frame
 
@@ -461,20 +496,45 @@ class Harness:
         c = self.config
         s = self.settings("lat")
         if c.latency_sink == "alerts":
-            extra, sink_topic = {"ALERT_THRESHOLD": "0.0"}, s.alerts_topic
+            extra, sink_topic, alerts = {"ALERT_THRESHOLD": "0.0"}, s.alerts_topic, None
         else:
-            extra, sink_topic = {"PUBLISH_SCORED": "true"}, s.scored_topic
+            extra, sink_topic, alerts = {"PUBLISH_SCORED": "true"}, s.scored_topic, s.alerts_topic
         w = self._start(s, PROJECT_WORKER, "lat-worker", **extra)
         try:
             w.wait_ready(_READY_MARKER)
             self._gate([w], s)
-            count = int(c.rate * c.duration_s)
-            df = self.frame().head(count)
-            self.say(f"offering {c.rate:,.0f} transactions/s for {c.duration_s:.0f} s")
-            out = asyncio.run(paced_latency(s, sink_topic, df, c.rate, c.duration_s, w))
+            df = self.frame().head(int(c.rate * (c.warmup_s + c.duration_s)) + 1)
+            self.say(f"offering {c.rate:,.0f} transactions/s: {c.warmup_s:.0f} s warm-up, "
+                     f"{c.duration_s:.0f} s measured")
+            out = asyncio.run(paced_latency(
+                s, sink_topic, df, c.rate, c.duration_s, w, warmup_s=c.warmup_s,
+                alerts_topic=alerts, histograms=LATENCY_HISTOGRAMS,
+            ))
             out["sink"] = c.latency_sink
         finally:
             self._stop(w)
+        if c.ceiling_s > 0:
+            out["ceiling"] = self._two_hop_ceiling()
+        return out
+
+    def _two_hop_ceiling(self) -> dict:
+        """The same rate through :mod:`bench.two_hop` (two bare aiokafka hops)."""
+        c = self.config
+        s = self.settings("hop")
+        warmup = min(c.warmup_s, 5.0)
+        relay = self._start(s, TWO_HOP, "two-hop")
+        try:
+            time.sleep(2.0)  # connected and assigned; a later start only delays the warm-up
+            relay.check_alive()
+            df = self.frame().head(int(c.rate * (warmup + c.ceiling_s)) + 1)
+            self.say(f"two-hop relay at {c.rate:,.0f}/s: {warmup:.0f} s warm-up, "
+                     f"{c.ceiling_s:.0f} s measured")
+            out = asyncio.run(paced_latency(
+                s, s.scored_topic, df, c.rate, c.ceiling_s, relay, warmup_s=warmup
+            ))
+        finally:
+            self._stop(relay)
+        out["what"] = "bare aiokafka relay, two hops (bench/two_hop.py)"
         return out
 
     def _phase_memory(self) -> dict:
@@ -517,8 +577,8 @@ class Harness:
     def _phase_scaleout(self) -> dict:
         c = self.config
         df = self.frame().head(c.n)
-        out: dict = {"n": len(df)}
-        for k, name in ((1, "one"), (2, "two")):
+        runs = []
+        for k in c.scaleout_workers:
             s = self.settings(f"scale{k}")
             workers = [self._start(s, PROJECT_WORKER, f"scale{k}-worker{i}") for i in range(k)]
             try:
@@ -529,8 +589,16 @@ class Harness:
                 produced, t = self._produce_and_count(df, s, workers, c.poll_interval_s)
             finally:
                 self._stop(*workers)
-            out[name] = _throughput_dict(t) | {"produce": produced}
-        out["ratio"] = round(
-            out["two"]["events_per_second"] / out["one"]["events_per_second"], 4
-        )
-        return out
+            run = {"workers": k} | _throughput_dict(t) | {"produce": produced}
+            run["cpu_seconds_per_1000"] = round(1000 * t.cpu_seconds / len(df), 4)
+            runs.append(run)
+        ref = runs[0]
+        ratios = {}
+        for run in runs[1:]:
+            ratios[f"{run['workers']}_vs_{ref['workers']}"] = {
+                "throughput": round(run["events_per_second"] / ref["events_per_second"], 4),
+                "cpu_seconds_per_1000": round(
+                    run["cpu_seconds_per_1000"] / ref["cpu_seconds_per_1000"], 4
+                ),
+            }
+        return {"n": len(df), "runs": runs, "ratios": ratios}

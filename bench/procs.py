@@ -30,15 +30,20 @@ __all__ = [
     "free_port",
     "rss_bytes",
     "cpu_seconds",
+    "system_cpu_ticks",
+    "idle_share",
     "wait_for_count",
     "PROJECT_WORKER",
     "BARE_FAUST",
+    "TWO_HOP",
 ]
 
 #: Command of the project's worker (after ``python``; the harness appends ``-l LEVEL``).
 PROJECT_WORKER = ("-m", "app", "worker")
 #: Command of the reference Faust app (after ``python``; the harness appends ``-l LEVEL``).
 BARE_FAUST = ("-m", "bench.bare_faust", "worker")
+#: Command of the bare two-hop relay of the latency phase (:mod:`bench.two_hop`).
+TWO_HOP = ("-m", "bench.two_hop")
 
 
 class BenchError(FraudError):
@@ -56,6 +61,28 @@ def cpu_seconds(pid: int) -> float:
     """CPU time (user + system) that process ``pid`` has used so far, in seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def system_cpu_ticks() -> tuple[int, int]:
+    """(idle, total) clock ticks of all cores so far, from the ``cpu`` line of ``/proc/stat``.
+
+    Idle counts ``idle`` and ``iowait``; total every field up to ``steal`` (guest time is
+    already in ``user``).
+    """
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return fields[3] + fields[4], sum(fields)
+
+
+def idle_share(before: tuple[int, int], after: tuple[int, int]) -> float | None:
+    """Share of the CPU time of all cores left idle between two :func:`system_cpu_ticks`.
+
+    >>> idle_share((100, 400), (150, 600))
+    0.25
+    >>> idle_share((1, 2), (1, 2)) is None
+    True
+    """
+    total = after[1] - before[1]
+    return round((after[0] - before[0]) / total, 4) if total > 0 else None
 
 
 def rss_bytes(pid: int) -> int:

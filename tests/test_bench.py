@@ -66,7 +66,8 @@ def test_bench_smoke_run_has_every_result_and_the_right_counts(broker, redis_url
     result = CliRunner().invoke(
         cli,
         [
-            "bench", "--n", str(N), "--rate", "100", "--duration", "2",
+            "bench", "--n", str(N), "--rate", "100", "--warmup", "1", "--duration", "2",
+            "--latency-sink", "scored", "--ceiling-seconds", "2", "--scaleout-workers", "1,2",
             "--memory-accounts", str(ACCOUNTS), "--tx-per-account", "2",
             "--phases", "throughput,latency,memory,scaleout", "--faust-table",
             "--broker", broker.bootstrap, "--redis-url", redis_url,
@@ -92,9 +93,16 @@ def test_bench_smoke_run_has_every_result_and_the_right_counts(broker, redis_url
     assert tp["worker"]["cpu_seconds"] > 0 and tp["bare_faust"]["events_per_cpu_second"] > 0
 
     lat = r["latency"]
-    assert lat["sent"] > 0
+    assert lat["sent"] > 0 and lat["warmup_sent"] > 0 and lat["sink"] == "scored"
     assert lat["alerts_matched"] == lat["sent"] and lat["missing"] == 0
     assert lat["p50_ms"] <= lat["p95_ms"] <= lat["p99_ms"] <= lat["max_ms"]
+    # the alerts among the measured transactions (the model's threshold: maybe none)
+    assert 0 <= lat["alert"]["alerts"] <= lat["sent"]
+    assert 0.0 <= lat["cpu"]["idle_share"] <= 1.0 and lat["cpu"]["worker_cpu_seconds"] > 0
+    hist = lat["worker_histograms"]["fraud_processing_latency_seconds"]
+    assert hist["count"] >= lat["sent"]
+    hop = lat["ceiling"]
+    assert hop["sent"] > 0 and hop["alerts_matched"] == hop["sent"] and hop["missing"] == 0
 
     (mem,) = r["memory"]["runs"]
     assert mem["accounts"] == ACCOUNTS and mem["transactions"] == 2 * ACCOUNTS
@@ -104,9 +112,12 @@ def test_bench_smoke_run_has_every_result_and_the_right_counts(broker, redis_url
     assert mem["state_gauges"]["fraud_table_accounts"] >= ACCOUNTS
 
     sc = r["scaleout"]
-    assert sc["one"]["events"] == N and len(sc["one"]["per_worker"]) == 1
-    assert len(sc["two"]["per_worker"]) == 2 and sum(sc["two"]["per_worker"]) >= N
-    assert sc["ratio"] > 0
+    one, two = sc["runs"]
+    assert one["workers"] == 1 and one["events"] == N and len(one["per_worker"]) == 1
+    assert two["workers"] == 2 and len(two["per_worker"]) == 2 and sum(two["per_worker"]) >= N
+    assert one["cpu_seconds_per_1000"] > 0 and two["cpu_seconds_per_1000"] > 0
+    assert set(sc["ratios"]) == {"2_vs_1"}
+    assert sc["ratios"]["2_vs_1"]["cpu_seconds_per_1000"] > 0
     for phase in ("throughput", "latency", "memory", "scaleout"):
         assert "error" not in r[phase], r[phase]
 

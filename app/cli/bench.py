@@ -65,6 +65,11 @@ def _rate(x) -> str:
     return "-" if x is None else f"{x:,.0f}/s"
 
 
+def _ms(r: dict) -> str:
+    return " / ".join("never" if r.get(k) is None else f"{r[k]:,.0f}"
+                      for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms")) + " ms"
+
+
 def results_table(results: dict) -> Table:
     """The headline numbers of a harness run, one row each."""
     t = Table(title=f"fraudctl bench {results.get('tag', '')}")
@@ -100,13 +105,21 @@ def results_table(results: dict) -> Table:
     lat = results.get("latency")
     if lat and "error" not in lat:
         if lat.get("sent"):
-            ms = " / ".join("never" if lat.get(k) is None else f"{lat[k]:,.0f}"
-                            for k in ("p50_ms", "p95_ms", "p99_ms"))
-            t.add_row("latency p50 / p95 / p99", f"{ms} ms",
-                      f"{lat['achieved_rate']:,.0f}/s offered for {lat['offered_seconds']:.0f} s, "
+            cpu = lat.get("cpu") or {}
+            t.add_row("latency p50 / p95 / p99 / max", _ms(lat),
+                      f"{lat['achieved_rate']:,.0f}/s for {lat['offered_seconds']:.0f} s after "
+                      f"{lat.get('warmup_seconds', 0):.0f} s warm-up, "
                       f"{lat['alerts_matched']:,} {lat.get('sink', 'alerts')} records, "
-                      f"{lat['missing']:,} missing; "
-                      "target p99 <= 50 ms")
+                      f"{lat['missing']:,} missing; CPU idle {cpu.get('idle_share', 0):.0%}, "
+                      f"worker {cpu.get('worker_cpu_seconds', 0):.1f} CPU-s; target p99 <= 50 ms")
+            alert = lat.get("alert")
+            if alert:
+                t.add_row("  to the alert", _ms(alert), f"{alert['alerts']:,} alerts")
+            ceiling = lat.get("ceiling")
+            if ceiling and ceiling.get("sent"):
+                t.add_row("  two bare aiokafka hops", _ms(ceiling),
+                          f"{ceiling['achieved_rate']:,.0f}/s for {ceiling['offered_seconds']:.0f} s, "
+                          f"{ceiling['missing']:,} missing")
         else:
             t.add_row("latency", "no alert", f"{lat['sent']:,} sent")
     for phase in PHASE_NAMES:
@@ -120,11 +133,14 @@ def results_table(results: dict) -> Table:
                   f"{row['rss_after_bytes'] / 2**20:.0f} MiB; target <= 2 KB at ~100 tx/account")
     sc = results.get("scaleout")
     if sc and "error" not in sc:
-        t.add_row("1 worker", _rate(sc["one"]["events_per_second"]),
-                  f"{sc['n']:,} transactions, {sc['one']['cpu_seconds']:.1f} CPU-s")
-        t.add_row("2 workers", _rate(sc["two"]["events_per_second"]),
-                  f"per worker {sc['two']['per_worker']}, {sc['two']['cpu_seconds']:.1f} CPU-s")
-        t.add_row("2 / 1", f"{sc['ratio']:.2f}x", "target >= 1.6x")
+        for run in sc["runs"]:
+            t.add_row(f"{run['workers']} worker(s)", _rate(run["events_per_second"]),
+                      f"{sc['n']:,} transactions, per worker {run['per_worker']}, "
+                      f"{run['cpu_seconds_per_1000']:.2f} CPU-s per 1,000")
+        for name, r in sc["ratios"].items():
+            t.add_row(name.replace("_", " "), f"{r['throughput']:.2f}x",
+                      f"CPU-s per 1,000 x{r['cpu_seconds_per_1000']:.2f}; "
+                      "targets >= 1.6x (2 vs 1), CPU within 10 %")
     return t
 
 
@@ -132,7 +148,18 @@ def results_table(results: dict) -> Table:
 def bench(
     n: int = typer.Option(200_000, "--n", min=1, help="Transactions of the throughput topic."),
     rate: float = typer.Option(2_000.0, min=1.0, help="Latency phase: offered transactions/s."),
-    duration: float = typer.Option(60.0, min=1.0, help="Latency phase: seconds of offered load."),
+    duration: float = typer.Option(120.0, min=1.0, help="Latency phase: measured seconds of load."),
+    warmup: float = typer.Option(
+        30.0, min=0.0, help="Latency phase: seconds of load before the measured window."
+    ),
+    ceiling_seconds: float = typer.Option(
+        30.0, min=0.0,
+        help="Latency phase: measured seconds of the same rate through two bare aiokafka "
+        "hops (the floor); 0: not run.",
+    ),
+    scaleout_workers: str = typer.Option(
+        "1,2,4", help="Scale-out phase: comma-separated numbers of workers (first: reference)."
+    ),
     latency_sink: str = typer.Option(
         "alerts",
         help="Latency phase: 'alerts' (ALERT_THRESHOLD=0, every transaction alerts) or "
@@ -170,8 +197,9 @@ def bench(
     ),
     results_dir: Optional[Path] = typer.Option(None, help="Default: bench/results/."),
 ) -> None:
-    """Measure throughput (bare aiokafka, bare Faust, the worker), latency at a fixed rate,
-    memory per account and scale-out; print a table and write bench/results/<time>.json."""
+    """Measure throughput (bare aiokafka, bare Faust, the worker), latency at a steady rate
+    (and through two bare hops), memory per account and scale-out (throughput and CPU per
+    transaction); print a table and write bench/results/<time>.json."""
     from ..stack import redact_url
 
     harness = _harness()
@@ -186,7 +214,9 @@ def bench(
     try:  # every option checked before anything is started
         config = harness.BenchConfig(
             broker_url=broker_url, redis_url=redis_url, n=n, partitions=partitions, data=data,
-            rate=rate, duration_s=duration, latency_sink=latency_sink,
+            rate=rate, duration_s=duration, warmup_s=warmup, ceiling_s=ceiling_seconds,
+            latency_sink=latency_sink,
+            scaleout_workers=_ints(scaleout_workers, "--scaleout-workers"),
             memory_accounts=_ints(memory_accounts, "--memory-accounts"),
             memory_tx_per_account=tx_per_account, phases=chosen, faust_table=faust_table,
             profile_seconds=profile_seconds, poll_interval_s=poll_interval, log_level=log_level,
