@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import time
 
 import orjson
 import pytest
@@ -235,7 +236,20 @@ async def _produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]
 def test_worker_survives_generated_payloads(broker, redis_url, tmp_path):
     payloads = _generate(EXAMPLES)
     assert len(payloads) >= EXAMPLES
-    verdicts = [_verdict(p) for p in payloads]
+    # a worker also dead-letters a decodable transaction timed after its arrival by more
+    # than the allowed clock skew (produced now: the generated times reach 2100)
+    from app.config import Settings
+
+    skew_limit_ms = int(time.time() * 1000) + int(Settings().max_clock_skew_seconds * 1000)
+    decoded = [_verdict(p) for p in payloads]
+    future = [isinstance(v, Transaction) and v.event_time_ms > skew_limit_ms for v in decoded]
+    # one of another account is first re-keyed (produced again under its account id), so
+    # its dead letter names the re-keyed record's offset, not the payload's
+    rekeyed_future = sum(f and v.account_id != "acc-h" for f, v in zip(future, decoded))
+    verdicts = [
+        ("future_timestamp" if v.account_id == "acc-h" else "rekeyed") if f else v
+        for f, v in zip(future, decoded)
+    ]
     records: list[tuple[bytes, bytes]] = []
     for i, raw in enumerate(payloads):
         records.append((b"acc-h", _valid(i)))
@@ -264,9 +278,12 @@ def test_worker_survives_generated_payloads(broker, redis_url, tmp_path):
     # every rejected payload, in order, with the decoder's reason and its bytes
     by_offset = {d.offset: d for d in dead}
     assert len(by_offset) == len(dead) == len(rejected)
-    expected = [(2 * i + 1, v) for i, v in enumerate(verdicts) if isinstance(v, str)]
+    expected = [(2 * i + 1, v) for i, v in enumerate(verdicts) if isinstance(v, str) and v != "rekeyed"]
     assert [(o, by_offset[o].reason) for o, _ in expected] == expected
-    for (o, _), raw in zip(expected, [p for p, v in zip(payloads, verdicts) if isinstance(v, str)]):
+    assert sum(d.reason == "future_timestamp" for d in dead) == sum(future)
+    assert len(dead) == len(expected) + rekeyed_future
+    in_place = [p for p, v in zip(payloads, verdicts) if isinstance(v, str) and v != "rekeyed"]
+    for (o, _), raw in zip(expected, in_place):
         d = by_offset[o]
         assert d.raw_size_bytes == len(raw)
         assert d.raw_value == raw[: 2 * 2**20]
