@@ -6,7 +6,6 @@ A real worker, the real broker and a Redis of the test's own that requires a pas
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import subprocess
 import sys
@@ -109,11 +108,11 @@ def test_worker_keeps_secrets_out_of_logs_and_endpoints(broker, password_redis, 
     worker = Worker(env, tmp_path / "worker.log").start()
     try:
         worker.wait_ready()
-        from .test_bad_input import _produce
+        from .worker_utils import produce
 
         tx = Transaction(transaction_id="t-sec", account_id="acc-s", terminal_id="m-1",
                          amount_minor=100, currency="EUR", event_time_ms=1_530_662_400_000)
-        asyncio.run(_produce(broker.bootstrap, env["TRANSACTIONS_TOPIC"], [(b"acc-s", encode(tx))]))
+        produce(broker.bootstrap, env["TRANSACTIONS_TOPIC"], [(b"acc-s", encode(tx))])
         worker.wait_metric("fraud_transactions_scored_total", 1, timeout=60)
         bodies = {}
         for path in ("/", "/metrics", "/router/", "/router/topics", "/router/account_states/"):
