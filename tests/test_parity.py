@@ -24,11 +24,9 @@ from __future__ import annotations
 import asyncio
 import os
 
-import numpy as np
 import pytest
 
 from app.config import Settings
-from app.events import ScoredTransaction
 from app.features import FEATURE_NAMES
 from app.features.labels import InvestigationPolicy
 from app.features.offline import features_frame
