@@ -1,4 +1,4 @@
-"""``fraudctl bench``: the performance harness (issue 7) on a running local stack.
+"""``fraudctl bench``: the performance harness on a running local stack.
 
 The measurements live in ``bench/`` at the top of the checkout (:mod:`bench.harness`);
 this command parses the options, runs them, prints a table and writes the results as

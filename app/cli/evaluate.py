@@ -1,4 +1,4 @@
-"""``fraudctl evaluate``: a model's figures on a handbook-style split (issue 3).
+"""``fraudctl evaluate``: a model's figures on a handbook-style split.
 
 Three ways to get scores for the test window, all evaluated by the same code
 (:func:`app.scoring.evaluate.evaluate_scores`, the handbook's chapter 4):
