@@ -226,8 +226,12 @@ async def _accounts_batch(events) -> None:
         )
         m.transactions_rekeyed.inc()
     partitions, by_terminal = list(range(s.topic_partitions)), by_terminal_topic.get_topic_name()
-    for q, raw in forward_records(batch.enriched, lambda t: _scoring_partition(t, partitions)):
-        pending.append(await _produce(by_terminal, raw, partition=q))
+    # the micro-batches, then the watermarks that follow them, in one record batch per
+    # scoring partition (one future each; the order within a partition is kept)
+    to_scoring = [
+        (None, raw, q, headers_with(new_traceparent()))
+        for q, raw in forward_records(batch.enriched, lambda t: _scoring_partition(t, partitions))
+    ]
     m.duplicate_transactions.inc(batch.duplicates)
     m.late_transactions.inc(batch.late)
     m.out_of_order_transactions.inc(batch.out_of_order)
@@ -240,7 +244,8 @@ async def _accounts_batch(events) -> None:
     for p, next_offset in batch.next_offsets.items():
         latest, _, _ = _stage1_progress.get(p, (0, 0, now))
         _stage1_progress[p] = (max(latest, batch.event_times.get(p, 0)), next_offset, now)
-        pending += await _send_watermark(p)
+        to_scoring += _watermark_records(p)
+    pending += await _produce_many(by_terminal, to_scoring)
     for fut in pending:
         await fut
     m.accounts.set(len(account_states))
@@ -267,14 +272,14 @@ def _caught_up(tp: TP, next_offset: int | None) -> bool:
     return (next_offset or 0) >= highwater
 
 
-async def _send_watermark(partition: int) -> list:
-    """Tell every scoring-stage partition how far ``partition`` has come."""
+def _watermark_records(partition: int) -> list[tuple]:
+    """The records that tell every scoring-stage partition how far ``partition`` has
+    come, as ``(key, value, partition, headers)`` for :func:`_produce_many`."""
     latest, next_offset, _ = _stage1_progress.get(partition, (0, None, 0.0))
     tp = TP(transactions_topic.get_topic_name(), partition)
     wm = Watermark(partition, latest, _caught_up(tp, next_offset)).to_bytes()
     n = get_runtime().settings.topic_partitions
-    name = by_terminal_topic.get_topic_name()
-    return [await _produce(name, wm, partition=q) for q in range(n)]
+    return [(None, wm, q, headers_with(new_traceparent())) for q in range(n)]
 
 
 @app.agent(transactions_topic, name="featurize_accounts")
@@ -292,7 +297,7 @@ async def report_idle_partitions() -> None:
     s = get_runtime().settings
     topic = transactions_topic.get_topic_name()
     now = time.monotonic()
-    pending: list = []
+    records: list = []
     for tp in app.consumer.assignment():
         if tp.topic != topic:
             continue
@@ -306,8 +311,8 @@ async def report_idle_partitions() -> None:
                 continue
             latest = _stage1_progress.get(tp.partition, (0, 0, 0.0))[0]
             _stage1_progress[tp.partition] = (latest, next_offset, 0.0)
-        pending += await _send_watermark(tp.partition)
-    for fut in pending:
+        records += _watermark_records(tp.partition)
+    for fut in await _produce_many(by_terminal_topic.get_topic_name(), records):
         await fut
 
 

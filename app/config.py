@@ -130,12 +130,15 @@ class Settings(BaseSettings):
         ),
     )
     producer_max_batch_size: int = Field(
-        16384,
+        1_000_000,
         ge=1,
         description=(
-            "PRODUCER_MAX_BATCH_SIZE: largest producer record batch, in bytes (Kafka's "
-            "default). 1 (one record per batch) was the earlier Tansu workaround; table "
-            "recovery now probes the true end offsets instead (FIX_END_OFFSETS)."
+            "PRODUCER_MAX_BATCH_SIZE: largest producer record batch, in bytes (under "
+            "Kafka's default message.max.bytes, 1 MiB). The producer has one request in "
+            "flight per broker, and the records a scoring batch publishes to a partition "
+            "that do not fit one batch wait a broker round trip per further batch "
+            "(Kafka's default 16,384 bytes held a batch of 300 scored records 80 to "
+            "490 ms). Table recovery probes the true end offsets (FIX_END_OFFSETS)."
         ),
     )
     producer_linger_seconds: float = Field(
@@ -200,6 +203,19 @@ class Settings(BaseSettings):
             "worker that fell behind never caught up; 0.1 s returned some partitions, "
             "0.2 s full fetches. An idle consumer receives a new record 8 ms (p50) after "
             "it is written at 0.02 s, 22 ms at 0.2 s, 148 ms at 0.5 s."
+        ),
+    )
+
+    broker_fetch_caught_up_wait_seconds: float = Field(
+        0.02,
+        gt=0,
+        le=1.5,
+        description=(
+            "BROKER_FETCH_CAUGHT_UP_WAIT_SECONDS: the fetch wait of the worker's consumer "
+            "while every partition it fetches is at its end (live traffic), at most "
+            "BROKER_FETCH_MAX_WAIT_SECONDS, which applies while a partition lags. Tansu "
+            "holds a fetch that found nothing for its whole wait, so this wait is added "
+            "to a record written just after such a fetch, at each of the two hops."
         ),
     )
 

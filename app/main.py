@@ -59,7 +59,10 @@ def create_app() -> faust.App:
     # the stream's source topics have contiguous offsets: a skipped range is fetched
     # again (app/streaming.py)
     guard_offset_gaps((s.transactions_topic, s.labels_topic, s.by_terminal_topic))
-    set_fetch_max_wait(s.broker_fetch_max_wait_seconds)
+    set_fetch_max_wait(
+        s.broker_fetch_max_wait_seconds,
+        min(s.broker_fetch_caught_up_wait_seconds, s.broker_fetch_max_wait_seconds),
+    )
     try:  # Faust creates the app's own folder (DATA_DIR/<app id>), not its parents
         s.data_dir.mkdir(parents=True, exist_ok=True)
     except OSError:

@@ -5,12 +5,19 @@ Run as ``python -m bench.bare_faust worker -l warn`` with the worker's environme
 :class:`app.config.Settings` the project's worker reads). The consumer, producer and
 group settings are those of :func:`app.main.create_app`, so the only difference from the
 project's worker is the work done per event. With ``BENCH_FAUST_TABLE=1`` the agent also
-increments one table entry per event (each increment is a changelog record), the
-other reference point of issue 7.
+increments one table entry per event (each increment is a changelog record).
+
+With ``BENCH_FAUST_RELAY=1`` it is instead the Faust floor of the worker's latency: one
+agent forwards every transaction to ``<APP_ID>-hop`` (keyed as it came), a second one
+forwards every record of that topic to ``SCORED_TOPIC`` wrapped as
+``{"transaction": <value>}`` (so the latency phase matches it to its transaction): the
+two consumer hops every transaction takes in the worker, through Faust's streams and
+producer, with the worker's fetch waits (:func:`app.streaming.set_fetch_max_wait`),
+and nothing else. Its ``bench_events_done_total`` counts the second hop.
 
 ``GET /metrics`` serves two Prometheus counters: ``bench_events_consumed_total`` and
-``bench_events_done_total`` (the same number: each event is consumed and done at once),
-so the harness reads this app exactly as it reads the project's worker.
+``bench_events_done_total`` (the same number but for the relay: each event is consumed
+and done at once), so the harness reads this app exactly as it reads the project's worker.
 """
 
 from __future__ import annotations
@@ -20,11 +27,18 @@ import os
 import faust
 
 from app.config import get_settings
+from app.streaming import set_fetch_max_wait
 
-__all__ = ["app", "iterate", "COUNTERS"]
+__all__ = ["app", "iterate", "COUNTERS", "DONE"]
 
 _s = get_settings()
 _TABLE = os.environ.get("BENCH_FAUST_TABLE", "0") == "1"
+_RELAY = os.environ.get("BENCH_FAUST_RELAY", "0") == "1"
+if _RELAY:  # the worker's consumer fetch waits (app.main.create_app)
+    set_fetch_max_wait(
+        _s.broker_fetch_max_wait_seconds,
+        min(_s.broker_fetch_caught_up_wait_seconds, _s.broker_fetch_max_wait_seconds),
+    )
 
 app = faust.App(
     _s.app_id,
@@ -37,6 +51,7 @@ app = faust.App(
     topic_allow_declare=True,
     consumer_auto_offset_reset="earliest",
     producer_max_batch_size=_s.producer_max_batch_size,
+    producer_linger=_s.producer_linger_seconds,
     producer_acks=-1,
     broker_session_timeout=_s.broker_session_timeout_seconds,
     broker_heartbeat_interval=_s.broker_heartbeat_interval_seconds,
@@ -66,9 +81,10 @@ counts = (
 
 #: Events seen by this process (a list so the agent can update it in place).
 COUNTERS = [0]
+#: With ``BENCH_FAUST_RELAY=1``: records forwarded by the second hop.
+DONE = [0]
 
 
-@app.agent(transactions_topic, name="iterate")
 async def iterate(stream):
     """Count the events; with ``BENCH_FAUST_TABLE=1`` also ``counts[key] += 1``."""
     if _TABLE:
@@ -80,15 +96,39 @@ async def iterate(stream):
             COUNTERS[0] += 1
 
 
+if _RELAY:
+    hop_topic = app.topic(
+        f"{_s.app_id}-hop", key_type=bytes, value_type=bytes,
+        partitions=_s.topic_partitions, internal=True,
+    )
+    scored_topic = app.topic(_s.scored_topic, key_type=bytes, value_type=bytes, internal=True)
+
+    @app.agent(transactions_topic, name="hop1")
+    async def hop1(stream):
+        """Hop 1: every transaction to the internal topic."""
+        async for key, value in stream.items():
+            COUNTERS[0] += 1
+            await hop_topic.send(key=key, value=value)
+
+    @app.agent(hop_topic, name="hop2")
+    async def hop2(stream):
+        """Hop 2: every record of the internal topic to the output topic."""
+        async for key, value in stream.items():
+            await scored_topic.send(key=key, value=b'{"transaction":' + value + b"}")
+            DONE[0] += 1
+else:
+    app.agent(transactions_topic, name="iterate")(iterate)
+
+
 @app.page("/metrics")
 async def metrics_view(web, request):
     """The event counters in the Prometheus text format."""
-    n = COUNTERS[0]
+    n, done = COUNTERS[0], (DONE[0] if _RELAY else COUNTERS[0])
     text = (
         "# TYPE bench_events_consumed_total counter\n"
         f"bench_events_consumed_total {n}\n"
         "# TYPE bench_events_done_total counter\n"
-        f"bench_events_done_total {n}\n"
+        f"bench_events_done_total {done}\n"
     )
     return web.text(text)
 

@@ -1,11 +1,13 @@
-"""The measurements of issue 7, run side by side on one broker.
+"""The performance measurements of the service, run side by side on one broker.
 
 :class:`Harness` ``.run()`` produces transactions to fresh topics and measures:
 
 * **throughput**: from the beginning of one topic of ``n`` transactions, (a) a bare
   aiokafka consume-and-decode loop, (b) a Faust agent that only iterates (optionally
   (b2) one that also increments a table entry per event) and (c) the project's worker;
-  events/s of each and the ratios c/a and c/b;
+  events/s of each and the ratios c/a and c/b; and (p) the worker's pipeline functions
+  on the same transactions in the harness's own process (:mod:`bench.pure_work`, CPU
+  time per transaction), which bounds c/b for any Faust worker doing that work;
 * **latency** (steady state): transactions sent at a fixed rate (Kafka timestamp =
   send time), first for a warm-up (not measured: histories fill, batches settle), then
   for the measured window; latency = Kafka timestamp of the output record minus that of
@@ -15,7 +17,9 @@
   ``scored-transactions`` record at the model's own threshold, and then also the alerts
   among those transactions. The share of both cores left idle and the worker's CPU time
   over the measured window go with it, and the same load through a bare aiokafka relay
-  of two hops (:mod:`bench.two_hop`), the floor of the worker's path;
+  of two hops (:mod:`bench.two_hop`) and through two bare Faust agents
+  (:mod:`bench.bare_faust` with ``BENCH_FAUST_RELAY=1``), the floors of the worker's
+  path;
 * **memory**: resident memory of a worker before and after it took in the
   transactions of ``accounts`` distinct accounts, per account;
 * **scale-out**: 1, 2 and 4 workers (``scaleout_workers``) in one consumer group on
@@ -71,6 +75,7 @@ from .procs import (
     WorkerProcess,
     wait_for_count,
 )
+from .pure_work import pure_work
 
 __all__ = ["BenchConfig", "Harness", "PHASES", "RESULTS_DIR", "WORKER_METRICS"]
 
@@ -350,10 +355,12 @@ class Harness:
             raise outcome["error"]
         return outcome.get("produced", {}), t
 
-    def _gate(self, workers: list[WorkerProcess], settings: Settings, timeout_s: float = 180.0):
+    def _gate(self, workers: list[WorkerProcess], settings: Settings, timeout_s: float = 180.0,
+              metrics: tuple[str, str] = WORKER_METRICS):
         """Send probes to every partition until each worker consumed some and all probes
-        are scored: the workers have joined, been assigned partitions and caught up."""
-        consumed_name, done_name = WORKER_METRICS
+        are scored (``metrics``: the consumed and done counters): the workers have
+        joined, been assigned partitions and caught up."""
+        consumed_name, done_name = metrics
         event_ms = int(self.frame()["TX_DATETIME"].iloc[0].value // 1_000_000)
         deadline = time.monotonic() + timeout_s
         sent_here = 0
@@ -449,10 +456,15 @@ class Harness:
                 out[name]["rss_bytes"] = w.rss_bytes()
             finally:
                 self._stop(w)
+        self.say("(p) pure work: the worker's pipeline functions in this process")
+        out["pure_work"] = pure_work(df, s)
         a = out["bare_aiokafka"]["events_per_second"]
         b = out["bare_faust"]["events_per_second"]
         worker = out["worker"]["events_per_second"]
         out["ratios"] = {"c_over_a": round(worker / a, 4), "c_over_b": round(worker / b, 4)}
+        # a Faust worker that does (p) spends at least 1/b + p seconds per transaction
+        pure = out["pure_work"]["runs"][0]["us_per_transaction"] / 1e6
+        out["ratios"]["c_over_b_ceiling"] = round((1 / b) / (1 / b + pure), 4)
         cpu_b, cpu_c = (out[k].get("events_per_cpu_second") for k in ("bare_faust", "worker"))
         if cpu_b and cpu_c:
             out["ratios"]["c_over_b_per_cpu_second"] = round(cpu_c / cpu_b, 4)
@@ -515,6 +527,27 @@ class Harness:
             self._stop(w)
         if c.ceiling_s > 0:
             out["ceiling"] = self._two_hop_ceiling()
+            out["faust_ceiling"] = self._faust_two_hop_ceiling()
+        return out
+
+    def _faust_two_hop_ceiling(self) -> dict:
+        """The same rate through two bare Faust agents (``bench.bare_faust`` with
+        ``BENCH_FAUST_RELAY=1``): the Faust floor of the worker's path."""
+        c = self.config
+        s = self.settings("fhop")
+        warmup = min(c.warmup_s, 5.0)
+        relay = self._start(s, BARE_FAUST, "faust-two-hop", BENCH_FAUST_RELAY="1")
+        try:
+            self._gate([relay], s, metrics=FAUST_METRICS)  # joined, assigned, caught up
+            df = self.frame().head(int(c.rate * (warmup + c.ceiling_s)) + 1)
+            self.say(f"Faust two-agent relay at {c.rate:,.0f}/s: {warmup:.0f} s warm-up, "
+                     f"{c.ceiling_s:.0f} s measured")
+            out = asyncio.run(paced_latency(
+                s, s.scored_topic, df, c.rate, c.ceiling_s, relay, warmup_s=warmup
+            ))
+        finally:
+            self._stop(relay)
+        out["what"] = "bare Faust relay, two agents (bench/bare_faust.py, BENCH_FAUST_RELAY=1)"
         return out
 
     def _two_hop_ceiling(self) -> dict:

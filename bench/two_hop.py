@@ -5,13 +5,15 @@ produces each record to ``<APP_ID>-hop`` (hop 1, like the worker's first stage),
 that topic and produces each record to ``SCORED_TOPIC`` (hop 2, like the scoring
 stage), wrapped as ``{"transaction": <value>}`` so the latency phase's reader matches
 it to its transaction. Both hops use the worker's client settings
-(``BROKER_FETCH_MAX_WAIT_SECONDS``, ``PRODUCER_LINGER_SECONDS``) in one process and one
+(``BROKER_FETCH_MAX_WAIT_SECONDS`` and ``BROKER_FETCH_CAUGHT_UP_WAIT_SECONDS``,
+``PRODUCER_LINGER_SECONDS``) in one process and one
 event loop, as the worker does. It does only the part of the worker's path no design
 can avoid; the latency phase measures it at the same rate, in the same run, as the
 ceiling the worker's latency is compared with. It runs until SIGTERM.
 
 Settings read: KAFKA_BROKER_URL, APP_ID, TRANSACTIONS_TOPIC, SCORED_TOPIC,
-TOPIC_PARTITIONS, BROKER_FETCH_MAX_WAIT_SECONDS, PRODUCER_LINGER_SECONDS.
+TOPIC_PARTITIONS, BROKER_FETCH_MAX_WAIT_SECONDS, BROKER_FETCH_CAUGHT_UP_WAIT_SECONDS,
+PRODUCER_LINGER_SECONDS.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from app.config import Settings
 from app.offsets import client_options
 from app.replay import ensure_topics
+from app.streaming import adapt_fetch_wait
 
 __all__ = ["relay", "hop_topic"]
 
@@ -37,8 +40,10 @@ async def _hop(settings: Settings, src: str, dst: str, wrap: bool, stop: asyncio
     consumer = AIOKafkaConsumer(
         **client_options(settings), group_id=None, enable_auto_commit=False,
         auto_offset_reset="earliest",
-        fetch_max_wait_ms=max(1, int(settings.broker_fetch_max_wait_seconds * 1000)),
     )
+    wait_ms = max(1, int(settings.broker_fetch_max_wait_seconds * 1000))
+    caught_up_ms = max(1, int(settings.broker_fetch_caught_up_wait_seconds * 1000))
+    adapt_fetch_wait(consumer, wait_ms, min(caught_up_ms, wait_ms))  # as the worker's
     producer = AIOKafkaProducer(
         **client_options(settings), acks="all",
         linger_ms=int(settings.producer_linger_seconds * 1000),

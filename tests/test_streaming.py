@@ -109,14 +109,87 @@ def test_the_worker_consumer_gets_the_configured_fetch_wait(monkeypatch):
 
     from app.streaming import set_fetch_max_wait
 
+    class _Client:
+        pass
+
     class _Built:
         _fetch_max_wait_ms = 1500
+
+        def __init__(self) -> None:
+            self._client = _Client()
 
     monkeypatch.setattr(AIOKafkaConsumerThread, "_create_worker_consumer",
                         lambda self, transport: _Built())
     set_fetch_max_wait(0.02)
-    assert AIOKafkaConsumerThread._create_worker_consumer(None, None)._fetch_max_wait_ms == 20
-    set_fetch_max_wait(0.5)  # again: wraps Faust's method, not the previous wrapper
-    assert AIOKafkaConsumerThread._create_worker_consumer(None, None)._fetch_max_wait_ms == 500
+    built = AIOKafkaConsumerThread._create_worker_consumer(None, None)
+    assert built._fetch_max_wait_ms == 20
+    assert built._client._fetch_waits_ms == (20, 20)  # one fixed wait
+    set_fetch_max_wait(0.5, 0.01)  # again: wraps Faust's method, not the previous wrapper
+    built = AIOKafkaConsumerThread._create_worker_consumer(None, None)
+    assert built._fetch_max_wait_ms == 500
+    assert built._client._fetch_waits_ms == (500, 10)  # lagging, caught up
     with pytest.raises(ValueError, match="expected in"):
         set_fetch_max_wait(2.0)
+    with pytest.raises(ValueError, match="caught_up_seconds"):
+        set_fetch_max_wait(0.2, 0.5)  # the caught-up wait is the shorter one
+
+
+def test_fetch_wait_is_short_only_while_caught_up(broker, make_topic):
+    """On a real broker (Tansu): an aiokafka consumer marked as the worker's builds its
+    fetch requests with the long wait until it has fetched every partition to its end,
+    then with the short one; a record written while it is caught up is received."""
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+    from aiokafka.consumer.fetcher import Fetcher
+
+    from app.streaming import adapt_fetch_wait
+
+    topic = make_topic("fetchwait", partitions=2)
+    waits: list[tuple[int, int]] = []  # (records received so far, wait of the request)
+    received: list = []
+
+    async def run() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=5)
+        await producer.start()
+        for i in range(400):
+            await producer.send(topic, b"v%d" % i, partition=i % 2)
+        await producer.flush()
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=broker.bootstrap, group_id=None, enable_auto_commit=False,
+        )
+        adapt_fetch_wait(consumer, 400, 15)
+        adaptive = Fetcher._get_actions_per_node
+
+        def spy(self, assignment):  # noqa: ANN001
+            result = adaptive(self, assignment)
+            if result[0]:  # a fetch request is built
+                waits.append((len(received), self._fetch_max_wait_ms))
+            return result
+
+        Fetcher._get_actions_per_node = spy
+        try:
+            await consumer.start()
+            tps = [TopicPartition(topic, 0), TopicPartition(topic, 1)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            while len(received) < 400:
+                for records in (await consumer.getmany(timeout_ms=2000)).values():
+                    received.extend(records)
+            await asyncio.sleep(0.2)  # caught up: a few idle fetches
+            await producer.send_and_wait(topic, b"live", partition=1)
+            deadline = asyncio.get_running_loop().time() + 10
+            while not any(r.value == b"live" for r in received):
+                assert asyncio.get_running_loop().time() < deadline, "live record not received"
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    received.extend(records)
+        finally:
+            Fetcher._get_actions_per_node = adaptive
+            await consumer.stop()
+            await producer.stop()
+
+    asyncio.run(run())
+    assert len(received) == 401
+    assert waits[0] == (0, 400), waits[:3]  # nothing fetched yet: the long wait
+    idle = [w for n, w in waits if n == 400]  # everything read, before the live record
+    assert idle and set(idle) == {15}, waits

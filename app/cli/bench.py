@@ -94,6 +94,14 @@ def results_table(results: dict) -> Table:
                 if "rss_bytes" in r:
                     note += f", RSS {r['rss_bytes'] / 2**20:.0f} MiB"
                 t.add_row(label, _rate(r["events_per_second"]), note)
+        for run in (tp.get("pure_work") or {}).get("runs", []):
+            t.add_row(f"(p) pure work, batches of {run['batch']}",
+                      f"{run['us_per_transaction']:,.0f} µs/tx",
+                      "the worker's pipeline functions in one process, no Kafka or Faust "
+                      "(CPU time per transaction)")
+        if "c_over_b_ceiling" in tp["ratios"]:
+            t.add_row("c/b ceiling", f"{tp['ratios']['c_over_b_ceiling']:.3f}",
+                      "(1/b) / (1/b + p at batches of 500): any Faust worker doing (p)")
         t.add_row("c/a", f"{tp['ratios']['c_over_a']:.3f}", "")
         per_cpu = tp["ratios"].get("c_over_b_per_cpu_second")
         t.add_row("c/b", f"{tp['ratios']['c_over_b']:.3f}",
@@ -116,10 +124,14 @@ def results_table(results: dict) -> Table:
             if alert:
                 t.add_row("  to the alert", _ms(alert), f"{alert['alerts']:,} alerts")
             ceiling = lat.get("ceiling")
-            if ceiling and ceiling.get("sent"):
-                t.add_row("  two bare aiokafka hops", _ms(ceiling),
-                          f"{ceiling['achieved_rate']:,.0f}/s for {ceiling['offered_seconds']:.0f} s, "
-                          f"{ceiling['missing']:,} missing")
+            for key, label in (("ceiling", "  two bare aiokafka hops"),
+                               ("faust_ceiling", "  two bare Faust agents")):
+                floor = lat.get(key)
+                if floor and floor.get("sent"):
+                    t.add_row(label, _ms(floor),
+                              f"{floor['achieved_rate']:,.0f}/s for {floor['offered_seconds']:.0f} s, "
+                              f"{floor['missing']:,} missing; CPU idle "
+                              f"{(floor.get('cpu') or {}).get('idle_share', 0):.0%}")
         else:
             t.add_row("latency", "no alert", f"{lat['sent']:,} sent")
     for phase in PHASE_NAMES:

@@ -1,0 +1,119 @@
+"""The work every transaction needs whatever carries it: the worker's own pipeline
+functions in one process, with no Kafka, no Faust and no Redis.
+
+:func:`pure_work` runs the transactions of a frame through exactly what the two stages
+of the worker compute (:func:`app.pipeline.featurize_accounts`, the account states'
+changelog values, :func:`app.pipeline.forward_records`,
+:func:`app.pipeline.receive_terminal_records`, the terminal states' changelog values,
+:func:`app.pipeline.score_enriched` with the active model and its threshold, and the
+``scored-transactions`` values), in batches of a given size, with the states in
+dictionaries. Its CPU time per transaction is a floor of the worker's: together with
+the per-event cost of a bare Faust agent (b) it bounds what any Faust worker doing this
+work can reach, ``c_max = 1 / (1/b + pure)``, so ``c/b <= (1/b) / (1/b + pure)``.
+Event-time alignment is left out (every transaction is released at once), and so are
+metrics, tracing and dead letters: the floor is lower than the worker's real work.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pandas as pd
+
+from app.config import Settings
+from app.events import encode
+from app.features import AccountState, TerminalState
+from app.pipeline import (
+    RawRecord,
+    featurize_accounts,
+    forward_records,
+    receive_terminal_records,
+    score_enriched,
+)
+from app.replay import plan_records
+
+__all__ = ["pure_work"]
+
+
+def pure_work(df: pd.DataFrame, settings: Settings, batch_sizes: tuple[int, ...] = (500, 50)) -> dict:
+    """CPU seconds per transaction of the worker's pure work, per batch size.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame of shape (n, 9)
+        A :func:`app.data.handbook.read_handbook` frame (event-time order).
+    settings : Settings
+        ``MODELS_DIR`` (the active model is loaded), ``TOPIC_PARTITIONS``.
+    batch_sizes : tuple of int, default=(500, 50)
+        Transactions per batch at each stage: 500 is a catch-up's batch
+        (``BATCH_MAX_EVENTS``), 50 about what live traffic of a few hundred per second
+        gives.
+
+    Returns
+    -------
+    dict
+        ``{"n": n, "model_version": str, "runs": [{"batch": B, "cpu_seconds": s,
+        "us_per_transaction": u, "scored": n}, ...]}``; ``cpu_seconds`` is the process
+        CPU time (``time.process_time``) of the run.
+
+    Raises
+    ------
+    RuntimeError
+        A transaction was rejected or not scored (the floor would not be of the same work).
+    """
+    from app.decisions.controller import Snapshot
+    from app.scoring.model import Scorer
+
+    scorer = Scorer.from_registry(settings.models_dir)
+    snapshot = Snapshot.of(scorer, scorer.alert_threshold)
+    planned = [r for r in plan_records(df, labels=False) if not r.is_label]
+    n_part = settings.topic_partitions
+    out: dict[str, Any] = {"n": len(planned), "model_version": scorer.version, "runs": []}
+    for size in batch_sizes:
+        accounts: dict[str, bytes] = {}
+        terminals: dict[str, bytes] = {}
+
+        def account(a: str) -> AccountState | None:
+            raw = accounts.get(a)
+            return AccountState.from_bytes(raw) if raw else None
+
+        def terminal(t: str) -> TerminalState | None:
+            raw = terminals.get(t)
+            return TerminalState.from_bytes(raw) if raw else None
+
+        scored = 0
+        offsets = [0] * n_part
+        cpu0 = time.process_time()
+        for start in range(0, len(planned), size):
+            records = []
+            for r in planned[start : start + size]:
+                p = hash(r.key) % n_part
+                records.append(RawRecord(r.value, r.key, "transactions", p, offsets[p],
+                                         received_ms=r.timestamp_ms, timestamp_ms=r.timestamp_ms))
+                offsets[p] += 1
+            stage1 = featurize_accounts(records, account)
+            if stage1.dead_letters:
+                raise RuntimeError(f"{len(stage1.dead_letters)} transactions rejected")
+            accounts.update({a: st.to_bytes() for a, st in stage1.states.items()})
+            forwarded = [
+                RawRecord(raw, None, "by-terminal", q, i, received_ms=0)
+                for i, (q, raw) in enumerate(
+                    forward_records(stage1.enriched, lambda t: hash(t) % n_part)
+                )
+            ]
+            intake = receive_terminal_records(forwarded, terminal, "labels")
+            terminals.update({t: st.to_bytes() for t, st in intake.states.items()})
+            items = [item for _, item, _ in intake.arrived]
+            batch = score_enriched(items, terminal, snapshot)
+            for st in batch.scored:
+                encode(st)
+            scored += len(batch.scored)
+        cpu = time.process_time() - cpu0
+        if scored != len(planned):
+            raise RuntimeError(f"scored {scored} of {len(planned)} transactions")
+        out["runs"].append({
+            "batch": size, "cpu_seconds": round(cpu, 3), "scored": scored,
+            "us_per_transaction": round(cpu / scored * 1e6, 1),
+        })
+    return out
