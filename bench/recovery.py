@@ -21,7 +21,9 @@ Usage (needs Redis on 127.0.0.1:6379; starts and stops its own Tansu)::
     .venv/bin/python bench/recovery.py --accounts 1000000 --out bench/results/recovery-1m.json
 
 ``--ceiling`` also times a bare aiokafka consumer reading the whole changelog (fetch
-only, no decoding): the floor of any restore from this broker in the same run.
+only, no decoding): the floor of any restore from this broker in the same run; and a
+bare Faust app with one (empty) table from process start to ready: the floor of any
+Faust worker's start.
 
 Not a test: nothing asserts timings.
 """
@@ -231,6 +233,26 @@ def _timed_start(env: dict, log: Path, timeout: float) -> dict:
             "changelog_records": sum(highest) + len(highest), "changelog_records_read": read, "rss_mib": rss}
 
 
+def _bare_faust_ready(env: dict, log: Path, timeout: float) -> dict:
+    """The floor of a start: a bare Faust app (``bench.bare_faust`` with one table, its
+    changelog empty) from process start to Faust's own "Ready" log line, on the same
+    broker: imports, Faust's start, the consumer group join and an empty recovery."""
+    started = time.time()
+    worker = Worker(env, log, args=["-m", "bench.bare_faust", "worker", "-l", "info"]).start()
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            worker.assert_alive()
+            lines = log.read_text(errors="replace").splitlines()
+            ready = [x for x in lines if "]: Ready" in x]
+            if ready:
+                return {"start_to_ready_seconds": round(_stamp(ready[0]) - started, 2)}
+            time.sleep(0.2)
+        raise TimeoutError(f"bare Faust app not ready after {timeout}s: {worker.tail()}")
+    finally:
+        worker.stop(signal.SIGTERM, timeout=60)
+
+
 def _rss_mib(pid: int) -> float | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -249,7 +271,7 @@ def main() -> None:
     ap.add_argument("--format", choices=["batch", "single"], default="batch",
                     help="changelog records as this version writes them (batch) or as the version before (single)")
     ap.add_argument("--keys-per-record", type=int, default=125, help="states per batch record (--format batch)")
-    ap.add_argument("--ceiling", action="store_true", help="also time a bare aiokafka read of the changelog")
+    ap.add_argument("--ceiling", action="store_true", help="also time a bare aiokafka read of the changelog and a bare Faust start")
     ap.add_argument("--timeout", type=float, default=3600)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
@@ -286,6 +308,11 @@ def main() -> None:
         print(results["rocksdb_restart"])
         results["rocksdb_disk_mib"] = round(
             sum(f.stat().st_size for f in (work / "rocks").rglob("*") if f.is_file()) / 2**20, 1)
+        if args.ceiling:
+            bare = {**env, "APP_ID": "bench-recovery-bare", "BENCH_FAUST_TABLE": "1",
+                    "DATA_DIR": str(work / "bare")}
+            results["ceiling_bare_faust_start"] = _bare_faust_ready(bare, work / "bare.log", args.timeout)
+            print("ceiling, bare Faust start:", results["ceiling_bare_faust_start"])
     finally:
         broker.stop()
         shutil.rmtree(work, ignore_errors=True)

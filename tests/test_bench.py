@@ -89,7 +89,11 @@ def test_bench_smoke_run_has_every_result_and_the_right_counts(broker, redis_url
         rate = tp[name]["events_per_second"]
         assert rate is None or rate > 0, name
     assert tp["worker"]["rss_bytes"] > 0
-    assert {"c_over_a", "c_over_b", "c_over_b_per_cpu_second"} <= set(tp["ratios"])
+    assert {"c_over_a", "c_over_b", "c_over_b_per_cpu_second", "c_over_b_ceiling"} <= set(tp["ratios"])
+    # (p): the worker's pipeline functions scored every transaction, at both batch sizes
+    assert [run["batch"] for run in tp["pure_work"]["runs"]] == [500, 50]
+    assert all(run["scored"] == N and run["us_per_transaction"] > 0 for run in tp["pure_work"]["runs"])
+    assert 0 < tp["ratios"]["c_over_b_ceiling"] < 1
     assert tp["worker"]["cpu_seconds"] > 0 and tp["bare_faust"]["events_per_cpu_second"] > 0
 
     lat = r["latency"]
@@ -103,6 +107,9 @@ def test_bench_smoke_run_has_every_result_and_the_right_counts(broker, redis_url
     assert hist["count"] >= lat["sent"]
     hop = lat["ceiling"]
     assert hop["sent"] > 0 and hop["alerts_matched"] == hop["sent"] and hop["missing"] == 0
+    faust_hop = lat["faust_ceiling"]  # two bare Faust agents forwarded every record
+    assert faust_hop["sent"] > 0 and faust_hop["alerts_matched"] == faust_hop["sent"]
+    assert faust_hop["missing"] == 0
 
     (mem,) = r["memory"]["runs"]
     assert mem["accounts"] == ACCOUNTS and mem["transactions"] == 2 * ACCOUNTS
