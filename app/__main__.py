@@ -4,7 +4,8 @@ Before handing the command line to Faust, ``worker`` checks what would otherwise
 only after joining the consumer group (and cost the other workers two rebalances): the
 settings, that the installed faust-streaming, aiokafka and mode-streaming are the
 versions the service's corrections were verified against (:mod:`app.compat`), the web
-port, Redis, the model and the broker (a metadata request within
+port, Redis, the model (verified against its card without unpickling it; the scoring
+agent loads it while Faust starts) and the broker (a metadata request within
 BROKER_CONNECT_TIMEOUT_SECONDS). A failure is one line on stderr and exit status 2
 (settings, port) or 78 (library versions, broker, Redis, model).
 """
@@ -64,7 +65,7 @@ def _preflight(argv: list[str]) -> None:
     async def check() -> None:
         rt = runtime.get_runtime()
         try:
-            await rt.load_model()
+            await rt.check_model()  # the scoring agent loads it
         finally:
             await rt.store.close()
         await check_broker(settings, settings.broker_connect_timeout_seconds)

@@ -32,7 +32,7 @@ from aiokafka.errors import KafkaError
 from .config import Settings
 from .decisions.controller import ApplyResult, Controller
 from .exceptions import BrokerUnavailableError
-from .replay import client_options, ensure_topics
+from .offsets import client_options
 
 __all__ = ["CONTROL_KEY", "publish", "publish_async", "ensure_control_topics", "ControlFollower"]
 
@@ -51,6 +51,8 @@ async def ensure_control_topics(settings: Settings) -> None:
     ------
     BrokerUnavailableError
     """
+    from .replay import ensure_topics  # pandas: not on the worker's start path
+
     one = settings.model_copy(update={"topic_partitions": 1})
     await ensure_topics(one, [settings.control_topic, settings.rules_topic])
 

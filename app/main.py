@@ -11,7 +11,12 @@ import faust
 from .config import get_settings
 from .offsets import client_options, fix_recovery_end_offsets
 from .security import kafka_ssl_context
-from .streaming import ProcessedOnlyEvent, guard_offset_gaps, set_fetch_max_wait
+from .streaming import (
+    ProcessedOnlyEvent,
+    guard_offset_gaps,
+    register_tables_at_once,
+    set_fetch_max_wait,
+)
 
 __all__ = ["app", "create_app", "broker_credentials", "DEAD_LETTER_MAX_BYTES"]
 
@@ -59,6 +64,7 @@ def create_app() -> faust.App:
     # the stream's source topics have contiguous offsets: a skipped range is fetched
     # again (app/streaming.py)
     guard_offset_gaps((s.transactions_topic, s.labels_topic, s.by_terminal_topic))
+    register_tables_at_once()  # every table is declared at import (app/tables.py)
     set_fetch_max_wait(
         s.broker_fetch_max_wait_seconds,
         min(s.broker_fetch_caught_up_wait_seconds, s.broker_fetch_max_wait_seconds),

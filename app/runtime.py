@@ -23,6 +23,15 @@ __all__ = ["Runtime", "get_runtime"]
 log = logging.getLogger(__name__)
 
 
+def _load_scorer(version: str, models_dir):
+    """``Scorer(load_model(version, models_dir))``, its imports included (run in a
+    thread by :meth:`Runtime.load_model`)."""
+    from .scoring.model import Scorer
+    from .scoring.registry import load_model
+
+    return Scorer(load_model(version, models_dir))
+
+
 @dataclass
 class Runtime:
     """What the agents share within one worker process."""
@@ -47,15 +56,11 @@ class Runtime:
         ModelError, ModelIntegrityError
             The artifact is missing or does not match its card.
         """
-        from .scoring.model import Scorer
-        from .scoring.registry import default_version, load_model
-
         s = self.settings
-        version = await self.store.active_model_version()
-        source = "redis"
-        if version is None:
-            version, source = s.model_version or default_version(s.models_dir), "settings"
-        scorer = Scorer(load_model(version, s.models_dir))
+        version, source = await self._active_version()
+        # unpickling imports scikit-learn (about a second): in a thread, so that the
+        # event loop goes on (a starting worker joins its consumer group meanwhile)
+        scorer = await asyncio.to_thread(_load_scorer, version, s.models_dir)
         self.scorer = scorer
         reference = scorer.card.drift_reference
         if reference:
@@ -71,6 +76,39 @@ class Runtime:
         log.info("serving model %s (from %s), pid %s", scorer.version, source, os.getpid())
         return scorer
 
+
+    async def _active_version(self) -> tuple[str, str]:
+        """The active model version and where it came from ("redis" or "settings")."""
+        from .scoring.registry import default_version
+
+        s = self.settings
+        version = await self.store.active_model_version()
+        if version is not None:
+            return version, "redis"
+        return s.model_version or default_version(s.models_dir), "settings"
+
+    async def check_model(self) -> str:
+        """Verify the model :meth:`load_model` would load, without unpickling it (card,
+        scikit-learn version, feature names, sha256 of the artifact:
+        :func:`app.scoring.registry.verify_model`): the worker's start check, which
+        leaves the scikit-learn import and the load to the scoring agent, while Faust
+        starts.
+
+        Returns
+        -------
+        str
+            The version.
+
+        Raises
+        ------
+        ModelError, ModelIntegrityError, ModelVersionError
+            As :func:`app.scoring.registry.verify_model`.
+        """
+        from .scoring.registry import verify_model
+
+        version, _ = await self._active_version()
+        verify_model(version, self.settings.models_dir)
+        return version
 
     async def load_controller(self):
         """The worker's :class:`app.decisions.Controller`: the active model (as
@@ -91,12 +129,12 @@ class Runtime:
         return self.controller
 
     async def _build_controller(self):
+        s = self.settings
+        active = self.scorer or await self.load_model()
         from .decisions import Controller, parse_rule_set
         from .exceptions import FraudError
         from .scoring.model import Scorer
 
-        s = self.settings
-        active = self.scorer or await self.load_model()
         shadows = []
         for version in await self.store.shadow_model_versions():
             try:

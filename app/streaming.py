@@ -60,6 +60,7 @@ __all__ = [
     "next_offset_of",
     "produce",
     "produce_many",
+    "register_tables_at_once",
     "ProducedBatch",
     "set_fetch_max_wait",
     "take_events_adaptive",
@@ -545,6 +546,33 @@ def adapt_fetch_wait(consumer: Any, wait_ms: int, caught_up_ms: int) -> None:
     # read by the fetcher's request builder (_adapt_fetch_wait); the client is the one
     # object the consumer hands its Fetcher
     consumer._client._fetch_waits_ms = (wait_ms, caught_up_ms)
+
+
+def register_tables_at_once() -> None:
+    """Start Faust's table manager without its fixed one-second wait.
+
+    ``TableManager.on_start`` sleeps 1 s before it registers the tables' changelog
+    channels and starts recovery, to give tables that agents create while starting
+    time to appear; every worker start (and the restart of a RocksDB worker, whose
+    restore itself takes a fraction of a second) paid it. The service declares all its
+    tables when :mod:`app.tables` is imported, before the worker starts, so the tables
+    are registered at once. A table created after that still fails as in Faust ("Too
+    late to add tables at this point").
+
+    Verified against faust-streaming 0.15.3 (``faust/tables/manager.py``).
+    """
+    from faust.tables.manager import TableManager
+
+    if getattr(TableManager.on_start, "_at_once", False):
+        return
+
+    async def on_start(self: Any) -> None:
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()
+
+    on_start._at_once = True  # type: ignore[attr-defined]
+    TableManager.on_start = on_start  # type: ignore[method-assign]
 
 
 def caught_up(assignment: Any) -> bool:

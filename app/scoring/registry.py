@@ -34,7 +34,6 @@ from typing import Any, Sequence
 
 import joblib
 import numpy as np
-import sklearn
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..exceptions import ModelError, ModelIntegrityError, ModelVersionError
@@ -353,7 +352,7 @@ def save_model(
         artifact_bytes=len(artifact),
         feature_names=names,
         python_version=platform.python_version(),
-        sklearn_version=sklearn.__version__,
+        sklearn_version=_running_sklearn_version(),
         numpy_version=np.__version__,
         model_family=f"{type(estimator).__module__}.{type(estimator).__qualname__}",
         hyperparameters=_hyperparameters(estimator),
@@ -422,6 +421,15 @@ def read_card(version: str, models_dir: str | Path) -> ModelCard:
     return card
 
 
+def _running_sklearn_version() -> str:
+    """The installed scikit-learn's version, read from its distribution's metadata
+    (importing scikit-learn takes about a second, which a worker's start check need
+    not pay)."""
+    from importlib.metadata import version
+
+    return version("scikit-learn")
+
+
 def check_sklearn_version(card: ModelCard, running: str | None = None) -> None:
     """Refuse a model whose card names another scikit-learn version than the running one.
 
@@ -433,14 +441,14 @@ def check_sklearn_version(card: ModelCard, running: str | None = None) -> None:
     ----------
     card : ModelCard
     running : str, optional
-        The running version; default ``sklearn.__version__``.
+        The running version; default: the installed scikit-learn's.
 
     Raises
     ------
     ModelVersionError
         The versions differ; the message names both and the way out.
     """
-    running = running or sklearn.__version__
+    running = running or _running_sklearn_version()
     if card.sklearn_version != running:
         raise ModelVersionError(
             f"model {card.version}: written by scikit-learn {card.sklearn_version}, this is "
