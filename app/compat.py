@@ -7,8 +7,12 @@ mode-streaming, whose behaviour changes without notice between releases:
   ``guard_offset_gaps`` (Faust's ``Consumer._new_offset`` and its gap handling, the
   stream queues Faust clears on resume, aiokafka's ``seek_to_committed``),
   ``hand_over_on_wait_empty`` (Faust's ``Consumer.wait_empty``: held work is handed
-  over when a rebalance or a stop begins) and ``take_events_adaptive`` (Faust's
-  ``Stream.take_events`` with a flush as soon as nothing more is queued).
+  over when a rebalance or a stop begins), ``take_events_adaptive`` (Faust's
+  ``Stream.take_events`` with a flush as soon as nothing more is queued),
+  ``set_fetch_max_wait`` (Faust's ``AIOKafkaConsumerThread._create_worker_consumer``
+  and aiokafka's ``Fetcher._get_actions_per_node``: the fetch wait adapts to lag) and
+  ``register_tables_at_once`` (Faust's ``TableManager.on_start`` without its fixed
+  one-second wait).
 - :mod:`app.offsets`: table recovery's end offsets (Faust's
   ``Recovery._highwaters``/``_build_highwaters`` path and aiokafka's ``end_offsets``).
 - :mod:`app.tables`: ``PartitionedTable`` (Faust's choice of the changelog partition

@@ -193,3 +193,41 @@ def test_fetch_wait_is_short_only_while_caught_up(broker, make_topic):
     assert waits[0] == (0, 400), waits[:3]  # nothing fetched yet: the long wait
     idle = [w for n, w in waits if n == 400]  # everything read, before the live record
     assert idle and set(idle) == {15}, waits
+
+
+def test_tables_are_registered_without_a_fixed_wait():
+    """Faust's table manager sleeps 1 s before it registers the tables' channels and
+    starts recovery; with the correction it does both at once, in that order (a stand-in
+    manager: Faust's ``sleep`` must not be called)."""
+    import asyncio
+
+    from faust.tables.manager import TableManager
+
+    from app.streaming import register_tables_at_once
+
+    calls: list[str] = []
+
+    class _Recovery:
+        async def start(self) -> None:
+            calls.append("recovery")
+
+    class _Manager:
+        should_stop = False
+        recovery = _Recovery()
+
+        async def sleep(self, seconds: float) -> None:
+            raise AssertionError(f"slept {seconds} s")
+
+        async def _update_channels(self) -> None:
+            calls.append("channels")
+
+    register_tables_at_once()
+    register_tables_at_once()  # idempotent: wraps Faust's method once
+    assert TableManager.on_start._at_once is True
+    asyncio.run(TableManager.on_start(_Manager()))
+    assert calls == ["channels", "recovery"]
+    stopping = _Manager()
+    stopping.should_stop = True
+    calls.clear()
+    asyncio.run(TableManager.on_start(stopping))
+    assert calls == []
