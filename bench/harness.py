@@ -463,11 +463,15 @@ class Harness:
         worker = out["worker"]["events_per_second"]
         out["ratios"] = {"c_over_a": round(worker / a, 4), "c_over_b": round(worker / b, 4)}
         # a Faust worker that does (p) spends at least 1/b + p seconds per transaction
+        # (one Faust event each: the scoring stage's events are micro-batches of many)
         pure = out["pure_work"]["runs"][0]["us_per_transaction"] / 1e6
-        out["ratios"]["c_over_b_ceiling"] = round((1 / b) / (1 / b + pure), 4)
+        out["ratios"]["c_over_b_ceiling"] = round((1 / b) / (1 / b + pure), 6)
         cpu_b, cpu_c = (out[k].get("events_per_cpu_second") for k in ("bare_faust", "worker"))
         if cpu_b and cpu_c:
             out["ratios"]["c_over_b_per_cpu_second"] = round(cpu_c / cpu_b, 4)
+            # the same in CPU time, as (p) is measured
+            out["ratios"]["c_over_b_ceiling_per_cpu_second"] = round(
+                (1 / cpu_b) / (1 / cpu_b + pure), 6)
         return out
 
     def _phase_profile(self) -> dict:
@@ -533,41 +537,45 @@ class Harness:
     def _faust_two_hop_ceiling(self) -> dict:
         """The same rate through two bare Faust agents (``bench.bare_faust`` with
         ``BENCH_FAUST_RELAY=1``): the Faust floor of the worker's path."""
-        c = self.config
-        s = self.settings("fhop")
-        warmup = min(c.warmup_s, 5.0)
-        relay = self._start(s, BARE_FAUST, "faust-two-hop", BENCH_FAUST_RELAY="1")
-        try:
-            self._gate([relay], s, metrics=FAUST_METRICS)  # joined, assigned, caught up
-            df = self.frame().head(int(c.rate * (warmup + c.ceiling_s)) + 1)
-            self.say(f"Faust two-agent relay at {c.rate:,.0f}/s: {warmup:.0f} s warm-up, "
-                     f"{c.ceiling_s:.0f} s measured")
-            out = asyncio.run(paced_latency(
-                s, s.scored_topic, df, c.rate, c.ceiling_s, relay, warmup_s=warmup
-            ))
-        finally:
-            self._stop(relay)
-        out["what"] = "bare Faust relay, two agents (bench/bare_faust.py, BENCH_FAUST_RELAY=1)"
-        return out
+        return self._relay_floor(
+            "fhop", BARE_FAUST, "Faust two-agent relay",
+            "bare Faust relay, two agents (bench/bare_faust.py, BENCH_FAUST_RELAY=1)",
+            # joined, assigned, caught up
+            lambda relay, s: self._gate([relay], s, metrics=FAUST_METRICS),
+            BENCH_FAUST_RELAY="1",
+        )
 
     def _two_hop_ceiling(self) -> dict:
         """The same rate through :mod:`bench.two_hop` (two bare aiokafka hops)."""
-        c = self.config
-        s = self.settings("hop")
-        warmup = min(c.warmup_s, 5.0)
-        relay = self._start(s, TWO_HOP, "two-hop")
-        try:
+
+        def connected(relay: WorkerProcess, _s: Settings) -> None:
             time.sleep(2.0)  # connected and assigned; a later start only delays the warm-up
             relay.check_alive()
+
+        return self._relay_floor(
+            "hop", TWO_HOP, "two-hop relay", "bare aiokafka relay, two hops (bench/two_hop.py)",
+            connected,
+        )
+
+    def _relay_floor(self, tag: str, argv: tuple[str, ...], label: str, what: str,
+                     ready, **extra: str) -> dict:
+        """The latency phase's rate through a relay process (``argv``) for ``ceiling_s``
+        after a warm-up of ``min(warmup_s, 5)``, once ``ready(relay, settings)`` returned."""
+        c = self.config
+        s = self.settings(tag)
+        warmup = min(c.warmup_s, 5.0)
+        relay = self._start(s, argv, label.replace(" ", "-"), **extra)
+        try:
+            ready(relay, s)
             df = self.frame().head(int(c.rate * (warmup + c.ceiling_s)) + 1)
-            self.say(f"two-hop relay at {c.rate:,.0f}/s: {warmup:.0f} s warm-up, "
+            self.say(f"{label} at {c.rate:,.0f}/s: {warmup:.0f} s warm-up, "
                      f"{c.ceiling_s:.0f} s measured")
             out = asyncio.run(paced_latency(
                 s, s.scored_topic, df, c.rate, c.ceiling_s, relay, warmup_s=warmup
             ))
         finally:
             self._stop(relay)
-        out["what"] = "bare aiokafka relay, two hops (bench/two_hop.py)"
+        out["what"] = what
         return out
 
     def _phase_memory(self) -> dict:

@@ -93,7 +93,9 @@ def test_bench_smoke_run_has_every_result_and_the_right_counts(broker, redis_url
     # (p): the worker's pipeline functions scored every transaction, at both batch sizes
     assert [run["batch"] for run in tp["pure_work"]["runs"]] == [500, 50]
     assert all(run["scored"] == N and run["us_per_transaction"] > 0 for run in tp["pure_work"]["runs"])
-    assert 0 < tp["ratios"]["c_over_b_ceiling"] < 1
+    # on a few hundred events b's rate says little: only the ceiling's range is checked
+    assert 0 <= tp["ratios"]["c_over_b_ceiling"] < 1
+    assert 0 <= tp["ratios"]["c_over_b_ceiling_per_cpu_second"] < 1
     assert tp["worker"]["cpu_seconds"] > 0 and tp["bare_faust"]["events_per_cpu_second"] > 0
 
     lat = r["latency"]
