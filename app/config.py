@@ -558,6 +558,14 @@ class Settings(BaseSettings):
         return f"{self.app_id}-transactions-by-terminal"
 
     @property
+    def broker_fetch_waits_seconds(self) -> tuple[float, float]:
+        """The worker consumer's fetch waits, (while a partition lags, while caught up):
+        BROKER_FETCH_MAX_WAIT_SECONDS and BROKER_FETCH_CAUGHT_UP_WAIT_SECONDS, the latter
+        at most the former."""
+        lagging = self.broker_fetch_max_wait_seconds
+        return lagging, min(self.broker_fetch_caught_up_wait_seconds, lagging)
+
+    @property
     def review_group(self) -> str:
         """Consumer group of the review process on ALERTS_TOPIC (never the workers')."""
         return f"{self.app_id}-case-review"

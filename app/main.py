@@ -65,10 +65,7 @@ def create_app() -> faust.App:
     # again (app/streaming.py)
     guard_offset_gaps((s.transactions_topic, s.labels_topic, s.by_terminal_topic))
     register_tables_at_once()  # every table is declared at import (app/tables.py)
-    set_fetch_max_wait(
-        s.broker_fetch_max_wait_seconds,
-        min(s.broker_fetch_caught_up_wait_seconds, s.broker_fetch_max_wait_seconds),
-    )
+    set_fetch_max_wait(*s.broker_fetch_waits_seconds)
     try:  # Faust creates the app's own folder (DATA_DIR/<app id>), not its parents
         s.data_dir.mkdir(parents=True, exist_ok=True)
     except OSError:

@@ -339,7 +339,7 @@ class Metrics:
             ["table"],
             registry=registry,
         )
-        # --- lifecycle and decisions (issue 4) ---------------------------------------
+        # --- lifecycle and decisions ------------------------------------------------------
         self.shadow_scores = Histogram(
             "fraud_shadow_score",
             "Scores of the shadow models, by version (they never alert).",

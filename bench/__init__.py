@@ -1,4 +1,4 @@
-"""The performance harness of issue 7: ``fraudctl bench`` (see docs/performance.md).
+"""The performance harness: ``fraudctl bench`` (see docs/performance.md).
 
 * :mod:`bench.harness`: the measurements (bare aiokafka, bare Faust, the project's
   worker, latency at a fixed rate, memory per account, scale-out) and their results.

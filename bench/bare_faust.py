@@ -35,10 +35,7 @@ _s = get_settings()
 _TABLE = os.environ.get("BENCH_FAUST_TABLE", "0") == "1"
 _RELAY = os.environ.get("BENCH_FAUST_RELAY", "0") == "1"
 if _RELAY:  # the worker's consumer fetch waits (app.main.create_app)
-    set_fetch_max_wait(
-        _s.broker_fetch_max_wait_seconds,
-        min(_s.broker_fetch_caught_up_wait_seconds, _s.broker_fetch_max_wait_seconds),
-    )
+    set_fetch_max_wait(*_s.broker_fetch_waits_seconds)
 
 app = faust.App(
     _s.app_id,

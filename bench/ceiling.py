@@ -1,4 +1,4 @@
-"""How good can any model of these features be on the issue's split?  (issue 3)
+"""How good can any model of these features be on the evaluation split?
 
 Reproduce with::
 

@@ -1,4 +1,4 @@
-"""Model variants tried beyond ``fraudctl train --compare``'s candidates  (issue 3).
+"""Model variants tried beyond ``fraudctl train --compare``'s candidates.
 
 Reproduce with::
 

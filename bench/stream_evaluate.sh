@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The handbook split evaluated from what the STREAM wrote (issue 3): replays the history
+# The handbook split evaluated from what the STREAM wrote: replays the history
 # the test window needs (37 days of terminal windows + delay) and the test window itself
 # through a real worker with scored-transactions on, then runs `fraudctl evaluate` on the
 # worker's scored-transactions and offline, both rules. Needs ../shared/data.

@@ -41,9 +41,9 @@ async def _hop(settings: Settings, src: str, dst: str, wrap: bool, stop: asyncio
         **client_options(settings), group_id=None, enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
-    wait_ms = max(1, int(settings.broker_fetch_max_wait_seconds * 1000))
-    caught_up_ms = max(1, int(settings.broker_fetch_caught_up_wait_seconds * 1000))
-    adapt_fetch_wait(consumer, wait_ms, min(caught_up_ms, wait_ms))  # as the worker's
+    # the worker's fetch waits (app.main.create_app)
+    waits_ms = (max(1, round(w * 1000)) for w in settings.broker_fetch_waits_seconds)
+    adapt_fetch_wait(consumer, *waits_ms)
     producer = AIOKafkaProducer(
         **client_options(settings), acks="all",
         linger_ms=int(settings.producer_linger_seconds * 1000),

@@ -139,7 +139,7 @@ def observe_scored(
     drift: DriftMonitor | None,
 ) -> None:
     """Count a scored batch's outcomes and feed its features to the drift monitor."""
-    for st in scored:  # the decision engine's outcome (issue 4); else from the decision
+    for st in scored:  # the decision engine's outcome; else from the decision
         given = "outcome" in st.model_fields_set
         metrics.decisions.labels(outcome=st.outcome if given else outcome_of(st.decision)).inc()
     if drift is None or not scored:

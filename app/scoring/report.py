@@ -154,7 +154,7 @@ def justification(
         "ceiling up to chance). "
     )
     if default_split:
-        text += f"Quality target (issue 3) under rule {metrics.known_compromised_rule}: "
+        text += f"Quality target under rule {metrics.known_compromised_rule}: "
         text += _target_text(metrics)
         for m in others:
             text += f"; under rule {m.known_compromised_rule}: {_target_text(m)}"
