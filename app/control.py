@@ -51,7 +51,7 @@ async def ensure_control_topics(settings: Settings) -> None:
     ------
     BrokerUnavailableError
     """
-    from .replay import ensure_topics  # pandas: not on the worker's start path
+    from .offsets import ensure_topics
 
     one = settings.model_copy(update={"topic_partitions": 1})
     await ensure_topics(one, [settings.control_topic, settings.rules_topic])

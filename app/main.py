@@ -20,8 +20,7 @@ from .streaming import (
 
 __all__ = ["app", "create_app", "broker_credentials", "DEAD_LETTER_MAX_BYTES"]
 
-#: Largest record the worker produces (and the dead-letter topic accepts), in bytes.
-DEAD_LETTER_MAX_BYTES = 4 * 2**20
+from .offsets import DEAD_LETTER_MAX_BYTES  # noqa: E402 - re-exported
 
 
 def broker_credentials(settings):
@@ -80,7 +79,7 @@ def create_app() -> faust.App:
         autodiscover=False,
         origin="app",
         topic_partitions=s.topic_partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=s.topic_replication_factor,
         topic_allow_declare=True,
         consumer_auto_offset_reset="earliest",
         producer_max_batch_size=s.producer_max_batch_size,

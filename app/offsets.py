@@ -18,11 +18,14 @@ Verified on the faust-streaming, aiokafka and mode-streaming versions in
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any, Iterable
 
 from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
 from .config import Settings
@@ -30,6 +33,8 @@ from .exceptions import BrokerUnavailableError, ConfigError
 
 __all__ = [
     "client_options",
+    "ensure_topics",
+    "ensure_worker_topics",
     "check_broker",
     "start_on_topic",
     "true_end_offsets",
@@ -111,7 +116,10 @@ async def _wait_for_metadata(settings: Settings, timeout_seconds: float, deadlin
             left = max(0.1, deadline - time.monotonic())
             await asyncio.wait_for(admin.start(), left)
             await asyncio.wait_for(admin.list_topics(), max(0.1, deadline - time.monotonic()))
+            await _check_group_timeouts(settings, admin)
             return
+        except ConfigError:
+            raise
         except Exception as exc:  # noqa: BLE001 - any failure: the broker is not usable
             last = exc
         finally:
@@ -126,6 +134,164 @@ async def _wait_for_metadata(settings: Settings, timeout_seconds: float, deadlin
                 f"{timeout_seconds:g}s (BROKER_CONNECT_TIMEOUT_SECONDS): {detail}"
             )
         await asyncio.sleep(0.5)
+
+
+#: Largest record the worker produces (and the dead-letter topic accepts), in bytes.
+DEAD_LETTER_MAX_BYTES = 4 * 2**20
+
+_TOPIC_ALREADY_EXISTS = 36  # Kafka error code TOPIC_ALREADY_EXISTS
+_TOPIC_LISTED_SECONDS = 10.0
+
+
+async def ensure_topics(
+    settings: Settings, topics: list[str], configs: dict[str, dict[str, str]] | None = None
+) -> list[str]:
+    """Create the missing ``topics`` with ``TOPIC_PARTITIONS`` partitions and
+    ``TOPIC_REPLICATION_FACTOR`` replicas (``configs``: topic configs by topic name).
+
+    Returns
+    -------
+    list of str
+        The topics created (existing ones are left as they are).
+
+    Raises
+    ------
+    BrokerUnavailableError
+        If the broker cannot be reached or refuses to create a topic.
+    """
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    try:
+        await admin.start()
+        missing = [t for t in dict.fromkeys(topics) if t not in set(await admin.list_topics())]
+        if missing:
+            new = [
+                NewTopic(
+                    t, settings.topic_partitions, settings.topic_replication_factor,
+                    topic_configs=(configs or {}).get(t, {}),
+                )
+                for t in missing
+            ]
+            response = await admin.create_topics(new)
+            for topic, code, message in (e[:3] for e in response.topic_errors):
+                if code not in (0, _TOPIC_ALREADY_EXISTS):
+                    raise BrokerUnavailableError(
+                        f"broker refused to create topic {topic!r}: error {code} {message}"
+                    )
+            # wait until they are listed: a producer's metadata request naming a topic
+            # the broker does not know yet may auto-create it with default partitions
+            deadline = time.monotonic() + _TOPIC_LISTED_SECONDS
+            while not set(missing) <= set(await admin.list_topics()):
+                if time.monotonic() > deadline:
+                    raise BrokerUnavailableError(
+                        f"topics {missing} not listed {_TOPIC_LISTED_SECONDS:.0f} s after "
+                        "their creation"
+                    )
+                await asyncio.sleep(0.05)
+        return missing
+    except KafkaError as exc:
+        raise BrokerUnavailableError(
+            f"Kafka broker {settings.kafka_broker_url} is unavailable ({exc})"
+        ) from None
+    finally:
+        await admin.close()
+
+
+async def ensure_worker_topics(settings: Settings) -> list[str]:
+    """Create the worker's missing topics; refuse source topics of another partition count.
+
+    The worker reads ``TRANSACTIONS_TOPIC`` and ``LABELS_TOPIC`` and writes
+    ``SCORED_TOPIC``, ``ALERTS_TOPIC`` and ``DEAD_LETTER_TOPIC``: on a cluster that does
+    not create topics on first use (``auto.create.topics.enable=false``, as production
+    clusters run) a missing output topic would fail every send. Missing ones are created
+    (``TOPIC_PARTITIONS``, ``TOPIC_REPLICATION_FACTOR``); the source topics must have
+    ``TOPIC_PARTITIONS`` partitions, since the tables are co-partitioned with them.
+
+    Returns
+    -------
+    list of str
+        The topics created.
+
+    Raises
+    ------
+    ConfigError
+        A source topic with another partition count.
+    BrokerUnavailableError
+        The broker refused to create a missing topic (e.g. no CREATE right).
+    """
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    names = [
+        settings.transactions_topic, settings.labels_topic, settings.scored_topic,
+        settings.alerts_topic, settings.dead_letter_topic,
+    ]
+    created = await ensure_topics(
+        settings, names,
+        {settings.dead_letter_topic: {"max.message.bytes": str(DEAD_LETTER_MAX_BYTES)}},
+    )
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    try:
+        await admin.start()
+        described = await admin.describe_topics([settings.transactions_topic, settings.labels_topic])
+    except KafkaError as exc:
+        raise BrokerUnavailableError(
+            f"Kafka broker {settings.kafka_broker_url} is unavailable ({exc})"
+        ) from None
+    finally:
+        await admin.close()
+    for topic in described:
+        n = len(topic.get("partitions") or ())
+        if n and n != settings.topic_partitions:
+            raise ConfigError(
+                f"topic {topic['topic']!r} has {n} partitions but TOPIC_PARTITIONS="
+                f"{settings.topic_partitions}: the tables are co-partitioned with it; set "
+                f"TOPIC_PARTITIONS={n}"
+            )
+    return created
+
+
+#: Broker settings that bound a consumer's session timeout (Kafka: 6 s to 30 min).
+_SESSION_BOUNDS = ("group.min.session.timeout.ms", "group.max.session.timeout.ms")
+
+
+async def _check_group_timeouts(settings: Settings, admin: Any) -> None:
+    """Refuse a session timeout the brokers would refuse at the group join.
+
+    A broker answers a JoinGroup whose session timeout lies outside its
+    ``group.min.session.timeout.ms`` .. ``group.max.session.timeout.ms`` with
+    ``InvalidSessionTimeoutError``, which aiokafka logs and Faust then waits on for
+    ever: a worker that never consumes. The bounds are read with DescribeConfigs from
+    one broker; a broker that does not answer it (Tansu) is not checked.
+
+    Raises
+    ------
+    ConfigError
+        ``BROKER_SESSION_TIMEOUT_SECONDS`` outside the broker's bounds.
+    """
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    try:
+        node = min(b.nodeId for b in admin._client.cluster.brokers())
+        response = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.BROKER, str(node), list(_SESSION_BOUNDS))]
+        )
+        values = {
+            entry[0]: entry[1]
+            for r in response
+            for resource in r.resources
+            if resource[0] == 0
+            for entry in resource[4]
+        }
+        low, high = (int(values[name]) for name in _SESSION_BOUNDS)
+    except Exception as exc:  # noqa: BLE001 - not supported by this broker: no check
+        log.debug("broker session timeout bounds not read: %r", exc)
+        return
+    ms = int(settings.broker_session_timeout_seconds * 1000)
+    if not low <= ms <= high:
+        raise ConfigError(
+            f"BROKER_SESSION_TIMEOUT_SECONDS={settings.broker_session_timeout_seconds:g} is "
+            f"outside the broker's group.min/max.session.timeout.ms ({low / 1000:g} s .. "
+            f"{high / 1000:g} s): the consumer group would refuse the worker"
+        )
 
 
 #: Poll interval while probing, in ms.

@@ -36,10 +36,9 @@ import numpy as np
 import orjson
 import pandas as pd
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
-from .offsets import client_options
+from .offsets import client_options, ensure_topics
 from pydantic import ValidationError
 
 from .config import Settings
@@ -363,48 +362,6 @@ def _unavailable(settings: Settings, exc: BaseException) -> BrokerUnavailableErr
     return BrokerUnavailableError(
         f"Kafka broker {settings.kafka_broker_url} is unavailable ({exc})"
     )
-
-
-async def ensure_topics(settings: Settings, topics: list[str]) -> list[str]:
-    """Create the missing ``topics`` with ``settings.topic_partitions`` partitions.
-
-    Returns
-    -------
-    list of str
-        The topics created (existing ones are left as they are).
-
-    Raises
-    ------
-    BrokerUnavailableError
-        If the broker cannot be reached or refuses to create a topic.
-    """
-    admin = AIOKafkaAdminClient(**client_options(settings))
-    try:
-        await admin.start()
-        missing = [t for t in dict.fromkeys(topics) if t not in set(await admin.list_topics())]
-        if missing:
-            new = [NewTopic(t, settings.topic_partitions, 1) for t in missing]
-            response = await admin.create_topics(new)
-            for topic, code, message in (e[:3] for e in response.topic_errors):
-                if code not in (0, _TOPIC_ALREADY_EXISTS):
-                    raise BrokerUnavailableError(
-                        f"broker refused to create topic {topic!r}: error {code} {message}"
-                    )
-            # wait until they are listed: a producer's metadata request naming a topic
-            # the broker does not know yet may auto-create it with default partitions
-            deadline = time.monotonic() + _TOPIC_LISTED_SECONDS
-            while not set(missing) <= set(await admin.list_topics()):
-                if time.monotonic() > deadline:
-                    raise BrokerUnavailableError(
-                        f"topics {missing} not listed {_TOPIC_LISTED_SECONDS:.0f} s after "
-                        "their creation"
-                    )
-                await asyncio.sleep(0.05)
-        return missing
-    except KafkaError as exc:
-        raise _unavailable(settings, exc) from None
-    finally:
-        await admin.close()
 
 
 class _Deliveries:

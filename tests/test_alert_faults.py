@@ -32,7 +32,7 @@ from .test_faults import (  # noqa: F401 - fixtures
 )
 from .worker_utils import Worker, worker_env
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow]
+pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.both_brokers]
 
 #: Repeats of the double kill (``make test-full`` sets 5).
 KILL_BOTH_RUNS = int(os.environ.get("KILL_BOTH_RUNS", "2"))

@@ -26,7 +26,7 @@ from app.scoring.registry import default_version, load_model
 from .datasets import handbook_days
 from .worker_utils import Worker, read_topic, worker_env
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow]
+pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.both_brokers]
 
 
 def test_replay_alerts_exactly_once(broker, redis_url, tmp_path):

@@ -31,7 +31,7 @@ from . import fault_utils as fu
 from .conftest import free_port
 from .worker_utils import Worker, worker_env
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow]
+pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.both_brokers]
 
 #: Replay rate of the faulted runs, transactions/s: about the speed of one worker here,
 #: so the fault lands while the replay is still producing.

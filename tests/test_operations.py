@@ -46,7 +46,7 @@ from .test_faults import (  # noqa: F401 - fixtures, shared with the fault tests
 )
 from .worker_utils import Worker, read_topic, worker_env
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow]
+pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.both_brokers]
 
 ROLLING_RESTART_RUNS = int(os.environ.get("ROLLING_RESTART_RUNS", "1"))
 #: days of the catch-up (21 days from 2018-04-01: about 200,000 transactions)

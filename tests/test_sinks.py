@@ -29,7 +29,7 @@ from app.events import Alert, Transaction, encode
 
 from .worker_utils import Worker
 
-pytestmark = [pytest.mark.broker]
+pytestmark = [pytest.mark.broker, pytest.mark.both_brokers]
 
 RABBITMQ = ("127.0.0.1", 5672)
 PARTITIONS = 3

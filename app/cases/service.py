@@ -30,7 +30,7 @@ from ..events import Alert, CaseEvent, encode
 from ..exceptions import BrokerUnavailableError
 from ..metrics import ReviewMetrics
 from ..offsets import client_options, true_end_offsets
-from ..replay import ensure_topics
+from ..offsets import ensure_topics
 from ..exceptions import CaseError
 from .model import (
     Case,

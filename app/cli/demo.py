@@ -311,7 +311,7 @@ _STALL_SECONDS = 180.0
 
 
 async def _run(ctx: _Context) -> dict:
-    from ..replay import ensure_topics
+    from ..offsets import ensure_topics
 
     s = ctx.settings
     await ensure_topics(s, [s.transactions_topic, s.labels_topic, s.scored_topic, s.alerts_topic])

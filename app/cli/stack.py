@@ -18,8 +18,9 @@ __all__ = ["stack_app"]
 stack_app = typer.Typer(
     name="stack",
     help=(
-        "The local stack without Docker: a Tansu broker (KAFKA_BROKER_URL) and Redis "
-        "(REDIS_URL). Pid and log files go to RUN_DIR."
+        "The local stack without Docker: a broker (KAFKA_BROKER_URL: Tansu, or Apache "
+        "Kafka in KRaft mode with --broker kafka) and Redis (REDIS_URL). Pid and log "
+        "files go to RUN_DIR."
     ),
     no_args_is_help=True,
 )
@@ -47,7 +48,7 @@ def _table(statuses: list[local_stack.ComponentStatus], title: str) -> Table:
     "up",
     epilog=settings_epilog(
         "KAFKA_BROKER_URL", "REDIS_URL", "REDIS_PASSWORD", "RUN_DIR", "TANSU_BIN",
-        "TOPIC_PARTITIONS", "TRANSACTIONS_TOPIC", "LABELS_TOPIC", "ALERTS_TOPIC",
+        "KAFKA_CACHE_DIR", "TOPIC_PARTITIONS", "TOPIC_REPLICATION_FACTOR", "TRANSACTIONS_TOPIC", "LABELS_TOPIC", "ALERTS_TOPIC",
         "SCORED_TOPIC", "DEAD_LETTER_TOPIC"
     ),
 )
@@ -59,17 +60,55 @@ def up(
         True,
         help="Create the service topics with TOPIC_PARTITIONS partitions on a local broker.",
     ),
+    broker: str = typer.Option(
+        "tansu",
+        help=(
+            "tansu (embedded, starts in milliseconds) or kafka (Apache Kafka in KRaft "
+            "mode from its official jars: Java 17+, and Maven to fetch them the first "
+            "time into KAFKA_CACHE_DIR)."
+        ),
+    ),
+    brokers: int = typer.Option(
+        1, min=1, max=5,
+        help=(
+            "Kafka nodes (broker + controller each) on consecutive ports from "
+            "KAFKA_BROKER_URL's; 3 gives replication factor 3, min.insync.replicas=2."
+        ),
+    ),
 ) -> None:
-    """Start Tansu and Redis unless they already answer; create the service topics."""
+    """Start a broker and Redis unless they already answer; create the service topics."""
     from .. import stack as local_stack
+    from ..exceptions import StackError
 
+    if broker not in ("tansu", "kafka"):
+        raise StackError(f"--broker must be tansu or kafka, not {broker!r}")
     settings = get_settings()
-    started = local_stack.up(settings, timeout_seconds=timeout, create_topics=topics)
+    if broker == "kafka" and brokers > 1 and settings.topic_replication_factor == 1:
+        settings = settings.model_copy(update={"topic_replication_factor": min(3, brokers)})
+    started = local_stack.up(
+        settings, timeout_seconds=timeout, create_topics=topics, broker=broker, brokers=brokers
+    )
     for s in started:
         console.print(f"started {s.name} (pid {s.pid}) at {s.url}", highlight=False)
     if not started:
         console.print("nothing to start: everything already answers")
+    nodes = [s.url for s in started if s.name.startswith("broker")]
+    if len(nodes) > 1:
+        console.print(
+            f"workers and fraudctl: KAFKA_BROKER_URL='{';'.join(nodes)}' "
+            f"TOPIC_REPLICATION_FACTOR={min(3, len(nodes))}",
+            highlight=False,
+        )
     console.print(_table(local_stack.status(settings), "stack"))
+
+
+@stack_app.command("fetch-kafka", epilog=settings_epilog("KAFKA_CACHE_DIR"))
+def fetch_kafka() -> None:
+    """Fetch Apache Kafka's jars (ops/kafka/pom.xml) and check their sha256 (ops/kafka/jars.sha256)."""
+    from ..kafka_cluster import fetch_kafka as fetch, kafka_version
+
+    libs = fetch(get_settings())
+    console.print(f"Apache Kafka {kafka_version()}: {libs}", highlight=False)
 
 
 @stack_app.command("down", epilog=settings_epilog("KAFKA_BROKER_URL", "REDIS_URL", "RUN_DIR"))
