@@ -53,12 +53,14 @@ from .streaming import (
     produce_many,
     take_events_adaptive,
 )
+from .monitoring.stall import PartitionWatch
 from .monitoring.worker import (
     MetricsSensor,
     count_label_verdicts,
     count_produced,
     observe_scored,
     sample_gauges,
+    watch_partitions,
 )
 from .pipeline import (
     RawRecord,
@@ -577,24 +579,44 @@ async def follow_control() -> None:
 
 
 app.sensors.add(MetricsSensor(lambda: get_runtime().metrics))
-_lag_series: set = set()
+_partition_series: dict[str, set] = {}
+_partition_watch = PartitionWatch(get_settings().partition_stall_seconds)
 
 
 @app.timer(interval=get_settings().metrics_interval_seconds)
 async def sample_worker_gauges():
-    """Sample consumer lag, assigned partitions, table sizes and state bytes."""
+    """Sample assigned partitions, table sizes and state bytes; consumer lag and stalled
+    partitions (a stalled one is sought back to its committed offset)."""
     m = get_runtime().metrics
     m.accounts.set(len(account_states))  # also when no batch came since a restart
     m.terminals.set(len(terminal_states))
     try:
         sample_gauges(
-            app,
-            get_runtime().metrics,
-            {"account_states": account_states, "terminal_states": terminal_states},
-            _lag_series,
+            app, m, {"account_states": account_states, "terminal_states": terminal_states}
         )
+        await watch_partitions(
+            app, m, _partition_watch, _partition_series, next_offset_of, time.monotonic()
+        )
+        _debug_pause()
     except Exception:  # noqa: BLE001 - not started or rebalancing: next time
         log.debug("gauges not sampled", exc_info=True)
+
+
+_debug_paused: list = []
+
+
+def _debug_pause() -> None:
+    """DEBUG_PAUSE_PARTITION (fault tests): stop fetching that partition once, after the
+    worker has read from it while flow is active."""
+    target = get_settings().debug_pause_partition
+    if not target or _debug_paused or not app.flow_control.is_active():
+        return
+    topic, partition = target.rsplit(":", 1)
+    tp = TP(topic, int(partition))
+    if tp in app.consumer.assignment() and next_offset_of(app.consumer, tp):
+        app.consumer.pause_partitions([tp])
+        _debug_paused.append(tp)
+        log.warning("DEBUG_PAUSE_PARTITION: %s[%s] no longer fetched", topic, partition)
 
 
 @app.page("/metrics")

@@ -449,6 +449,28 @@ class Settings(BaseSettings):
     )
 
     # --- monitoring ----------------------------------------------------------------
+    partition_stall_seconds: float = Field(
+        20.0,
+        gt=0,
+        le=3600,
+        description=(
+            "PARTITION_STALL_SECONDS: a source partition this worker owns that has "
+            "records past its position and has not been read from for this long is "
+            "stalled: told once, counted (fraud_partition_stalls_total) and sought back "
+            "to its committed offset. Checked every METRICS_INTERVAL_SECONDS."
+        ),
+    )
+    debug_pause_partition: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9._-]+:\d+$",
+        description=(
+            "DEBUG_PAUSE_PARTITION: `topic:partition`, for fault tests only: once the "
+            "worker has read from this partition it stops fetching it (as a consumer "
+            "that leaves a partition paused after a rebalance), so that the stall watch "
+            "(PARTITION_STALL_SECONDS) can be seen to find and resume it. Unset in "
+            "production."
+        ),
+    )
     metrics_interval_seconds: float = Field(
         5.0,
         gt=0,

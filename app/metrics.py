@@ -316,10 +316,24 @@ class Metrics:
         )
         self.consumer_lag = Gauge(
             "fraud_consumer_lag",
-            "Records in a partition assigned to this worker that it has not read yet "
-            "(end offset minus next offset to read), sampled every "
-            "METRICS_INTERVAL_SECONDS.",
+            "Consumer group lag of a source partition assigned to this worker, in "
+            "records: its end offset (asked of the broker) minus the group's committed "
+            "offset, sampled every METRICS_INTERVAL_SECONDS (what an autoscaler scales on).",
             ["topic", "partition"],
+            registry=registry,
+        )
+        self.partition_stalled = Gauge(
+            "fraud_partition_stalled_seconds",
+            "Seconds a source partition assigned to this worker has had records past "
+            "the worker's position without that position moving (0 while it reads or "
+            "has nothing to read); past PARTITION_STALL_SECONDS the worker seeks it back.",
+            ["topic", "partition"],
+            registry=registry,
+        )
+        self.partition_stalls = Counter(
+            "fraud_partition_stalls_total",
+            "Stalled source partitions the worker resumed from their committed offset.",
+            ["topic"],
             registry=registry,
         )
         self.assigned_partitions = Gauge(

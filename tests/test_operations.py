@@ -5,6 +5,16 @@
   old worker gets SIGTERM. Every stopped worker must exit (status 0) instead of waiting
   on held work, and the run must equal an uninterrupted one (nothing lost, each alert
   once, same table state). ``ROLLING_RESTART_RUNS`` repeats it (``make test-full``: 10).
+* Membership changes while records flow (a replay at a steady rate runs through them),
+  in four shapes: a worker SIGTERMed the moment a joining one logs ``Ready`` (then the
+  other, at its replacement's ``Ready``); two workers joining at once; a worker stopped
+  while it restores its tables; a worker SIGKILLed during a rebalance. Each: every
+  transaction scored, each alert once (equal to an uninterrupted run), and every
+  partition of the transactions topic read to its end (the group's committed offset
+  equals its end offset). ``FLOW_RESTART_RUNS`` repeats each shape, ``FLOW_RESTART_SHAPES``
+  picks them (``all`` in ``make test-full``).
+* A partition the worker stops fetching (``DEBUG_PAUSE_PARTITION``) is found by the
+  stall watch, told once, counted and read again without a restart.
 * A catch-up of at least 200,000 transactions with their labels while two busy-loop
   processes load both cores: every transaction's features and score equal offline
   (<= 1e-9) and no transaction is released by the stall rule.
@@ -154,6 +164,162 @@ def test_rolling_restart_with_held_transactions(
         f"seconds to exit: max {max(seconds):.2f}, "
         f"within 10 s: {sum(s <= 10 for s in seconds)} of {len(seconds)}"
     )
+
+
+FLOW_RESTART_RUNS = int(os.environ.get("FLOW_RESTART_RUNS", "1"))
+#: shapes run by default in `make test`; FLOW_RESTART_SHAPES=all runs every one
+_DEFAULT_SHAPES = ("sigterm-at-joiner-ready", "sigkill-during-rebalance")
+_SHAPES = ("sigterm-at-joiner-ready", "two-join-at-once", "stop-while-restoring", "sigkill-during-rebalance")
+FLOW_SHAPES = (
+    _SHAPES if os.environ.get("FLOW_RESTART_SHAPES") == "all"
+    else tuple(os.environ.get("FLOW_RESTART_SHAPES", ",".join(_DEFAULT_SHAPES)).split(","))
+)
+#: transactions/s of the replay that runs through the membership changes
+FLOW_RATE = float(os.environ.get("FLOW_RATE", "120"))
+
+
+async def _group_progress(bootstrap: str, group: str, topic: str) -> dict[int, tuple[int, int]]:
+    """{partition: (committed offset, true end offset)} of ``group`` on ``topic``."""
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.structs import TopicPartition
+
+    from app.offsets import true_end_offsets
+
+    # the group's committed offsets without joining it (an OffsetFetch of assigned
+    # partitions), then the true end offsets with a consumer of no group
+    member = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await member.start()
+    await reader.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(reader.partitions_for_topic(topic) or ())]
+        member.assign(tps)
+        committed = {tp: await member.committed(tp) for tp in tps}
+        ends = await true_end_offsets(reader, tps)
+        return {
+            tp.partition: (committed[tp] if committed[tp] is not None else -1, ends[tp])
+            for tp in tps
+        }
+    finally:
+        for client in (reader, member):
+            try:
+                await client.stop()
+            except asyncio.CancelledError:  # aiokafka cancels its own offset-reset task
+                pass
+
+
+def _wait_read_to_end(bootstrap: str, env: dict[str, str], timeout: float = 60.0) -> dict:
+    """Wait until the group's committed offset of every transactions partition equals
+    its end offset; the last progress seen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        progress = asyncio.run(_group_progress(bootstrap, env["APP_ID"], env["TRANSACTIONS_TOPIC"]))
+        if all(c == e for c, e in progress.values()):
+            return progress
+        if time.monotonic() > deadline:
+            raise AssertionError(f"partitions not read to their end (committed, end): {progress}")
+        time.sleep(1.0)
+
+
+def _flow_restart_once(shape: str, broker, redis_url, tmp: Path, df, ids, baseline) -> dict:
+    env = worker_env(broker.url, redis_url, tmp)
+    workers: dict[str, Worker] = {}
+    codes: dict[str, int | None] = {}
+    try:
+        a = workers["a"] = _start(env, tmp, "a")
+        b = workers["b"] = _start(env, tmp, "b")
+        a.wait_ready()
+        b.wait_ready()
+        _wait_both_assigned(a, b, env)
+        flow = fu.BackgroundReplay(df, broker.url, env, rate=FLOW_RATE)
+        _wait_sum([a, b], "fraud_transactions_consumed_total", len(df) // 5)
+        if shape == "sigterm-at-joiner-ready":
+            c = workers["c"] = _start(env, tmp, "c")
+            _wait_log(c, "Ready")
+            codes["a"] = a.stop(signal.SIGTERM, timeout=STOP_LIMIT_SECONDS)
+            d = workers["d"] = _start(env, tmp, "d")
+            _wait_log(d, "Ready")
+            codes["b"] = b.stop(signal.SIGTERM, timeout=STOP_LIMIT_SECONDS)
+        elif shape == "two-join-at-once":
+            workers["c"] = _start(env, tmp, "c")
+            d = workers["d"] = _start(env, tmp, "d")
+            _wait_log(d, "Ready")
+            codes["a"] = a.stop(signal.SIGTERM, timeout=STOP_LIMIT_SECONDS)
+        elif shape == "stop-while-restoring":
+            c = workers["c"] = _start(env, tmp, "c")
+            _wait_log(c, "Restoring state from changelog topics")
+            codes["c"] = c.stop(signal.SIGTERM, timeout=STOP_LIMIT_SECONDS)
+            d = workers["d"] = _start(env, tmp, "d")
+            _wait_log(d, "Ready")
+            codes["a"] = a.stop(signal.SIGTERM, timeout=STOP_LIMIT_SECONDS)
+        elif shape == "sigkill-during-rebalance":
+            c = workers["c"] = _start(env, tmp, "c")
+            _wait_log(c, "Setting newly assigned partitions")
+            b.stop(signal.SIGKILL)
+            _wait_log(c, "Ready")
+        else:
+            raise ValueError(f"unknown shape {shape!r} (FLOW_RESTART_SHAPES): {_SHAPES}")
+        flow.join()
+        run = fu.collect(broker.bootstrap, env, ids, timeout=300)
+        progress = _wait_read_to_end(broker.bootstrap, env)
+        survivors = [w for w in workers.values() if w.proc and w.proc.poll() is None]
+        stalls = sum(w.metric("fraud_partition_stalls_total") for w in survivors)
+    finally:
+        for w in workers.values():
+            w.stop(signal.SIGKILL)
+    summary = run.summary(ids, baseline)
+    summary.update(shape=shape, broker=broker.kind, stop_codes=codes, stalls_resumed=stalls,
+                   committed_vs_end=progress)
+    fu.report("flow-restart", summary)
+    for name, code in codes.items():
+        assert code == 0, f"worker {name} did not stop within {STOP_LIMIT_SECONDS} s (status {code})"
+    fu.assert_same_as(run, baseline, ids)
+    return summary
+
+
+@pytest.mark.parametrize("shape", [pytest.param(s, id=s) for s in FLOW_SHAPES])
+def test_membership_changes_while_records_flow(
+    shape, broker, redis_url, tmp_path, slice_df, replayed_ids, baseline
+):
+    """Workers join, stop and die while transactions arrive: nothing is left unread,
+    nothing lost, each alert once."""
+    for i in range(FLOW_RESTART_RUNS):
+        tmp = tmp_path / f"run-{i}"
+        tmp.mkdir()
+        _flow_restart_once(shape, broker, redis_url, tmp, slice_df, replayed_ids, baseline)
+
+
+def test_a_stalled_partition_is_found_and_read_again(
+    broker, redis_url, tmp_path, slice_df, replayed_ids, baseline
+):
+    """A worker that stops fetching a partition it owns, while records arrive on it:
+    the stall watch tells it once, counts it, and the worker reads it again (no
+    restart); every transaction is scored, each alert once."""
+    env = worker_env(broker.url, redis_url, tmp_path)
+    stalled_env = {
+        **env,
+        "DEBUG_PAUSE_PARTITION": f"{env['TRANSACTIONS_TOPIC']}:1",
+        "PARTITION_STALL_SECONDS": "4",
+        "METRICS_INTERVAL_SECONDS": "1",
+    }
+    w = _start(stalled_env, tmp_path, "a")
+    try:
+        w.wait_ready()
+        flow = fu.BackgroundReplay(slice_df, broker.url, env, rate=FLOW_RATE * 2)
+        _wait_log(w, "DEBUG_PAUSE_PARTITION")
+        flow.join()
+        run = fu.collect(broker.bootstrap, env, replayed_ids, timeout=300)
+        _wait_read_to_end(broker.bootstrap, env)
+        stalls = w.metric("fraud_partition_stalls_total", topic=env["TRANSACTIONS_TOPIC"])
+        log = w.tail(10_000_000)
+    finally:
+        w.stop(signal.SIGKILL)
+    told = [line for line in log.splitlines() if "not read for" in line]
+    fu.report("stalled-partition", {"broker": broker.kind, "stalls_resumed": stalls, "told": len(told)})
+    assert stalls >= 1
+    assert len(told) == 1, told
+    assert f"{env['TRANSACTIONS_TOPIC']}[1]" in told[0]
+    fu.assert_same_as(run, baseline, replayed_ids)
 
 
 @pytest.mark.timeout(3600)

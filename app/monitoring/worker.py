@@ -4,8 +4,11 @@ consumer and tables). The computations are in :mod:`app.monitoring.lag`,
 
 - :class:`MetricsSensor`: a Faust sensor counting records read and written per topic,
   and rebalances.
-- :func:`sample_gauges`: consumer lag per partition, assigned partitions and table state
-  bytes; called on a timer (``METRICS_INTERVAL_SECONDS``).
+- :func:`sample_gauges`: assigned partitions and table state bytes; called on a timer
+  (``METRICS_INTERVAL_SECONDS``).
+- :func:`watch_partitions`: consumer lag (end offset minus committed offset) of every
+  assigned source partition, and stalled partitions found, told, counted and sought
+  back to their committed offset (:mod:`app.monitoring.stall`); on the same timer.
 - :func:`observe_scored`: outcomes, rules and drift of a scored batch.
 - :func:`count_label_verdicts`: label verdicts of alerted / not alerted transactions.
 """
@@ -24,12 +27,14 @@ from ..events import Label, ScoredTransaction
 from ..metrics import Metrics
 from .drift import DriftMonitor
 from .lag import consumer_lag
+from .stall import PartitionWatch
 from .outcomes import SCORE_THRESHOLD_RULE, outcome_of, verdict_counts
 
 __all__ = [
     "MetricsSensor",
     "count_produced",
     "sample_gauges",
+    "watch_partitions",
     "observe_scored",
     "observe_alerts",
     "parse_labels",
@@ -79,12 +84,17 @@ def _table_bytes(table: Any) -> int:
     return sum(len(v) for v in table.values() if v)
 
 
-def sample_gauges(
-    app: faust.App, metrics: Metrics, tables: Mapping[str, Any], exported: set
-) -> None:
-    """Set the sampled gauges: lag of every assigned partition of a source topic
-    (changelogs and Faust's leader topic excluded), assigned partitions, state bytes of
-    each table.
+def _source_partitions(assigned: Iterable[Any]) -> list[Any]:
+    """Assigned partitions of source topics (changelogs and Faust's leader topic excluded)."""
+    return [
+        tp
+        for tp in assigned
+        if not tp.topic.endswith(_CHANGELOG_SUFFIX) and _ASSIGNOR_MARK not in tp.topic
+    ]
+
+
+def sample_gauges(app: faust.App, metrics: Metrics, tables: Mapping[str, Any]) -> None:
+    """Set the sampled gauges: assigned partitions, state bytes of each table.
 
     Parameters
     ----------
@@ -93,43 +103,114 @@ def sample_gauges(
     metrics : Metrics
     tables : mapping of str to faust.Table
         Table name (label ``table``) to table.
-    exported : set of (topic, partition)
-        Lag series set by the previous call; updated in place, so the series of
-        partitions no longer assigned are removed.
     """
-    consumer = app.consumer
-    assigned = set(consumer.assignment())
-    metrics.assigned_partitions.set(len(assigned))
-    sources = [
-        tp
-        for tp in assigned
-        if not tp.topic.endswith(_CHANGELOG_SUFFIX) and _ASSIGNOR_MARK not in tp.topic
-    ]
-    ends = {}
-    for tp in sources:
-        try:
-            ends[tp] = consumer.highwater(tp)
-        except Exception:  # noqa: BLE001 - not fetched yet
-            ends[tp] = None
-    read = getattr(consumer, "_read_offset", {})
-    committed = getattr(consumer, "_committed_offset", {})
-    lag = consumer_lag(
-        ends, {tp: read.get(tp) for tp in sources}, {tp: committed.get(tp) for tp in sources}
-    )
+    metrics.assigned_partitions.set(len(app.consumer.assignment()))
+    for name, table in tables.items():
+        metrics.state_bytes.labels(table=name).set(_table_bytes(table))
+
+
+def _set_series(gauge: Any, values: Mapping[Any, float], exported: set) -> None:
+    """Set ``gauge{topic, partition}`` for each partition of ``values`` and remove the
+    series of partitions no longer there (``exported``: updated in place)."""
     now = set()
-    for tp, value in lag.items():
+    for tp, value in values.items():
         key = (tp.topic, str(tp.partition))
-        metrics.consumer_lag.labels(*key).set(value)
+        gauge.labels(*key).set(value)
         now.add(key)
     for key in exported - now:
         try:
-            metrics.consumer_lag.remove(*key)
+            gauge.remove(*key)
         except KeyError:
             pass
     exported.clear()
     exported.update(now)
-    for name, table in tables.items():
-        metrics.state_bytes.labels(table=name).set(_table_bytes(table))
+
+
+async def watch_partitions(
+    app: faust.App,
+    metrics: Metrics,
+    watch: PartitionWatch,
+    exported: dict[str, set],
+    position_of: Callable[[Any, Any], int | None],
+    now: float,
+) -> list[Any]:
+    """Lag and stalls of the assigned source partitions; seek stalled ones back.
+
+    Asks the broker for the end offset of every assigned source partition (one
+    ListOffsets request), then sets ``fraud_consumer_lag{topic, partition}`` to end
+    offset minus committed offset (the consumer group's lag, as an autoscaler reads
+    it) and ``fraud_partition_stalled_seconds{topic, partition}`` to how long records
+    have waited past the worker's position without it moving. While flow is active
+    and no recovery runs, a partition stalled for ``watch.stall_seconds`` is told once
+    (a warning with the consumer's state of it), counted in
+    ``fraud_partition_stalls_total{topic}``, resumed if Faust left it paused, and sought
+    back to its committed offset (at least once: what follows is read again).
+
+    Parameters
+    ----------
+    app : faust.App
+        A started app.
+    metrics : Metrics
+    watch : PartitionWatch
+    exported : dict
+        ``{"lag": set, "stalled": set}``: the series set by the previous call.
+    position_of : callable
+        ``position_of(consumer, tp)``: offset of the next record the worker hands on
+        (:func:`app.streaming.next_offset_of`), None when unknown.
+    now : float
+        A monotonic time, in seconds.
+
+    Returns
+    -------
+    list of TP
+        Partitions sought back by this call.
+    """
+    consumer = app.consumer
+    sources = _source_partitions(consumer.assignment())
+    if not sources:
+        _set_series(metrics.consumer_lag, {}, exported.setdefault("lag", set()))
+        _set_series(metrics.partition_stalled, {}, exported.setdefault("stalled", set()))
+        return []
+    ends = dict(await consumer.highwaters(*sources))
+    committed = getattr(consumer, "_committed_offset", {})
+    starts: dict[Any, int] = {}
+    if any(committed.get(tp) is None for tp in sources):
+        starts = dict(await consumer.earliest_offsets(*[tp for tp in sources if committed.get(tp) is None]))
+    lag = consumer_lag(ends, {}, {tp: committed.get(tp) or starts.get(tp) or 0 for tp in sources})
+    _set_series(metrics.consumer_lag, lag, exported.setdefault("lag", set()))
+    positions = {}
+    for tp in sources:
+        position = position_of(consumer, tp)
+        positions[tp] = position if position is not None else committed.get(tp)
+    report = watch.observe(now, positions, ends)
+    _set_series(metrics.partition_stalled, report.waiting_seconds, exported.setdefault("stalled", set()))
+    for tp in report.resumed:
+        log.warning("%s[%s]: reading again at offset %s", tp.topic, tp.partition, positions.get(tp))
+    busy = getattr(app, "rebalancing", False) or getattr(app, "in_recovery", False)
+    if busy or not app.flow_control.is_active():
+        return []
+    sought = []
+    for tp in report.new:
+        paused = tp in getattr(consumer, "_paused_partitions", set())
+        offset = committed.get(tp)
+        if offset is None:
+            offset = starts.get(tp, 0)
+        if tp in report.started:
+            log.warning(
+                "%s[%s]: not read for %.0f s while records wait (position %s, end %s, "
+                "committed %s, read offset %s, paused %s); resuming it from the "
+                "committed offset %s",
+                tp.topic, tp.partition, report.waiting_seconds.get(tp, 0.0), positions.get(tp),
+                ends.get(tp), committed.get(tp), getattr(consumer, "_read_offset", {}).get(tp),
+                paused, offset,
+            )
+        metrics.partition_stalls.labels(topic=tp.topic).inc()
+        if paused:
+            consumer.resume_partitions([tp])
+        await consumer.seek(tp, offset)
+        watch.recovered(tp, now)
+        sought.append(tp)
+    return sought
 
 
 def observe_scored(
