@@ -284,7 +284,7 @@ def test_membership_changes_while_records_flow(
     """Workers join, stop and die while transactions arrive: nothing is left unread,
     nothing lost, each alert once."""
     for i in range(FLOW_RESTART_RUNS):
-        tmp = tmp_path / f"run-{i}"
+        tmp = tmp_path / f"{shape}-{i}"  # names the run's topics and consumer group
         tmp.mkdir()
         _flow_restart_once(shape, broker, redis_url, tmp, slice_df, replayed_ids, baseline)
 
@@ -320,6 +320,38 @@ def test_a_stalled_partition_is_found_and_read_again(
     assert len(told) == 1, told
     assert f"{env['TRANSACTIONS_TOPIC']}[1]" in told[0]
     fu.assert_same_as(run, baseline, replayed_ids)
+
+
+def test_consumer_lag_metric_is_end_minus_committed(broker, redis_url, tmp_path, slice_df):
+    """``fraud_consumer_lag`` of every transactions partition equals the partition's end
+    offset minus the group's committed offset, as the broker tells them, also for a
+    partition with a backlog (one the worker stopped fetching: DEBUG_PAUSE_PARTITION,
+    with the stall watch's recovery out of reach)."""
+    env = worker_env(broker.url, redis_url, tmp_path)
+    topic = env["TRANSACTIONS_TOPIC"]
+    w = _start(
+        {**env, "DEBUG_PAUSE_PARTITION": f"{topic}:2", "PARTITION_STALL_SECONDS": "3600",
+         "METRICS_INTERVAL_SECONDS": "1"},
+        tmp_path, "a",
+    )
+    try:
+        w.wait_ready()
+        flow = fu.BackgroundReplay(slice_df, broker.url, env, rate=FLOW_RATE * 4)
+        _wait_log(w, "DEBUG_PAUSE_PARTITION")
+        flow.join()
+        deadline = time.monotonic() + 120
+        while True:
+            progress = asyncio.run(_group_progress(broker.bootstrap, env["APP_ID"], topic))
+            exported = {p: w.metric("fraud_consumer_lag", topic=topic, partition=str(p)) for p in progress}
+            expected = {p: end - max(committed, 0) for p, (committed, end) in progress.items()}
+            if exported == expected and expected[2] > 0 and sum(expected.values()) == expected[2]:
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"exported lag {exported} != end - committed {expected}")
+            time.sleep(1.0)
+    finally:
+        w.stop(signal.SIGKILL)
+    fu.report("consumer-lag", {"broker": broker.kind, "lag": exported})
 
 
 @pytest.mark.timeout(3600)

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from .conftest import BROKER_KINDS
 from .worker_utils import ROOT
 
 
@@ -108,3 +109,70 @@ def test_sigterm_during_a_catch_up_stops_the_worker(broker, redis_url, tmp_path)
     finally:
         worker.stop(signal.SIGKILL)
     assert code == 0, worker.tail()
+
+
+@pytest.mark.broker
+@pytest.mark.both_brokers
+def test_worker_refuses_a_transactions_topic_of_another_partition_count(
+    broker, redis_url, make_topic, tmp_path
+):
+    """The tables are co-partitioned with the transactions topic: a topic of 8
+    partitions with TOPIC_PARTITIONS=4 is one line naming both, exit 78, before the
+    worker joins the group (else Faust fails at the assignment with a traceback)."""
+    from .worker_utils import worker_env
+
+    topic = make_topic("tx-eight", partitions=8)
+    env = worker_env(broker.url, redis_url, tmp_path, TRANSACTIONS_TOPIC=topic, TOPIC_PARTITIONS="4")
+    result = _worker(**{k: v for k, v in env.items() if k != "WEB_PORT"})
+    assert result.returncode == 78, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"topic {topic!r} has 8 partitions but TOPIC_PARTITIONS=4" in lines[0]
+
+
+@pytest.mark.broker
+@pytest.mark.both_brokers
+def test_worker_creates_its_missing_topics(broker, redis_url, tmp_path):
+    """On a cluster that creates no topic on first use (the test Kafka, as production
+    clusters run), the start check creates the worker's output topics: none is missing
+    when the first alert is sent."""
+    import asyncio
+
+    from app.config import Settings
+    from app.offsets import ensure_worker_topics
+
+    from .worker_utils import worker_env
+
+    env = worker_env(broker.url, redis_url, tmp_path)
+    settings = Settings(
+        kafka_broker_url=broker.url,
+        **{k.lower(): env[k] for k in (
+            "TRANSACTIONS_TOPIC", "LABELS_TOPIC", "SCORED_TOPIC", "ALERTS_TOPIC", "DEAD_LETTER_TOPIC"
+        )},
+    )
+    created = asyncio.run(ensure_worker_topics(settings))
+    assert sorted(created) == sorted(env[k] for k in (
+        "TRANSACTIONS_TOPIC", "LABELS_TOPIC", "SCORED_TOPIC", "ALERTS_TOPIC", "DEAD_LETTER_TOPIC"
+    ))
+    assert asyncio.run(ensure_worker_topics(settings)) == []  # idempotent
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize(
+    "broker_kind", [k for k in BROKER_KINDS if k == "kafka"], indirect=True, scope="session"
+)
+def test_worker_refuses_a_session_timeout_the_broker_would_refuse(broker, redis_url, tmp_path):
+    """Kafka refuses a group member whose session timeout is below its
+    group.min.session.timeout.ms (6 s by default); aiokafka logs it and the worker would
+    never consume. The start check reads the bounds (DescribeConfigs) and refuses in one
+    line, exit 78. Kafka only: Tansu accepts any timeout and has no bounds to read."""
+    from .worker_utils import worker_env
+
+    env = worker_env(broker.url, redis_url, tmp_path, BROKER_SESSION_TIMEOUT_SECONDS="3")
+    env = {k: v for k, v in env.items() if k != "WEB_PORT"}
+    result = _worker(**env)
+    assert result.returncode == 78, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "BROKER_SESSION_TIMEOUT_SECONDS=3 is outside the broker's" in lines[0]
+    assert "6 s" in lines[0]
