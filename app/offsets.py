@@ -272,12 +272,12 @@ async def _check_group_timeouts(settings: Settings, admin: Any) -> None:
     try:
         node = min(b.nodeId for b in admin._client.cluster.brokers())
         response = await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.BROKER, str(node), list(_SESSION_BOUNDS))]
+            [ConfigResource(ConfigResourceType.BROKER, str(node), dict.fromkeys(_SESSION_BOUNDS))]
         )
         values = {
             entry[0]: entry[1]
             for r in response
-            for resource in r.resources
+            for resource in r.resources  # (error code, message, type, name, entries)
             if resource[0] == 0
             for entry in resource[4]
         }
