@@ -192,7 +192,9 @@ async def _group_progress(bootstrap: str, group: str, topic: str) -> dict[int, t
     await member.start()
     await reader.start()
     try:
+        await reader.topics()  # metadata of every topic: the consumer subscribes to none
         tps = [TopicPartition(topic, p) for p in sorted(reader.partitions_for_topic(topic) or ())]
+        assert tps, f"no partitions of {topic!r} in the broker's metadata"
         member.assign(tps)
         committed = {tp: await member.committed(tp) for tp in tps}
         ends = await true_end_offsets(reader, tps)
