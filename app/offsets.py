@@ -35,6 +35,8 @@ __all__ = [
     "client_options",
     "ensure_topics",
     "ensure_worker_topics",
+    "worker_topics",
+    "WORKER_TABLES",
     "check_broker",
     "start_on_topic",
     "true_end_offsets",
@@ -196,14 +198,38 @@ async def ensure_topics(
         await admin.close()
 
 
+#: The worker's tables (``app/tables.py``): their changelogs are created at start.
+WORKER_TABLES = ("account_states", "terminal_states")
+
+
+def worker_topics(settings: Settings) -> dict[str, dict[str, str]]:
+    """Every topic a worker reads or writes, but Faust's leader topic: ``{name: topic
+    configs}``."""
+    topics: dict[str, dict[str, str]] = {
+        name: {} for name in (
+            settings.transactions_topic, settings.labels_topic, settings.scored_topic,
+            settings.alerts_topic, settings.by_terminal_topic,
+        )
+    }
+    topics[settings.dead_letter_topic] = {"max.message.bytes": str(DEAD_LETTER_MAX_BYTES)}
+    for table in WORKER_TABLES:
+        topics[f"{settings.app_id}-{table}-changelog"] = {"cleanup.policy": "compact"}
+    return topics
+
+
 async def ensure_worker_topics(settings: Settings) -> list[str]:
     """Create the worker's missing topics; refuse source topics of another partition count.
 
-    The worker reads ``TRANSACTIONS_TOPIC`` and ``LABELS_TOPIC`` and writes
-    ``SCORED_TOPIC``, ``ALERTS_TOPIC`` and ``DEAD_LETTER_TOPIC``: on a cluster that does
-    not create topics on first use (``auto.create.topics.enable=false``, as production
-    clusters run) a missing output topic would fail every send. Missing ones are created
-    (``TOPIC_PARTITIONS``, ``TOPIC_REPLICATION_FACTOR``); the source topics must have
+    The worker reads ``TRANSACTIONS_TOPIC`` and ``LABELS_TOPIC``, its internal
+    by-terminal topic and its tables' changelogs, and writes ``SCORED_TOPIC``,
+    ``ALERTS_TOPIC`` and ``DEAD_LETTER_TOPIC``. On a cluster that does not create topics
+    on first use (``auto.create.topics.enable=false``, as production clusters run) a
+    missing output topic fails every send; and a topic Faust creates only as the worker
+    joins its group can be missing from the group leader's metadata when it assigns the
+    partitions, which then leaves it unassigned (and a stage unread) until the next
+    metadata refresh, minutes later. So every one of them is created here, before the
+    worker joins (``TOPIC_PARTITIONS``, ``TOPIC_REPLICATION_FACTOR``; the changelogs
+    compacted), and listed by the broker before it goes on. The source topics must have
     ``TOPIC_PARTITIONS`` partitions, since the tables are co-partitioned with them.
 
     Returns
@@ -220,14 +246,8 @@ async def ensure_worker_topics(settings: Settings) -> list[str]:
     """
     from aiokafka.admin import AIOKafkaAdminClient
 
-    names = [
-        settings.transactions_topic, settings.labels_topic, settings.scored_topic,
-        settings.alerts_topic, settings.dead_letter_topic,
-    ]
-    created = await ensure_topics(
-        settings, names,
-        {settings.dead_letter_topic: {"max.message.bytes": str(DEAD_LETTER_MAX_BYTES)}},
-    )
+    topics = worker_topics(settings)
+    created = await ensure_topics(settings, list(topics), topics)
     admin = AIOKafkaAdminClient(**client_options(settings))
     try:
         await admin.start()

@@ -134,8 +134,10 @@ def test_worker_refuses_a_transactions_topic_of_another_partition_count(
 @pytest.mark.both_brokers
 def test_worker_creates_its_missing_topics(broker, redis_url, tmp_path):
     """On a cluster that creates no topic on first use (the test Kafka, as production
-    clusters run), the start check creates the worker's output topics: none is missing
-    when the first alert is sent."""
+    clusters run), the start check creates every topic of the worker before it joins
+    its group: none is missing when the first alert is sent, and none is missing from
+    the group leader's metadata when it assigns partitions (a by-terminal topic created
+    only by Faust during the join was left unassigned for minutes on Kafka)."""
     import asyncio
 
     from app.config import Settings
@@ -150,11 +152,27 @@ def test_worker_creates_its_missing_topics(broker, redis_url, tmp_path):
             "TRANSACTIONS_TOPIC", "LABELS_TOPIC", "SCORED_TOPIC", "ALERTS_TOPIC", "DEAD_LETTER_TOPIC"
         )},
     )
+    settings = settings.model_copy(update={"app_id": env["APP_ID"]})
     created = asyncio.run(ensure_worker_topics(settings))
-    assert sorted(created) == sorted(env[k] for k in (
-        "TRANSACTIONS_TOPIC", "LABELS_TOPIC", "SCORED_TOPIC", "ALERTS_TOPIC", "DEAD_LETTER_TOPIC"
-    ))
+    assert sorted(created) == sorted([
+        *(env[k] for k in (
+            "TRANSACTIONS_TOPIC", "LABELS_TOPIC", "SCORED_TOPIC", "ALERTS_TOPIC", "DEAD_LETTER_TOPIC"
+        )),
+        f"{env['APP_ID']}-transactions-by-terminal",
+        f"{env['APP_ID']}-account_states-changelog",
+        f"{env['APP_ID']}-terminal_states-changelog",
+    ])
     assert asyncio.run(ensure_worker_topics(settings)) == []  # idempotent
+
+
+def test_worker_tables_are_the_ones_whose_changelogs_the_start_check_creates():
+    """The start check creates the changelog of every table of the app."""
+    from app.main import app  # the app first: app.tables registers on it
+    from app.offsets import WORKER_TABLES
+    from app.tables import account_states, terminal_states
+
+    assert {account_states.name, terminal_states.name} == set(WORKER_TABLES)
+    assert set(app.tables) == set(WORKER_TABLES)
 
 
 @pytest.mark.broker
