@@ -185,9 +185,9 @@ def run(args: list[str] | None = None) -> None:
     except typer.Abort:
         _print_error("aborted")
         sys.exit(130)
-    except FraudError as exc:
+    except FraudError as exc:  # 2, or 78 for a service configured wrong (BrokerAuthenticationError)
         _print_error(str(exc))
-        sys.exit(2)
+        sys.exit(exc.exit_code)
     except ValidationError as exc:  # a bad environment setting (Settings)
         err = exc.errors(include_url=False)[0]
         where = ".".join(str(x) for x in err["loc"]).upper() or "settings"
