@@ -51,7 +51,7 @@ async def _client(settings: Settings):
         await client.bootstrap()
     except KafkaError as exc:
         await client.close()
-        raise broker_error(settings, exc) from None
+        raise await broker_error(settings, exc) from None
     return client
 
 

@@ -45,6 +45,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .config import Settings
+from .exceptions import ConfigError
 
 __all__ = [
     "COMPONENTS",
@@ -147,9 +148,27 @@ def acl_grants(settings: Settings) -> list[Grant]:
     -------
     list of Grant
         In the order of :data:`COMPONENTS`; a component's rows in a fixed order.
+
+    Raises
+    ------
+    ConfigError
+        A topic of the settings is named ``<APP_ID>-...``: under the worker's prefix.
     """
     s = settings
     app = s.app_id
+    named = {
+        "TRANSACTIONS_TOPIC": s.transactions_topic, "LABELS_TOPIC": s.labels_topic,
+        "SCORED_TOPIC": s.scored_topic, "ALERTS_TOPIC": s.alerts_topic,
+        "DEAD_LETTER_TOPIC": s.dead_letter_topic, "CONTROL_TOPIC": s.control_topic,
+        "RULES_TOPIC": s.rules_topic, "CASES_TOPIC": s.cases_topic,
+    }
+    inside = [f"{k}={v}" for k, v in named.items() if v.startswith(f"{app}-")]
+    if inside:
+        # the worker owns every topic named <APP_ID>-...: it would get every right on these
+        raise ConfigError(
+            f"{inside[0]} starts with APP_ID={app}- (the worker's own topic prefix): the "
+            "worker would hold every right on it; rename the topic or the app id"
+        )
     rows: list[Grant] = []
 
     def add(component: str, rtype: str, name: str, ops: tuple[str, ...], why: str,
@@ -189,7 +208,7 @@ def acl_grants(settings: Settings) -> list[Grant]:
     add(r, "topic", s.labels_topic, (*_WRITE, "CREATE"), "produces later verdicts")
 
     o = "operator"
-    add(o, "topic", s.control_topic, (*_WRITE, "CREATE"), "fraudctl models promote|rollback|shadow")
+    add(o, "topic", s.control_topic, (*_WRITE, "CREATE"), "fraudctl models promote, rollback, shadow")
     add(o, "topic", s.rules_topic, (*_WRITE, "CREATE"), "fraudctl rules apply")
     return rows
 

@@ -279,7 +279,6 @@ class ListenerSecurity:
 
 def sasl_ssl_listener(
     keystore: Path,
-    keystore_password: str,
     ca_file: Path,
     admin_password: str,
     users: dict[str, str],
@@ -290,7 +289,7 @@ def sasl_ssl_listener(
     """A SASL_SSL client listener with SCRAM users and ACLs enforced.
 
     * clients: SCRAM (``mechanism``) over TLS; the broker's key and certificate chain
-      in ``keystore`` (PKCS12), signed by the CA of ``ca_file`` (PEM), which the
+      in ``keystore`` (PEM), signed by the CA of ``ca_file`` (PEM), which the
       brokers trust for their own connections (certificates checked, hostname included);
     * inter-broker traffic: the same listener, as ``admin``;
     * the controller listener: SASL_PLAINTEXT with PLAIN and one static user, ``admin``
@@ -305,8 +304,8 @@ def sasl_ssl_listener(
     Parameters
     ----------
     keystore : pathlib.Path
-        PKCS12 keystore of the brokers' key and certificate chain.
-    keystore_password : str
+        PEM file of the brokers' private key (PKCS#8, unencrypted: keep the file
+        readable by Kafka's user only) followed by its certificate chain.
     ca_file : pathlib.Path
         PEM certificate of the CA that signed the brokers' certificates.
     admin_password : str
@@ -335,9 +334,8 @@ def sasl_ssl_listener(
             f'{plain} required username="{admin}" password="{admin_password}" '
             f'user_{admin}="{admin_password}";'
         ),
-        "ssl.keystore.type": "PKCS12",
+        "ssl.keystore.type": "PEM",
         "ssl.keystore.location": str(keystore),
-        "ssl.keystore.password": keystore_password,
         "ssl.truststore.type": "PEM",
         "ssl.truststore.location": str(ca_file),
         "ssl.endpoint.identification.algorithm": "https",

@@ -174,6 +174,12 @@ def run(args: list[str] | None = None) -> None:
     :class:`FraudError` and a bad setting (pydantic ``ValidationError``) all end the
     same way.
     """
+    import logging
+
+    # aiokafka logs each failed connection; without a handler configured they would
+    # reach stderr beside the command's own one-line error (a command that configures
+    # logging still gets them)
+    logging.getLogger("aiokafka").addHandler(logging.NullHandler())
     try:
         code = cli(args=args, prog_name="fraudctl", standalone_mode=False)
     except NoArgsIsHelpError as exc:  # `fraudctl` or a group alone: its help
