@@ -171,10 +171,10 @@ async def broker_error(
         problem = await _diagnose(settings)
     if problem is not None:
         return problem
-    what = f" ({doing})" if doing else ""
+    what = f"{doing}: " if doing else ""
     return BrokerUnavailableError(
-        f"Kafka broker {settings.kafka_broker_url} is unavailable{what}: "
-        f"{exc or type(exc).__name__}"
+        f"Kafka broker {settings.kafka_broker_url} is unavailable "
+        f"({what}{exc or type(exc).__name__})"
     )
 
 

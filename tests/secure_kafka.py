@@ -15,10 +15,10 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.kafka_cluster import KafkaCluster, fetch_kafka, sasl_ssl_listener
 from app.config import Settings
+from app.kafka_cluster import sasl_ssl_listener
 
-from .conftest import _STARTED_PIDS, KafkaBroker, free_port
+from .conftest import KafkaBroker, start_kafka
 
 __all__ = ["TlsFiles", "make_tls", "SecureKafka", "start_secure_kafka"]
 
@@ -105,29 +105,12 @@ class SecureKafka:
         }
 
 
-def start_secure_kafka(base_dir: Path, users: list[str], attempts: int = 2) -> SecureKafka:
+def start_secure_kafka(base_dir: Path, users: list[str]) -> SecureKafka:
     """Start a one-node SASL_SSL Kafka with a SCRAM user (random password) per name of
     ``users`` plus the super user ``admin``."""
     tls = make_tls(base_dir / "tls")
     passwords = {u: secrets.token_hex(12) for u in ["admin", *users]}
     security = sasl_ssl_listener(
-        tls.keystore, tls.ca_file, passwords["admin"],
-        {u: passwords[u] for u in users},
+        tls.keystore, tls.ca_file, passwords["admin"], {u: passwords[u] for u in users},
     )
-    libs = fetch_kafka(Settings())
-    error: Exception | None = None
-    for attempt in range(attempts):
-        cluster = KafkaCluster(
-            libs, base_dir / f"try-{attempt}", [(free_port(), free_port())], security=security
-        )
-        try:
-            cluster.format()
-            for node in cluster.nodes:
-                cluster.start_node(node)
-                _STARTED_PIDS.add(node.pid)
-            cluster.wait_ready(120.0)
-            return SecureKafka(KafkaBroker(cluster), tls, passwords)
-        except Exception as exc:  # noqa: BLE001 - e.g. a port taken meanwhile
-            error = exc
-            cluster.stop()
-    raise RuntimeError(f"SASL_SSL Kafka did not start after {attempts} attempts: {error}")
+    return SecureKafka(start_kafka(base_dir, security=security), tls, passwords)
