@@ -272,8 +272,9 @@ class ListenerSecurity:
     """
 
     protocol: str
-    properties: dict[str, str]
-    format_args: tuple[str, ...]
+    # they hold the super user's password: never in a repr
+    properties: dict[str, str] = field(repr=False)
+    format_args: tuple[str, ...] = field(repr=False)
     client_options: dict[str, Any] = field(repr=False)
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -70,6 +70,23 @@ def test_table_gives_each_component_only_its_own_rights():
     assert "User:svc-scoring" in names and "User:worker" not in names
 
 
+def test_plan_prints_the_table_and_refuses_unknown_components(monkeypatch):
+    from typer.testing import CliRunner
+
+    from app.cli import cli
+
+    for name in ("APP_ID", "ALERTS_TOPIC", "REVIEW_BLOCK_CONFIRMED"):
+        monkeypatch.delenv(name, raising=False)
+    runner = CliRunner()
+    r = runner.invoke(cli, ["acls", "plan", "--format", "markdown", "--user", "worker=svc-w"])
+    assert r.exit_code == 0, r.output
+    assert r.stdout.strip() == markdown_table(acl_grants(Settings()), {"worker": "svc-w"})
+    rows = json.loads(runner.invoke(cli, ["acls", "plan", "--format", "json"]).stdout)
+    assert {r["component"] for r in rows} == set(COMPONENTS)
+    r = runner.invoke(cli, ["acls", "plan", "--user", "scanner=x"])
+    assert r.exit_code == 2 and "unknown component 'scanner'" in r.output
+
+
 def test_a_topic_under_the_worker_prefix_is_refused():
     with pytest.raises(ConfigError, match="ALERTS_TOPIC=fraud-detector-alerts starts with APP_ID"):
         acl_grants(Settings(_env_file=None, alerts_topic="fraud-detector-alerts"))
@@ -86,6 +103,15 @@ def kafka(tmp_path_factory: pytest.TempPathFactory):
         yield k
     finally:
         k.broker.stop()
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model registry of the module: the shipped model and a copy ``v2-acl``."""
+    from .test_lifecycle import make_registry
+
+    models, _ = make_registry(tmp_path_factory.mktemp("registry"), ("v2-acl",))
+    return models
 
 
 def _settings(env: dict[str, str]) -> Settings:
@@ -149,7 +175,8 @@ def read_all(settings: Settings, topic: str) -> list:
     return asyncio.run(_read_all(settings, topic))
 
 
-def test_each_component_works_with_its_own_principal(kafka, redis_url, tmp_path, httpserver):
+def test_each_component_works_with_its_own_principal(kafka, registry, redis_url, tmp_path,
+                                                     httpserver):
     from prometheus_client import CollectorRegistry
     from werkzeug import Response
 
@@ -160,8 +187,6 @@ def test_each_component_works_with_its_own_principal(kafka, redis_url, tmp_path,
     from app.sinks.runner import SinkRunner, consumer_group
     from app.metrics import SinkMetrics
     from app.sinks.webhook import WebhookSink
-
-    from .test_lifecycle import make_registry
 
     # every transaction alerts: the smallest replay that exercises every component
     env = worker_env(kafka.url, redis_url, tmp_path, ALERT_THRESHOLD="0.0")
@@ -183,6 +208,8 @@ def test_each_component_works_with_its_own_principal(kafka, redis_url, tmp_path,
         alerts = [Alert.model_validate_json(r.value) for r in read_all(admin, admin.alerts_topic)]
         assert len(alerts) == len(df), worker.counters()
         assert len(read_all(admin, admin.scored_topic)) >= len(df)
+        # its password appears in none of its output
+        assert kafka.passwords["worker"] not in worker.tail(10**8) + worker.metrics_text()
     finally:
         worker.stop()
 
@@ -231,7 +258,8 @@ def test_each_component_works_with_its_own_principal(kafka, redis_url, tmp_path,
     rules.write_text(json.dumps({"id": "acl", "version": 1, "rules": []}))
     r = _fraudctl(operator_env, "rules", "apply", str(rules))
     assert r.returncode == 0, r.stderr
-    models, _ = make_registry(tmp_path, ("v2-acl",))
+    models = tmp_path / "models"
+    shutil.copytree(registry, models)
     r = _fraudctl(operator_env, "models", "promote", "v2-acl", "--models-dir", str(models))
     assert r.returncode == 0, r.stderr
     assert len(read_all(admin, admin.rules_topic)) == 1
@@ -349,10 +377,9 @@ def test_acl_matrix_allowed_and_refused_cells(kafka):
 # --- refusals ----------------------------------------------------------------------------
 
 
-def test_refusals_are_one_line_and_write_nothing(kafka, redis_url, tmp_path, redis_client):
+def test_refusals_are_one_line_and_write_nothing(kafka, registry, redis_url, tmp_path,
+                                                 redis_client):
     from app.replay import replay_frame
-
-    from .test_lifecycle import make_registry
 
     env = worker_env(kafka.url, redis_url, tmp_path)
     _apply(kafka, env)
@@ -374,10 +401,11 @@ def test_refusals_are_one_line_and_write_nothing(kafka, redis_url, tmp_path, red
     r = _fraudctl(replay_env, "rules", "apply", str(rules))
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert f"Kafka refused principal User:replay on topic {admin.rules_topic}" in r.stderr
-    models, _ = make_registry(tmp_path, ("v2-evil",))
-    r = _fraudctl(replay_env, "models", "promote", "v2-evil", "--models-dir", str(models))
+    before = sorted(p.name for p in registry.iterdir())
+    r = _fraudctl(replay_env, "models", "promote", "v2-acl", "--models-dir", str(registry))
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert f"Kafka refused principal User:replay on topic {admin.control_topic}" in r.stderr
+    assert sorted(p.name for p in registry.iterdir()) == before  # no LIFECYCLE.json written
 
     for topic in (admin.alerts_topic, admin.control_topic, admin.rules_topic):
         assert read_all(admin, topic) == [], topic
@@ -408,14 +436,22 @@ def test_wrong_credentials_stop_worker_and_cli_at_start_with_78(kafka, redis_url
         expected = "its TLS certificate is not trusted"
     env["BROKER_CONNECT_TIMEOUT_SECONDS"] = "60"  # not waited for: refused at once
 
-    worker = subprocess.run([sys.executable, "-m", "app", "worker"], env=env, cwd=ROOT,
-                            capture_output=True, text=True, timeout=120)
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps({"id": "x", "version": 1, "rules": []}))
+    # both at once: the worker's start check and a command of the operator
+    procs = [
+        subprocess.Popen(argv, env=e, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+        for argv, e in [
+            ([sys.executable, "-m", "app", "worker"], env),
+            ([*FRAUDCTL, "rules", "apply", str(rules)], {**env, "KAFKA_SASL_USERNAME": "operator"}),
+        ]
+    ]
+    (w_out, w_err), (_, c_err) = (p.communicate(timeout=120) for p in procs)
+    worker = subprocess.CompletedProcess([], procs[0].returncode, w_out, w_err)
+    cli = subprocess.CompletedProcess([], procs[1].returncode, "", c_err)
     assert worker.returncode == 78, worker.stderr
     assert worker.stderr.count("\n") == 1 and expected in worker.stderr, worker.stderr
     assert env["KAFKA_SASL_PASSWORD"] not in worker.stderr + worker.stdout
-
-    rules = tmp_path / "rules.json"
-    rules.write_text(json.dumps({"id": "x", "version": 1, "rules": []}))
-    cli = _fraudctl({**env, "KAFKA_SASL_USERNAME": "operator"}, "rules", "apply", str(rules))
     assert cli.returncode == 78, cli.stderr
     assert cli.stderr.count("\n") == 1 and cli.stderr.startswith("error: Kafka broker"), cli.stderr
