@@ -43,9 +43,9 @@ CONTROL_KEY = b"models"
 _POLL_MS = 200
 
 
-async def ensure_control_topics(settings: Settings) -> None:
-    """Create ``CONTROL_TOPIC`` and ``RULES_TOPIC`` with one partition each if missing
-    (one partition: one order for every worker).
+async def ensure_control_topics(settings: Settings, topics: list[str] | None = None) -> None:
+    """Create ``CONTROL_TOPIC`` and ``RULES_TOPIC`` (or only ``topics``) with one
+    partition each if missing (one partition: one order for every worker).
 
     Raises
     ------
@@ -54,7 +54,7 @@ async def ensure_control_topics(settings: Settings) -> None:
     from .offsets import ensure_topics
 
     one = settings.model_copy(update={"topic_partitions": 1})
-    await ensure_topics(one, [settings.control_topic, settings.rules_topic])
+    await ensure_topics(one, topics or [settings.control_topic, settings.rules_topic])
 
 
 async def publish_async(settings: Settings, topic: str, key: bytes, value: bytes) -> int:
@@ -70,16 +70,17 @@ async def publish_async(settings: Settings, topic: str, key: bytes, value: bytes
     BrokerUnavailableError
         The broker cannot be reached or did not acknowledge.
     """
-    await ensure_control_topics(settings)
+    from .offsets import broker_error
+
+    # only the topic written: a principal may hold no right on the other one
+    await ensure_control_topics(settings, [topic])
     producer = AIOKafkaProducer(**client_options(settings), acks="all")
     try:
         await producer.start()
         meta = await producer.send_and_wait(topic, value=value, key=key, partition=0)
         return meta.offset
     except KafkaError as exc:
-        raise BrokerUnavailableError(
-            f"cannot publish to {topic} on {settings.kafka_broker_url} ({exc})"
-        ) from None
+        raise await broker_error(settings, exc, f"publishing to {topic}") from None
     finally:
         await producer.stop()
 

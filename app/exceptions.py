@@ -17,6 +17,8 @@ __all__ = [
     "UnverifiedVersionError",
     "StackError",
     "BrokerUnavailableError",
+    "BrokerAuthenticationError",
+    "BrokerAuthorizationError",
     "ObservabilityError",
     "RuleSetError",
     "ControlMessageError",
@@ -27,7 +29,13 @@ __all__ = [
 
 
 class FraudError(Exception):
-    """Base class of every error raised by this project."""
+    """Base class of every error raised by this project.
+
+    ``exit_code``: the exit status of a command that ends on it (2: a usage or input
+    error; 78, ``EX_CONFIG``: the service is configured wrong for its surroundings).
+    """
+
+    exit_code = 2
 
 
 class ConfigError(FraudError):
@@ -79,6 +87,18 @@ class StackError(FraudError):
 
 class BrokerUnavailableError(FraudError):
     """The Kafka broker cannot be reached, or refused a request (topic creation, delivery)."""
+
+
+class BrokerAuthenticationError(BrokerUnavailableError):
+    """The brokers refused the client's credentials (SASL) or the client refused the
+    brokers' certificate (TLS): retrying cannot help; exit status 78."""
+
+    exit_code = 78
+
+
+class BrokerAuthorizationError(BrokerUnavailableError):
+    """The brokers' ACLs refuse the client's principal an operation (write a topic,
+    join a group, create a topic); nothing was written."""
 
 
 class ObservabilityError(FraudError):

@@ -32,6 +32,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .config import PROJECT_ROOT, Settings
 from .exceptions import StackError
@@ -44,6 +45,8 @@ __all__ = [
     "fetch_kafka",
     "java_bin",
     "node_properties",
+    "ListenerSecurity",
+    "sasl_ssl_listener",
     "KafkaNode",
     "KafkaCluster",
 ]
@@ -195,6 +198,7 @@ def node_properties(
     *,
     replicas: int,
     extra: dict[str, str] | None = None,
+    client_protocol: str = "PLAINTEXT",
 ) -> dict[str, str]:
     """``server.properties`` of one combined broker + controller node.
 
@@ -212,6 +216,10 @@ def node_properties(
         (at least 1): with 3 replicas a write needs 2.
     extra : dict, optional
         Further properties, overriding these.
+    client_protocol : str, default="PLAINTEXT"
+        Security protocol of the client listener (``SASL_SSL``: see
+        :func:`sasl_ssl_listener`), which inter-broker traffic uses too; the listener
+        is named after it.
     """
     _, host, port, cport = next(v for v in voters if v[0] == node_id)
     min_isr = str(max(1, replicas - 1))
@@ -219,11 +227,11 @@ def node_properties(
         "process.roles": "broker,controller",
         "node.id": str(node_id),
         "controller.quorum.voters": ",".join(f"{i}@{h}:{c}" for i, h, _, c in voters),
-        "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{cport}",
-        "advertised.listeners": f"PLAINTEXT://{host}:{port}",
+        "listeners": f"{client_protocol}://{host}:{port},CONTROLLER://{host}:{cport}",
+        "advertised.listeners": f"{client_protocol}://{host}:{port}",
         "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "inter.broker.listener.name": client_protocol,
+        "listener.security.protocol.map": f"{client_protocol}:{client_protocol},CONTROLLER:PLAINTEXT",
         "log.dirs": data_dir,
         "num.partitions": "1",
         "default.replication.factor": str(replicas),
@@ -244,6 +252,111 @@ def node_properties(
     }
     props.update(extra or {})
     return props
+
+
+@dataclass(frozen=True)
+class ListenerSecurity:
+    """Security of a :class:`KafkaCluster`'s client listener (inter-broker traffic uses
+    it too), built by :func:`sasl_ssl_listener`.
+
+    Attributes
+    ----------
+    protocol : str
+        ``SASL_SSL``: the client listener's security protocol and name.
+    properties : dict
+        Broker properties (TLS keystore, SASL, controller listener, authorizer).
+    format_args : tuple of str
+        Further arguments of the storage tool's ``format`` (the SCRAM credentials).
+    client_options : dict
+        aiokafka options of the cluster's own metadata requests (its super user).
+    """
+
+    protocol: str
+    # they hold the super user's password: never in a repr
+    properties: dict[str, str] = field(repr=False)
+    format_args: tuple[str, ...] = field(repr=False)
+    client_options: dict[str, Any] = field(repr=False)
+
+
+def sasl_ssl_listener(
+    keystore: Path,
+    ca_file: Path,
+    admin_password: str,
+    users: dict[str, str],
+    *,
+    admin: str = "admin",
+    mechanism: str = "SCRAM-SHA-512",
+) -> ListenerSecurity:
+    """A SASL_SSL client listener with SCRAM users and ACLs enforced.
+
+    * clients: SCRAM (``mechanism``) over TLS; the broker's key and certificate chain
+      in ``keystore`` (PEM), signed by the CA of ``ca_file`` (PEM), which the
+      brokers trust for their own connections (certificates checked, hostname included);
+    * inter-broker traffic: the same listener, as ``admin``;
+    * the controller listener: SASL_PLAINTEXT with PLAIN and one static user, ``admin``
+      (KRaft controllers cannot check SCRAM: its credentials live in the metadata they
+      serve); keep it on loopback or a private network;
+    * ``StandardAuthorizer`` with ``allow.everyone.if.no.acl.found=false``: a principal
+      may only do what an ACL allows (``fraudctl acls apply``); ``admin`` is the one
+      super user (the brokers themselves, and whoever writes the ACLs);
+    * ``users`` (name -> password) and ``admin`` get SCRAM credentials when the
+      storage is formatted (``--add-scram``).
+
+    Parameters
+    ----------
+    keystore : pathlib.Path
+        PEM file of the brokers' private key (PKCS#8, unencrypted: keep the file
+        readable by Kafka's user only) followed by its certificate chain.
+    ca_file : pathlib.Path
+        PEM certificate of the CA that signed the brokers' certificates.
+    admin_password : str
+    users : dict of str to str
+        SCRAM users to create, name -> password (names without ``,``, ``=``, ``]``).
+    admin : str, default="admin"
+    mechanism : str, default="SCRAM-SHA-512"
+        ``SCRAM-SHA-512`` or ``SCRAM-SHA-256``.
+    """
+    import ssl
+
+    for name, secret in {admin: admin_password, **users}.items():
+        if not name or any(c in name + secret for c in ',=[]"'):
+            raise ValueError(f"SCRAM user {name!r}: names and passwords without , = [ ] \"")
+    scram = "org.apache.kafka.common.security.scram.ScramLoginModule"
+    plain = "org.apache.kafka.common.security.plain.PlainLoginModule"
+    listener = f"listener.name.sasl_ssl.{mechanism.lower()}.sasl.jaas.config"
+    properties = {
+        "listener.security.protocol.map": "SASL_SSL:SASL_SSL,CONTROLLER:SASL_PLAINTEXT",
+        "sasl.enabled.mechanisms": mechanism,
+        "sasl.mechanism.inter.broker.protocol": mechanism,
+        listener: f'{scram} required username="{admin}" password="{admin_password}";',
+        "sasl.mechanism.controller.protocol": "PLAIN",
+        "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+        "listener.name.controller.plain.sasl.jaas.config": (
+            f'{plain} required username="{admin}" password="{admin_password}" '
+            f'user_{admin}="{admin_password}";'
+        ),
+        "ssl.keystore.type": "PEM",
+        "ssl.keystore.location": str(keystore),
+        "ssl.truststore.type": "PEM",
+        "ssl.truststore.location": str(ca_file),
+        "ssl.endpoint.identification.algorithm": "https",
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "allow.everyone.if.no.acl.found": "false",
+        "super.users": f"User:{admin}",
+    }
+    format_args = tuple(
+        arg
+        for name, secret in {admin: admin_password, **users}.items()
+        for arg in ("--add-scram", f"{mechanism}=[name={name},password={secret}]")
+    )
+    client_options = {
+        "security_protocol": "SASL_SSL",
+        "ssl_context": ssl.create_default_context(cafile=str(ca_file)),
+        "sasl_mechanism": mechanism,
+        "sasl_plain_username": admin,
+        "sasl_plain_password": admin_password,
+    }
+    return ListenerSecurity("SASL_SSL", properties, format_args, client_options)
 
 
 @dataclass
@@ -287,6 +400,8 @@ class KafkaCluster:
         The JVM's ``-Xmx`` per node.
     extra : dict, optional
         Further broker properties for every node.
+    security : ListenerSecurity, optional
+        A secured client listener (:func:`sasl_ssl_listener`); default: PLAINTEXT.
     """
 
     libs: Path
@@ -295,6 +410,7 @@ class KafkaCluster:
     host: str = "127.0.0.1"
     heap: str = "512m"
     extra: dict[str, str] = field(default_factory=dict)
+    security: ListenerSecurity | None = None
     nodes: list[KafkaNode] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
@@ -308,8 +424,11 @@ class KafkaCluster:
                 node_id, host, port, cport, folder / "data", folder / "kafka.log",
                 folder / "server.properties",
             )
+            sec = self.security
             props = node_properties(
-                node_id, voters, str(node.data_dir), replicas=replicas, extra=self.extra
+                node_id, voters, str(node.data_dir), replicas=replicas,
+                extra={**(sec.properties if sec else {}), **self.extra},
+                client_protocol=sec.protocol if sec else "PLAINTEXT",
             )
             folder.mkdir(parents=True, exist_ok=True)
             node.config_path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
@@ -330,6 +449,10 @@ class KafkaCluster:
     def replicas(self) -> int:
         """Replication factor of the topics it creates by default."""
         return min(3, len(self.nodes))
+
+    @property
+    def _client_options(self) -> dict[str, Any]:
+        return dict(self.security.client_options) if self.security else {}
 
     def node(self, node_id: int) -> KafkaNode:
         """The node of id ``node_id`` (1-based)."""
@@ -359,6 +482,7 @@ class KafkaCluster:
                 self._java(
                     "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
                     "-c", str(node.config_path), "--ignore-formatted",
+                    *(self.security.format_args if self.security else ()),
                 ),
                 capture_output=True, text=True,
             )
@@ -403,7 +527,7 @@ class KafkaCluster:
 
         deadline = time.monotonic() + timeout_seconds
         for node in nodes or self.nodes:
-            while not kafka_ready(node.bootstrap, timeout_seconds=2.0):
+            while not kafka_ready(node.bootstrap, timeout_seconds=2.0, **self._client_options):
                 if node.process is not None and node.process.poll() is not None:
                     raise StackError(
                         f"Kafka node {node.node_id} exited with code "
@@ -428,7 +552,9 @@ class KafkaCluster:
             from aiokafka.client import AIOKafkaClient
 
             live = [n.bootstrap for n in self.nodes if n.alive()]
-            client = AIOKafkaClient(bootstrap_servers=live, request_timeout_ms=3000)
+            client = AIOKafkaClient(
+                bootstrap_servers=live, request_timeout_ms=3000, **self._client_options
+            )
             try:
                 await client.bootstrap()
                 return sorted(b.nodeId for b in client.cluster.brokers())

@@ -29,10 +29,16 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
 from .config import Settings
-from .exceptions import BrokerUnavailableError, ConfigError
+from .exceptions import (
+    BrokerAuthenticationError,
+    BrokerAuthorizationError,
+    BrokerUnavailableError,
+    ConfigError,
+)
 
 __all__ = [
     "client_options",
+    "broker_error",
     "ensure_topics",
     "ensure_worker_topics",
     "worker_topics",
@@ -77,6 +83,103 @@ def client_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
+def _principal(settings: Settings) -> str:
+    user = settings.kafka_sasl_username
+    return f"principal User:{user}" if user else "this client (no SASL user)"
+
+
+def _auth_problem(settings: Settings, exc: BaseException) -> BrokerUnavailableError | None:
+    """The authentication, certificate or authorization failure ``exc`` is, if any."""
+    import ssl
+
+    from aiokafka import errors
+
+    url = settings.kafka_broker_url
+    if isinstance(exc, (errors.SaslAuthenticationFailed, errors.AuthenticationFailedError,
+                        errors.UnsupportedSaslMechanismError, errors.IllegalSaslStateError)):
+        return BrokerAuthenticationError(
+            f"Kafka broker {url} refused the credentials of KAFKA_SASL_USERNAME="
+            f"{settings.kafka_sasl_username} ({settings.kafka_sasl_mechanism}): "
+            f"{str(exc).split(': ', 1)[-1] or type(exc).__name__}"
+        )
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return BrokerAuthenticationError(
+            f"Kafka broker {url}: its TLS certificate is not trusted ({exc.verify_message}; "
+            f"KAFKA_SSL_CA_FILE={settings.kafka_ssl_ca_file})"
+        )
+    if isinstance(exc, ssl.SSLError):
+        return BrokerAuthenticationError(f"Kafka broker {url}: TLS handshake failed ({exc})")
+    kinds = {
+        errors.TopicAuthorizationFailedError: "topic",
+        errors.GroupAuthorizationFailedError: "consumer group",
+        errors.ClusterAuthorizationFailedError: "cluster",
+        errors.TransactionalIdAuthorizationFailed: "transactional id",
+    }
+    for kind, what in kinds.items():
+        if isinstance(exc, kind):
+            arg = exc.args[0] if exc.args else ""
+            names = ", ".join(sorted(arg)) if isinstance(arg, (set, list, tuple)) else str(arg)
+            return BrokerAuthorizationError(
+                f"Kafka refused {_principal(settings)} on {what} {names or '?'}: not "
+                "authorized (see `fraudctl acls plan`)"
+            )
+    return None
+
+
+async def _diagnose(settings: Settings) -> BrokerUnavailableError | None:
+    """Open one connection to each bootstrap host as the clients do and return the
+    authentication or certificate failure found (aiokafka's bootstrap logs the cause
+    and raises only "Unable to bootstrap")."""
+    from aiokafka.conn import create_conn
+
+    options = client_options(settings)
+    hosts = options.pop("bootstrap_servers")
+    for host in hosts:
+        name, _, port = host.rpartition(":")
+        try:
+            conn = await asyncio.wait_for(
+                create_conn(name, int(port), request_timeout_ms=5000, **options), 10.0
+            )
+        except Exception as exc:  # noqa: BLE001 - classified below
+            problem = _auth_problem(settings, exc)
+            if problem is not None:
+                return problem
+            continue
+        conn.close()
+    return None
+
+
+async def broker_error(
+    settings: Settings, exc: BaseException, doing: str = ""
+) -> BrokerUnavailableError:
+    """The project's error for an aiokafka failure: :class:`BrokerAuthenticationError`
+    (wrong credentials, untrusted certificate: exit status 78),
+    :class:`BrokerAuthorizationError` (an ACL refuses the operation), else
+    :class:`BrokerUnavailableError`.
+
+    Parameters
+    ----------
+    settings : Settings
+        The client's (broker URL, SASL user, CA file for the message).
+    exc : BaseException
+        What aiokafka raised; a failed bootstrap is diagnosed with one more connection.
+    doing : str, default=""
+        What failed, e.g. ``"producing to transactions"``, for the message.
+    """
+    from aiokafka.errors import KafkaConnectionError
+
+    problem = _auth_problem(settings, exc)
+    if problem is None and isinstance(exc, KafkaConnectionError):
+        problem = await _diagnose(settings)
+    if problem is not None:
+        return problem
+    what = f"{doing}: " if doing else ""
+    return BrokerUnavailableError(
+        f"Kafka broker {settings.kafka_broker_url} is unavailable "
+        f"({what}{exc or type(exc).__name__})"
+    )
+
+
 async def check_broker(settings: Settings, timeout_seconds: float) -> None:
     """Wait until the broker answers a metadata request, at most ``timeout_seconds``.
 
@@ -87,8 +190,11 @@ async def check_broker(settings: Settings, timeout_seconds: float) -> None:
     Raises
     ------
     BrokerUnavailableError
-        No answer within ``timeout_seconds`` (connection refused, unknown host, TLS or
-        SASL failure, no answer); the message names the broker URL and the last error.
+        No answer within ``timeout_seconds`` (connection refused, unknown host, no
+        answer); the message names the broker URL and the last error.
+    BrokerAuthenticationError
+        At once (no retry): the brokers refuse the SASL credentials, or their TLS
+        certificate is not trusted.
     """
     deadline = time.monotonic() + timeout_seconds
     # aiokafka logs every refused connection (without handlers: on stderr); the one
@@ -124,6 +230,9 @@ async def _wait_for_metadata(settings: Settings, timeout_seconds: float, deadlin
             raise
         except Exception as exc:  # noqa: BLE001 - any failure: the broker is not usable
             last = exc
+            problem = await broker_error(settings, exc)
+            if isinstance(problem, (BrokerAuthenticationError, BrokerAuthorizationError)):
+                raise problem from None
         finally:
             try:
                 await admin.close()
@@ -142,6 +251,7 @@ async def _wait_for_metadata(settings: Settings, timeout_seconds: float, deadlin
 DEAD_LETTER_MAX_BYTES = 4 * 2**20
 
 _TOPIC_ALREADY_EXISTS = 36  # Kafka error code TOPIC_ALREADY_EXISTS
+_TOPIC_AUTHORIZATION_FAILED = 29
 _TOPIC_LISTED_SECONDS = 10.0
 
 
@@ -159,7 +269,9 @@ async def ensure_topics(
     Raises
     ------
     BrokerUnavailableError
-        If the broker cannot be reached or refuses to create a topic.
+        If the broker cannot be reached or refuses to create a topic
+        (:class:`BrokerAuthorizationError`: an ACL refuses it;
+        :class:`BrokerAuthenticationError`: wrong credentials, untrusted certificate).
     """
     admin = AIOKafkaAdminClient(**client_options(settings))
     try:
@@ -175,6 +287,11 @@ async def ensure_topics(
             ]
             response = await admin.create_topics(new)
             for topic, code, message in (e[:3] for e in response.topic_errors):
+                if code == _TOPIC_AUTHORIZATION_FAILED:
+                    raise BrokerAuthorizationError(
+                        f"Kafka refused {_principal(settings)} on topic {topic}: not "
+                        "authorized to describe or create it (see `fraudctl acls plan`)"
+                    )
                 if code not in (0, _TOPIC_ALREADY_EXISTS):
                     raise BrokerUnavailableError(
                         f"broker refused to create topic {topic!r}: error {code} {message}"
@@ -191,9 +308,7 @@ async def ensure_topics(
                 await asyncio.sleep(0.05)
         return missing
     except KafkaError as exc:
-        raise BrokerUnavailableError(
-            f"Kafka broker {settings.kafka_broker_url} is unavailable ({exc})"
-        ) from None
+        raise await broker_error(settings, exc) from None
     finally:
         await admin.close()
 
@@ -253,9 +368,7 @@ async def ensure_worker_topics(settings: Settings) -> list[str]:
         await admin.start()
         described = await admin.describe_topics([settings.transactions_topic, settings.labels_topic])
     except KafkaError as exc:
-        raise BrokerUnavailableError(
-            f"Kafka broker {settings.kafka_broker_url} is unavailable ({exc})"
-        ) from None
+        raise await broker_error(settings, exc) from None
     finally:
         await admin.close()
     for topic in described:

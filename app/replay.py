@@ -38,7 +38,7 @@ import pandas as pd
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from .offsets import client_options, ensure_topics
+from .offsets import broker_error, client_options, ensure_topics
 from pydantic import ValidationError
 
 from .config import Settings
@@ -358,12 +358,6 @@ def plan_records(
             yield label(j)
 
 
-def _unavailable(settings: Settings, exc: BaseException) -> BrokerUnavailableError:
-    return BrokerUnavailableError(
-        f"Kafka broker {settings.kafka_broker_url} is unavailable ({exc})"
-    )
-
-
 class _Deliveries:
     """Counts acknowledged records and keeps the first delivery error."""
 
@@ -483,7 +477,7 @@ async def replay_frame(
         await producer.start()
     except KafkaError as exc:
         await producer.stop()
-        raise _unavailable(settings, exc) from None
+        raise await broker_error(settings, exc) from None
     tx_encode, tx_headers = _encoder(Transaction, "transactions", settings.transactions_encoding)
     label_encode, label_headers = _encoder(Label, "transaction-labels", settings.labels_encoding)
     pacer = Pacer(rate) if rate else None
@@ -525,6 +519,9 @@ async def replay_frame(
         if deliveries.error is not None:
             raise deliveries.error
     except KafkaError as exc:
+        problem = await broker_error(settings, exc)
+        if type(problem) is not BrokerUnavailableError:  # refused: an ACL, credentials
+            raise problem from None
         raise BrokerUnavailableError(
             f"delivery to {settings.kafka_broker_url} failed after {sent_tx} transactions "
             f"and {sent_labels} labels ({exc})"

@@ -368,13 +368,14 @@ def _run(coro: Coroutine[Any, Any, _T]) -> _T:
         return pool.submit(asyncio.run, coro).result()
 
 
-async def _metadata_ok(bootstrap: str, timeout_seconds: float) -> bool:
+async def _metadata_ok(bootstrap: str, timeout_seconds: float, options: dict[str, Any]) -> bool:
     from aiokafka.client import AIOKafkaClient
 
     client = AIOKafkaClient(
         bootstrap_servers=bootstrap,
         request_timeout_ms=max(1000, int(timeout_seconds * 1000)),
         retry_backoff_ms=50,
+        **options,
     )
     try:
         await asyncio.wait_for(client.bootstrap(), timeout_seconds)
@@ -385,12 +386,13 @@ async def _metadata_ok(bootstrap: str, timeout_seconds: float) -> bool:
         await client.close()
 
 
-def kafka_ready(bootstrap: str, timeout_seconds: float = 2.0) -> bool:
-    """A Kafka metadata request to ``bootstrap`` (``host:port``) succeeds."""
+def kafka_ready(bootstrap: str, timeout_seconds: float = 2.0, **options: Any) -> bool:
+    """A Kafka metadata request to ``bootstrap`` (``host:port``) succeeds (``options``:
+    further aiokafka client options, e.g. SASL and TLS)."""
     host, port = parse_host_port(bootstrap, 9092)
     if not port_open(host, port):
         return False
-    return _run(_metadata_ok(bootstrap, timeout_seconds))
+    return _run(_metadata_ok(bootstrap, timeout_seconds, options))
 
 
 def wait_for_kafka(

@@ -36,7 +36,7 @@ import redis
 
 from app.config import Settings
 from app.exceptions import StackError
-from app.kafka_cluster import KafkaCluster, fetch_kafka
+from app.kafka_cluster import KafkaCluster, ListenerSecurity, fetch_kafka
 from app.stack import resolve_tansu_bin, spawn, stop_process, tansu_command, wait_for_kafka
 
 #: The broker kinds ``both_brokers`` tests run on (``TEST_BROKERS``, comma-separated).
@@ -143,13 +143,16 @@ class KafkaBroker:
             _STARTED_PIDS.discard(node.pid)
 
 
-def start_kafka(base_dir: Path, nodes: int = 1, attempts: int = 3) -> KafkaBroker:
-    """Start a KRaft cluster of ``nodes`` nodes on random free ports of 127.0.0.1."""
+def start_kafka(
+    base_dir: Path, nodes: int = 1, attempts: int = 3, security: ListenerSecurity | None = None
+) -> KafkaBroker:
+    """Start a KRaft cluster of ``nodes`` nodes on random free ports of 127.0.0.1
+    (``security``: a secured client listener, see ``tests/secure_kafka.py``)."""
     libs = fetch_kafka(Settings())
     error: Exception | None = None
     for attempt in range(attempts):
         ports = [(free_port(), free_port()) for _ in range(nodes)]
-        cluster = KafkaCluster(libs, base_dir / f"try-{attempt}", ports)
+        cluster = KafkaCluster(libs, base_dir / f"try-{attempt}", ports, security=security)
         try:
             cluster.format()
             for node in cluster.nodes:

@@ -174,6 +174,12 @@ def run(args: list[str] | None = None) -> None:
     :class:`FraudError` and a bad setting (pydantic ``ValidationError``) all end the
     same way.
     """
+    import logging
+
+    # aiokafka logs each failed connection; without a handler configured they would
+    # reach stderr beside the command's own one-line error (a command that configures
+    # logging still gets them)
+    logging.getLogger("aiokafka").addHandler(logging.NullHandler())
     try:
         code = cli(args=args, prog_name="fraudctl", standalone_mode=False)
     except NoArgsIsHelpError as exc:  # `fraudctl` or a group alone: its help
@@ -185,9 +191,9 @@ def run(args: list[str] | None = None) -> None:
     except typer.Abort:
         _print_error("aborted")
         sys.exit(130)
-    except FraudError as exc:
+    except FraudError as exc:  # 2, or 78 for a service configured wrong (BrokerAuthenticationError)
         _print_error(str(exc))
-        sys.exit(2)
+        sys.exit(exc.exit_code)
     except ValidationError as exc:  # a bad environment setting (Settings)
         err = exc.errors(include_url=False)[0]
         where = ".".join(str(x) for x in err["loc"]).upper() or "settings"

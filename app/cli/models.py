@@ -340,7 +340,7 @@ def train_command(
             )
         _print_card(card, models_dir)
     except FraudError as exc:
-        fail(escape(str(exc)))
+        fail(escape(str(exc)), getattr(exc, "exit_code", 2))
         return
     if activate_:
         try:
@@ -392,7 +392,7 @@ def list_command(
                 redis_note = "unreachable"
                 err_console.print(f"warning: {escape(str(exc))}", highlight=False, soft_wrap=True)
     except FraudError as exc:
-        fail(escape(str(exc)))
+        fail(escape(str(exc)), getattr(exc, "exit_code", 2))
         return
     if not cards:
         console.print(f"no models in {escape(str(models_dir))}", highlight=False)
@@ -440,7 +440,7 @@ def show_command(
     try:
         card = read_card(version, models_dir)
     except FraudError as exc:
-        fail(escape(str(exc)))
+        fail(escape(str(exc)), getattr(exc, "exit_code", 2))
         return
     typer.echo(card.model_dump_json(indent=2))
 
@@ -476,7 +476,7 @@ def activate_command(
         else:
             _activate_everywhere(version, models_dir, url, settings.redis_key_prefix)
     except FraudError as exc:
-        fail(escape(str(exc)))
+        fail(escape(str(exc)), getattr(exc, "exit_code", 2))
         return
     where = "" if no_redis else "Redis and "
     console.print(
@@ -573,7 +573,7 @@ def _lifecycle_command(plan, models_dir: Path | None, redis_url: str | None,
         new = plan(lc, int(time.time() * 1000))
         offset = apply_lifecycle(new, settings, models_dir, url)
     except FraudError as exc:
-        fail(escape(str(exc)))
+        fail(escape(str(exc)), getattr(exc, "exit_code", 2))
         return
     shadows = ", ".join(new.shadows) or "none"
     console.print(

@@ -115,7 +115,7 @@ def check_command(
     try:
         _print_rules(load_rule_set(path, FEATURE_NAMES, s.score_outcome))
     except FraudError as exc:
-        fail(escape(str(exc)))
+        fail(escape(str(exc)), getattr(exc, "exit_code", 2))
 
 
 @rules_cli.command(
@@ -158,7 +158,7 @@ def apply_command(
         offset = publish(settings, settings.rules_topic, rs.rule_set.id.encode(), value)
         set_rules_in_redis(url, settings.redis_key_prefix, value)
     except FraudError as exc:
-        fail(escape(str(exc)))
+        fail(escape(str(exc)), getattr(exc, "exit_code", 2))
         return
     console.print(
         f"applied rule set {rs.label} ({len(rs.rule_set.rules)} rules): published on "
@@ -192,7 +192,7 @@ def show_command(
             return
         rs = parse_rule_set(raw, FEATURE_NAMES, settings.score_outcome)
     except FraudError as exc:
-        fail(escape(str(exc)))
+        fail(escape(str(exc)), getattr(exc, "exit_code", 2))
         return
     if as_json:
         typer.echo(rs.rule_set.model_dump_json(indent=2))
@@ -253,7 +253,7 @@ def threshold_command(
         choice = threshold_for_budget(
             scores, days[keep].to_numpy(), window["TX_FRAUD"].to_numpy(), budget, per)
     except (FraudError, ValueError) as exc:
-        fail(escape(str(exc)))
+        fail(escape(str(exc)), getattr(exc, "exit_code", 2))
         return
     fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
     rationale = (
@@ -276,7 +276,7 @@ def threshold_command(
         try:
             set_alert_threshold(version, choice.threshold, rationale, models_dir)
         except FraudError as exc:
-            fail(escape(str(exc)))
+            fail(escape(str(exc)), getattr(exc, "exit_code", 2))
             return
         console.print(f"wrote alert_threshold {choice.threshold:g} into {version}'s card "
                       "(workers read it when they load the model)", highlight=False)
