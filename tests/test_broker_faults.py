@@ -40,9 +40,18 @@ from .worker_utils import Worker, read_topic, worker_env
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
-#: Replay rate, transactions/s: the slice (about 4,800 transactions) flows for about
-#: 50 s, so every fault, and the recovery after it, happens while records arrive.
+#: Replay rate of the uninterrupted run, transactions/s (the slice, about 4,800
+#: transactions, flows for about 50 s). The faulted runs replay slower, so that the
+#: fault and the recovery after it happen while records arrive, also on a busy machine
+#: where a broker's JVM takes 40-60 s to start again: their outputs do not depend on
+#: the rate (event time drives every feature), their stalls are compared with this one.
 RATE = 100.0
+#: Rate of the broker kill (kill, 20 s, restart, rejoin): about 100 s of records.
+KILL_RATE = 50.0
+#: Rate of the rolling restart (three stops, starts and rejoins): about 240 s.
+ROLLING_RATE = 20.0
+#: Rate of the freeze (30 s frozen, then its rejoin): about 60 s.
+FREEZE_RATE = 80.0
 #: Repeats of each fault (``make test-full`` sets more).
 BROKER_FAULT_RUNS = int(os.environ.get("BROKER_FAULT_RUNS", "1"))
 #: The faults that run: ``sigkill`` by default, ``all`` for the three.
@@ -178,21 +187,23 @@ def _two_workers(env: dict[str, str], tmp) -> tuple[Worker, Worker]:
 
 
 def run_mid_stream(
-    cluster, redis_url: str, tmp, df, ids: set[str], fault: Callable[[dict[str, str]], dict] | None
+    cluster, redis_url: str, tmp, df, ids: set[str], fault: Callable[[dict[str, str]], dict] | None,
+    rate: float = RATE,
 ) -> tuple[fu.RunOutput, dict]:
-    """Two workers, the slice replayed at :data:`RATE`, ``fault(env)`` once a fifth of it
-    is scored (``None``: no fault); the outputs and the fault's and stalls' figures."""
+    """Two workers, the slice replayed at ``rate``, ``fault(env)`` once a fifth of it
+    is scored (``None``: no fault); the outputs and the fault's and stalls' figures
+    (``replaying_after_fault``: records still arrived when the fault was over)."""
     env = worker_env(
         cluster.url, redis_url, tmp, TOPIC_REPLICATION_FACTOR="3",
         REDIS_KEY_PREFIX=f"test:{uuid.uuid4().hex}:",
     )
     a, b = _two_workers(env, tmp)
-    figures: dict = {}
+    figures: dict = {"rate": rate}
     try:
         a.wait_ready()
         b.wait_ready()
         _wait_both_assigned(a, b, env)
-        feed = fu.BackgroundReplay(df, cluster.url, env, RATE)
+        feed = fu.BackgroundReplay(df, cluster.url, env, rate)
         _wait_total(a, b, "fraud_transactions_scored_total", len(df) // 5)
         if fault is not None:
             started = time.monotonic()
@@ -254,7 +265,9 @@ def test_scoring_leader_killed_and_restarted(
         return {"broker_killed": victim, "scoring_partitions_led": leaders[victim],
                 "rejoined_isr_s": round(wait_in_sync(cluster.cluster, victim), 1)}
 
-    run, figures = run_mid_stream(cluster, redis_url, tmp_path, slice_df, replayed_ids, fault)
+    run, figures = run_mid_stream(
+        cluster, redis_url, tmp_path, slice_df, replayed_ids, fault, KILL_RATE
+    )
     _check("broker-sigkill-restart-20s", run, baseline, replayed_ids, figures)
 
 
@@ -275,7 +288,9 @@ def test_rolling_restart_of_the_three_brokers(
             rejoined.append(round(wait_in_sync(cluster.cluster, node.node_id), 1))
         return {"rejoined_isr_s": rejoined}
 
-    run, figures = run_mid_stream(cluster, redis_url, tmp_path, slice_df, replayed_ids, fault)
+    run, figures = run_mid_stream(
+        cluster, redis_url, tmp_path, slice_df, replayed_ids, fault, ROLLING_RATE
+    )
     _check("broker-rolling-restart", run, baseline, replayed_ids, figures)
 
 
@@ -303,5 +318,7 @@ def test_broker_frozen_for_30_seconds(
         return {"broker_frozen": victim, "scoring_partitions_led": leaders[victim],
                 "rejoined_isr_s": round(wait_in_sync(cluster.cluster, victim), 1)}
 
-    run, figures = run_mid_stream(cluster, redis_url, tmp_path, slice_df, replayed_ids, fault)
+    run, figures = run_mid_stream(
+        cluster, redis_url, tmp_path, slice_df, replayed_ids, fault, FREEZE_RATE
+    )
     _check("broker-frozen-30s", run, baseline, replayed_ids, figures)
