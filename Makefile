@@ -7,6 +7,8 @@ PYTEST_ARGS ?=
 LOCK := requirements.lock
 UV_VERSION ?= 0.13.9
 LOCK_ARGS ?=
+# Repeats of each broker fault in `make test-full` (tests/test_broker_faults.py).
+BROKER_FAULT_RUNS ?= 3
 
 .PHONY: install lock demo test test-full stack-up stack-down worker clean
 
@@ -34,11 +36,12 @@ demo: install  ## stack up, a worker, 14 days of history, a live minute, summary
 test: install  ## the whole test suite (real broker, real Redis)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-full: install  ## the long variants: parity on every card, fault tests on 14 days, every restart shape 5 times on both brokers
+test-full: install  ## the long variants: parity on every card, fault tests on 14 days, every restart shape 5 times on both brokers, broker faults on 3 Kafka nodes
 	PARITY_CARD_SAMPLE=1 FAULT_SLICE=2018-04-01,14,1 $(BIN)/python -m pytest tests/test_parity.py tests/test_faults.py $(PYTEST_ARGS)
 	ROLLING_RESTART_RUNS=10 $(BIN)/python -m pytest -s tests/test_operations.py -k rolling_restart $(PYTEST_ARGS)
 	FLOW_RESTART_SHAPES=all FLOW_RESTART_RUNS=5 $(BIN)/python -m pytest -s tests/test_operations.py -k membership_changes $(PYTEST_ARGS)
 	KILL_BOTH_RUNS=5 $(BIN)/python -m pytest -s tests/test_alert_faults.py $(PYTEST_ARGS)
+	BROKER_FAULTS=all BROKER_FAULT_RUNS=$(BROKER_FAULT_RUNS) $(BIN)/python -m pytest -s tests/test_broker_faults.py $(PYTEST_ARGS)
 
 stack-up: install
 	$(BIN)/fraudctl stack up

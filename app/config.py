@@ -187,6 +187,19 @@ class Settings(BaseSettings):
             "defaults: 6 s and 30 min; the worker checks at start, exit 78)."
         ),
     )
+    broker_request_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description=(
+            "BROKER_REQUEST_TIMEOUT_SECONDS: how long the worker's consumer waits for a "
+            "broker's answer (heartbeat, offset commit, fetch, metadata) before it drops "
+            "the connection and asks another broker; at least "
+            "BROKER_SESSION_TIMEOUT_SECONDS. A group coordinator that hangs (frozen, "
+            "not dead) is left for the new one before the group's sessions expire "
+            "(with Faust's default, 90 s, the whole group rebalances when it answers again)."
+        ),
+    )
     broker_connect_timeout_seconds: float = Field(
         10.0,
         gt=0,

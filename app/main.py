@@ -89,6 +89,7 @@ def create_app() -> faust.App:
         # room for a payload as large as a Kafka record can be (1 MiB by default)
         producer_max_request_size=DEAD_LETTER_MAX_BYTES,
         broker_session_timeout=s.broker_session_timeout_seconds,
+        broker_request_timeout=max(s.broker_request_timeout_seconds, s.broker_session_timeout_seconds),
         broker_heartbeat_interval=s.broker_heartbeat_interval_seconds,
         broker_rebalance_timeout=s.broker_rebalance_timeout_seconds,
         broker_commit_every=1000,
