@@ -189,3 +189,19 @@ def test_without_rows_or_a_converter_scikit_learn_serves_and_the_card_says_why(
     assert plain.runtime.engine == "scikit-learn" and "no validation rows" in plain.runtime.note
     res = CliRunner().invoke(cli, ["models", "show", "v2", "--models-dir", str(tmp_path)])
     assert res.exit_code == 0 and "runtime: scikit-learn" in res.output
+
+
+def test_the_shipped_model_serves_compiled_and_its_card_names_the_checksum():
+    from app.config import PROJECT_ROOT
+    from app.scoring.registry import default_version, read_card
+
+    models = PROJECT_ROOT / "models"
+    card = read_card(default_version(models), models)
+    rt = card.runtime
+    assert rt.engine == "onnxruntime" and rt.decisions_identical
+    import hashlib
+
+    assert hashlib.sha256((models / card.version / rt.artifact).read_bytes()).hexdigest() \
+        == rt.artifact_sha256
+    assert rt.artifact_sha256 in (PROJECT_ROOT / "docs" / "model.md").read_text()
+    assert Scorer.from_registry(models).runtime == f"onnxruntime {rt.engine_version}"
