@@ -30,7 +30,6 @@ import os
 import time
 from functools import partial
 
-from aiokafka.partitioner import DefaultPartitioner
 from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -69,6 +68,7 @@ from .pipeline import (
     score_enriched,
 )
 from .runtime import Runtime, get_runtime
+from .partitioning import key_partition
 from .tables import account_states, terminal_states
 from .tracing import continue_from, from_headers, headers_with
 from .tracing import new as new_traceparent
@@ -251,14 +251,10 @@ async def _accounts_batch(events) -> None:
     m.accounts.set(len(account_states))
 
 
-#: the Kafka default partitioner (murmur2 of the key; its ``__call__`` is a classmethod)
-_partitioner = DefaultPartitioner()
-
-
 def _scoring_partition(terminal_id: str, partitions: list[int]) -> int:
     """The by-terminal partition of a terminal: the Kafka default partitioner's (murmur2
-    of the key), the one that places the terminal's labels."""
-    return _partitioner(terminal_id.encode(), partitions, partitions)
+    of the key, remembered per terminal), the one that places the terminal's labels."""
+    return partitions[key_partition(terminal_id, len(partitions))]
 
 
 def _caught_up(tp: TP, next_offset: int | None) -> bool:

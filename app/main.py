@@ -14,6 +14,7 @@ from .security import kafka_ssl_context
 from .streaming import (
     ProcessedOnlyEvent,
     guard_offset_gaps,
+    keep_root_logger_level,
     register_tables_at_once,
     set_fetch_max_wait,
 )
@@ -65,6 +66,7 @@ def create_app() -> faust.App:
     # again (app/streaming.py)
     guard_offset_gaps((s.transactions_topic, s.labels_topic, s.by_terminal_topic))
     register_tables_at_once()  # every table is declared at import (app/tables.py)
+    keep_root_logger_level()  # no DEBUG records built under Faust's spinner
     set_fetch_max_wait(*s.broker_fetch_waits_seconds)
     try:  # Faust creates the app's own folder (DATA_DIR/<app id>), not its parents
         s.data_dir.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,8 @@ functions in one process, with no Kafka, no Faust and no Redis.
 
 :func:`pure_work` runs the transactions of a frame through exactly what the two stages
 of the worker compute (:func:`app.pipeline.featurize_accounts`, the account states'
-changelog values, :func:`app.pipeline.forward_records`,
+changelog values, :func:`app.pipeline.forward_records` (with the worker's murmur2
+partitioner),
 :func:`app.pipeline.receive_terminal_records`, the terminal states' changelog values,
 :func:`app.pipeline.score_enriched` with the active model and its threshold, and the
 ``scored-transactions`` values), in batches of a given size, with the states in
@@ -24,6 +25,7 @@ import pandas as pd
 from app.config import Settings
 from app.events import encode
 from app.features import AccountState, TerminalState
+from app.partitioning import key_partition
 from app.pipeline import (
     RawRecord,
     featurize_accounts,
@@ -99,7 +101,7 @@ def pure_work(df: pd.DataFrame, settings: Settings, batch_sizes: tuple[int, ...]
             forwarded = [
                 RawRecord(raw, None, "by-terminal", q, i, received_ms=0)
                 for i, (q, raw) in enumerate(
-                    forward_records(stage1.enriched, lambda t: hash(t) % n_part)
+                    forward_records(stage1.enriched, lambda t: key_partition(t, n_part))
                 )
             ]
             intake = receive_terminal_records(forwarded, terminal, "labels")
