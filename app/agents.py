@@ -334,9 +334,11 @@ def _get_aligner() -> EventTimeAligner:
     return _aligner
 
 
-async def _intake(events) -> list[bytes]:
+async def _intake(events) -> tuple[list[bytes], list]:
     """Apply a batch to terminal state and hold its transactions for alignment; returns
-    the batch's label payloads."""
+    the batch's label payloads and the futures of its writes (dead letters, terminal
+    states' changelog), which the caller awaits with the scored records, before the
+    batch is acknowledged."""
     rt = get_runtime()
     s, m = rt.settings, rt.metrics
     aligner = _get_aligner()
@@ -356,8 +358,8 @@ async def _intake(events) -> list[bytes]:
         {t: state.to_bytes() for t, state in intake.states.items()}, intake.partitions, _counted(),
         headers=headers_with(new_traceparent()),
     )
-    for fut in pending:
-        await fut
+    # not awaited here: the table holds the new states already, and the broker's
+    # acknowledgement is awaited with the scored records (one round trip, not two)
     now = time.monotonic()
     for q, wm in intake.watermarks:
         aligner.on_watermark(q, wm.source, wm.event_time_ms, wm.caught_up, now)
@@ -381,11 +383,13 @@ async def _intake(events) -> list[bytes]:
     m.observe_labels(intake)
     m.duplicate_terminal_transactions.inc(intake.duplicates)
     m.terminals.set(len(terminal_states))
-    return label_values
+    return label_values, pending
 
 
-async def _release(controller) -> None:
-    """Score every transaction the aligner lets through, then acknowledge them."""
+async def _release(controller, writes: list | None = None) -> None:
+    """Score every transaction the aligner lets through, then acknowledge them once
+    their output and ``writes`` (the futures of the intake before) are acknowledged by
+    the broker; ``writes`` are awaited in any case."""
     rt = get_runtime()
     s, m = rt.settings, rt.metrics
     aligner = _get_aligner()
@@ -408,12 +412,17 @@ async def _release(controller) -> None:
     m.alignment_pending.set(aligner.pending())
     # one stage-2 record carries up to FORWARD_MAX_ITEMS transactions: score in batches
     # of at most BATCH_MAX_EVENTS (bounded model calls, alert bursts and latency)
+    writes = list(writes or ())
     for i in range(0, len(released), s.batch_max_events):
-        await _score_released(released[i : i + s.batch_max_events], controller)
+        await _score_released(released[i : i + s.batch_max_events], controller, writes)
+        writes = []
+    for fut in writes:
+        await fut
 
 
-async def _score_released(released: list, controller) -> None:
-    """Score, decide, publish and acknowledge one batch of released transactions."""
+async def _score_released(released: list, controller, writes: list | None = None) -> None:
+    """Score, decide, publish and acknowledge one batch of released transactions
+    (after ``writes``, futures of earlier writes, are acknowledged too)."""
     rt = get_runtime()
     s, m = rt.settings, rt.metrics
     items = [r.item[0] for r in released]
@@ -422,7 +431,7 @@ async def _score_released(released: list, controller) -> None:
         batch = score_enriched(
             items, _terminal, snap, s.top_reasons, alert_outcomes=s.alert_outcomes
         )
-    pending: list = []
+    pending: list = list(writes or ())
     # scored records and alerts continue the trace of their transaction's record
     traces = {i.transaction.transaction_id: i.traceparent for i in items}
     if s.publish_scored:
@@ -483,8 +492,8 @@ async def score_transactions(stream):
 
     async def handle(events):
         async with _stage2_lock:
-            label_values = await _intake(events)
-            await _release(controller)
+            label_values, writes = await _intake(events)
+            await _release(controller, writes)
         if label_values:
             # live precision: labels by verdict and whether their transaction alerted
             # (a monitoring path: a failure is logged, the batch goes on)
