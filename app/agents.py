@@ -30,7 +30,6 @@ import os
 import time
 from functools import partial
 
-from aiokafka.partitioner import DefaultPartitioner
 from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -71,6 +70,7 @@ from .pipeline import (
     score_enriched,
 )
 from .runtime import Runtime, get_runtime
+from .partitioning import key_partition
 from .tables import account_states, terminal_states
 from .tracing import continue_from, from_headers, headers_with
 from .tracing import new as new_traceparent
@@ -253,14 +253,10 @@ async def _accounts_batch(events) -> None:
     m.accounts.set(len(account_states))
 
 
-#: the Kafka default partitioner (murmur2 of the key; its ``__call__`` is a classmethod)
-_partitioner = DefaultPartitioner()
-
-
 def _scoring_partition(terminal_id: str, partitions: list[int]) -> int:
     """The by-terminal partition of a terminal: the Kafka default partitioner's (murmur2
-    of the key), the one that places the terminal's labels."""
-    return _partitioner(terminal_id.encode(), partitions, partitions)
+    of the key, remembered per terminal), the one that places the terminal's labels."""
+    return partitions[key_partition(terminal_id, len(partitions))]
 
 
 def _caught_up(tp: TP, next_offset: int | None) -> bool:
@@ -340,9 +336,11 @@ def _get_aligner() -> EventTimeAligner:
     return _aligner
 
 
-async def _intake(events) -> list[bytes]:
+async def _intake(events) -> tuple[list[bytes], list]:
     """Apply a batch to terminal state and hold its transactions for alignment; returns
-    the batch's label payloads."""
+    the batch's label payloads and the futures of its writes (dead letters, terminal
+    states' changelog), which the caller awaits with the scored records, before the
+    batch is acknowledged."""
     rt = get_runtime()
     s, m = rt.settings, rt.metrics
     aligner = _get_aligner()
@@ -362,8 +360,8 @@ async def _intake(events) -> list[bytes]:
         {t: state.to_bytes() for t, state in intake.states.items()}, intake.partitions, _counted(),
         headers=headers_with(new_traceparent()),
     )
-    for fut in pending:
-        await fut
+    # not awaited here: the table holds the new states already, and the broker's
+    # acknowledgement is awaited with the scored records (one round trip, not two)
     now = time.monotonic()
     for q, wm in intake.watermarks:
         aligner.on_watermark(q, wm.source, wm.event_time_ms, wm.caught_up, now)
@@ -387,11 +385,13 @@ async def _intake(events) -> list[bytes]:
     m.observe_labels(intake)
     m.duplicate_terminal_transactions.inc(intake.duplicates)
     m.terminals.set(len(terminal_states))
-    return label_values
+    return label_values, pending
 
 
-async def _release(controller) -> None:
-    """Score every transaction the aligner lets through, then acknowledge them."""
+async def _release(controller, writes: list | None = None) -> None:
+    """Score every transaction the aligner lets through, then acknowledge them once
+    their output and ``writes`` (the futures of the intake before) are acknowledged by
+    the broker; ``writes`` are awaited in any case."""
     rt = get_runtime()
     s, m = rt.settings, rt.metrics
     aligner = _get_aligner()
@@ -414,12 +414,17 @@ async def _release(controller) -> None:
     m.alignment_pending.set(aligner.pending())
     # one stage-2 record carries up to FORWARD_MAX_ITEMS transactions: score in batches
     # of at most BATCH_MAX_EVENTS (bounded model calls, alert bursts and latency)
+    writes = list(writes or ())
     for i in range(0, len(released), s.batch_max_events):
-        await _score_released(released[i : i + s.batch_max_events], controller)
+        await _score_released(released[i : i + s.batch_max_events], controller, writes)
+        writes = []
+    for fut in writes:
+        await fut
 
 
-async def _score_released(released: list, controller) -> None:
-    """Score, decide, publish and acknowledge one batch of released transactions."""
+async def _score_released(released: list, controller, writes: list | None = None) -> None:
+    """Score, decide, publish and acknowledge one batch of released transactions
+    (after ``writes``, futures of earlier writes, are acknowledged too)."""
     rt = get_runtime()
     s, m = rt.settings, rt.metrics
     items = [r.item[0] for r in released]
@@ -428,7 +433,7 @@ async def _score_released(released: list, controller) -> None:
         batch = score_enriched(
             items, _terminal, snap, s.top_reasons, alert_outcomes=s.alert_outcomes
         )
-    pending: list = []
+    pending: list = list(writes or ())
     # scored records and alerts continue the trace of their transaction's record
     traces = {i.transaction.transaction_id: i.traceparent for i in items}
     if s.publish_scored:
@@ -489,8 +494,8 @@ async def score_transactions(stream):
 
     async def handle(events):
         async with _stage2_lock:
-            label_values = await _intake(events)
-            await _release(controller)
+            label_values, writes = await _intake(events)
+            await _release(controller, writes)
         if label_values:
             # live precision: labels by verdict and whether their transaction alerted
             # (a monitoring path: a failure is logged, the batch goes on)
@@ -508,6 +513,10 @@ async def release_held_transactions() -> None:
     """Release transactions whose alignment completed, or timed out, without new input."""
     rt = get_runtime()
     if rt.controller is None or _aligner is None or not _aligner.pending():
+        return
+    if _stage2_lock.locked():
+        # the scoring agent is at work and releases what is due after its batch: waiting
+        # for it here only made this 0.1 s timer overrun (Faust's "is overlapping")
         return
 
     async def handle(_events):

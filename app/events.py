@@ -410,6 +410,7 @@ WIRE_MODELS: dict[str, type[BaseModel]] = {name: c.model for name, c in CONTRACT
 REDRIVE_HEADER = "fraud-redriven-from"
 
 _OPEN_MODELS = frozenset(c.model for c in CONTRACTS.values() if c.accepts_unknown_fields)
+_FIELD_NAMES: dict[type, frozenset[str]] = {}
 
 _FIELD_REASONS = {
     "account_id": "bad_id",
@@ -460,7 +461,9 @@ def _decode(
         raise InvalidEventError("not_object", f"expected a JSON object, got {type(obj).__name__}")
     unknown: list[str] = []
     if model in _OPEN_MODELS:
-        fields = model.model_fields
+        fields = _FIELD_NAMES.get(model)
+        if fields is None:  # pydantic's model_fields is a slow class property: read once
+            fields = _FIELD_NAMES[model] = frozenset(model.model_fields)
         unknown = [name for name in obj if name not in fields]
         if unknown:
             obj = {name: value for name, value in obj.items() if name in fields}

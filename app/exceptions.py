@@ -14,6 +14,7 @@ __all__ = [
     "ModelError",
     "ModelIntegrityError",
     "ModelVersionError",
+    "CompiledRuntimeError",
     "UnverifiedVersionError",
     "StackError",
     "BrokerUnavailableError",
@@ -74,6 +75,11 @@ class ModelIntegrityError(ModelError):
 
 class ModelVersionError(ModelError):
     """A model artifact was written by another scikit-learn version than the running one."""
+
+
+class CompiledRuntimeError(ModelIntegrityError):
+    """A model's compiled form cannot be built or loaded, or disagrees with scikit-learn
+    on the model's validation rows (:mod:`app.scoring.compiled`)."""
 
 
 class UnverifiedVersionError(ConfigError):

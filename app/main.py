@@ -14,6 +14,8 @@ from .security import kafka_ssl_context
 from .streaming import (
     ProcessedOnlyEvent,
     guard_offset_gaps,
+    keep_root_logger_level,
+    limit_timer_overlap_warnings,
     register_tables_at_once,
     set_fetch_max_wait,
 )
@@ -64,6 +66,8 @@ def create_app() -> faust.App:
     # again (app/streaming.py)
     guard_offset_gaps((s.transactions_topic, s.labels_topic, s.by_terminal_topic))
     register_tables_at_once()  # every table is declared at import (app/tables.py)
+    keep_root_logger_level()  # no DEBUG records built under Faust's spinner
+    limit_timer_overlap_warnings()  # one "Timer ... is overlapping" a minute per timer
     set_fetch_max_wait(*s.broker_fetch_waits_seconds)
     try:  # Faust creates the app's own folder (DATA_DIR/<app id>), not its parents
         s.data_dir.mkdir(parents=True, exist_ok=True)

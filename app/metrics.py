@@ -31,9 +31,11 @@ __all__ = [
     "STATE_TABLES",
 ]
 
-#: Buckets of the end-to-end latency histogram, in seconds (1 ms .. 10 s).
+#: Buckets of the end-to-end latency histograms, in seconds (1 ms .. 10 min): a backlog
+#: of minutes shows as a number, not as "+Inf".
 LATENCY_BUCKETS_SECONDS = (
     0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    30.0, 60.0, 120.0, 300.0, 600.0,
 )
 #: Buckets of the scoring batch duration histogram, in seconds.
 BATCH_BUCKETS_SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -573,7 +575,7 @@ class SinkMetrics:
             "From reading a batch of alerts to the sink's confirmation of all of it "
             "(retries included).",
             ["sink"],
-            buckets=LATENCY_BUCKETS_SECONDS + (30.0, 60.0),
+            buckets=LATENCY_BUCKETS_SECONDS,
             registry=registry,
         )
         self.skipped = Counter(

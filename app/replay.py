@@ -178,6 +178,34 @@ class Pacer:
         self._index += 1
         return round(max(0.0, due - now), 9)
 
+    @property
+    def rate_per_second(self) -> float:
+        """The current rate, events per second."""
+        return 1.0 / self.interval_seconds
+
+    def set_rate(self, rate_per_second: float) -> None:
+        """Space the next events at ``rate_per_second`` (> 0), from the next one on.
+
+        Examples
+        --------
+        >>> now = [0.0]
+        >>> pacer = Pacer(10, clock=lambda: now[0])
+        >>> pacer.wait_seconds(), pacer.wait_seconds()
+        (0.0, 0.1)
+        >>> pacer.set_rate(2)
+        >>> pacer.wait_seconds(), pacer.wait_seconds()
+        (0.0, 0.5)
+
+        Raises
+        ------
+        ValueError
+            ``rate_per_second <= 0``.
+        """
+        if not rate_per_second > 0:
+            raise ValueError(f"rate_per_second must be > 0, got {rate_per_second!r}")
+        self.interval_seconds = 1.0 / rate_per_second
+        self._start, self._index = None, 0
+
 
 def select_days(df: pd.DataFrame, days: int, first_day: date | None = None) -> pd.DataFrame:
     """Keep ``days`` whole UTC days of a handbook frame.
@@ -406,6 +434,7 @@ async def replay_frame(
     from_ms: int | None = None,
     until_ms: int | None = None,
     send_time_stamps: bool = False,
+    pacer: Pacer | None = None,
 ) -> ReplayStats:
     """Produce a handbook frame's transactions and labels to Kafka (see :func:`plan_records`).
 
@@ -439,6 +468,9 @@ async def replay_frame(
         Kafka timestamp = send time (live traffic: latency is measured from it)
         instead of the event time. Every record also carries a new W3C
         ``traceparent`` header (:mod:`app.tracing`).
+    pacer : Pacer, optional
+        Spaces the transactions instead of ``Pacer(rate)``: the caller may change its
+        rate while the replay runs (:meth:`Pacer.set_rate`).
 
     Returns
     -------
@@ -480,7 +512,7 @@ async def replay_frame(
         raise await broker_error(settings, exc) from None
     tx_encode, tx_headers = _encoder(Transaction, "transactions", settings.transactions_encoding)
     label_encode, label_headers = _encoder(Label, "transaction-labels", settings.labels_encoding)
-    pacer = Pacer(rate) if rate else None
+    pacer = pacer or (Pacer(rate) if rate else None)
     deliveries = _Deliveries()
     sent_tx = sent_labels = 0
     started = time.perf_counter()

@@ -57,6 +57,8 @@ __all__ = [
     "caught_up",
     "guard_offset_gaps",
     "hand_over_on_wait_empty",
+    "keep_root_logger_level",
+    "limit_timer_overlap_warnings",
     "next_offset_of",
     "produce",
     "produce_many",
@@ -573,6 +575,88 @@ def register_tables_at_once() -> None:
 
     on_start._at_once = True  # type: ignore[attr-defined]
     TableManager.on_start = on_start  # type: ignore[method-assign]
+
+
+def keep_root_logger_level() -> None:
+    """Keep the root logger at the worker's ``-l`` level when Faust shows its spinner.
+
+    At ``-l warn`` or above, Faust's worker adds a terminal-spinner handler and sets the
+    *root* logger to DEBUG so that the spinner turns on every record
+    (``Worker._setup_spinner_handler``): every ``log.debug`` of Faust, mode and
+    aiokafka then builds a record and runs the filters (about 4 % of a busy worker's
+    samples). Here the spinner's handler and the root logger take the requested
+    level: the spinner turns on the records that are shown.
+
+    Verified against faust-streaming 0.15.3 (``faust/worker.py``,
+    ``Worker._setup_spinner_handler``).
+    """
+    import logging
+
+    from faust import worker as faust_worker
+
+    cls = faust_worker.Worker
+    if getattr(cls._setup_spinner_handler, "_keeps_level", False):
+        return
+
+    def _setup_spinner_handler(self: Any, logger: logging.Logger, level: int) -> None:
+        if self.spinner:
+            level = level or logging.WARN
+            logger.handlers[0].setLevel(level)
+            logger.addHandler(faust_worker.terminal.SpinnerHandler(self.spinner, level=level))
+            logger.setLevel(level)
+
+    _setup_spinner_handler._keeps_level = True  # type: ignore[attr-defined]
+    cls._setup_spinner_handler = _setup_spinner_handler  # type: ignore[method-assign]
+
+
+class _OncePerTimerAndPeriod:
+    """A logging filter that lets one "Timer ... is overlapping" record through per
+    timer and period, with the number it held back since."""
+
+    def __init__(self, period_seconds: float, clock: Callable[[], float]) -> None:
+        self.period_seconds = period_seconds
+        self._clock = clock
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def filter(self, record: Any) -> bool:
+        if not str(record.msg).startswith("Timer %s is overlapping") or not record.args:
+            return True
+        name = str(record.args[0])
+        now = self._clock()
+        at, held = self._last.get(name, (float("-inf"), 0))
+        if now - at < self.period_seconds:
+            self._last[name] = (at, held + 1)
+            return False
+        self._last[name] = (now, 0)
+        if held:
+            record.msg = f"{record.msg} ({held} more since the last such warning)"
+        return True
+
+
+def limit_timer_overlap_warnings(period_seconds: float = 60.0,
+                                 clock: Callable[[], float] | None = None) -> Any:
+    """Log mode's "Timer <name> is overlapping" at most once per timer and
+    ``period_seconds`` (with the count held back), instead of on every tick of a busy
+    worker (mode's ``Timer.tick`` warns each time a timer's run outlasts its interval;
+    the service's 0.1 s release timer did so on every batch under load).
+
+    Returns
+    -------
+    logging.Filter-like
+        The filter added to the ``mode.timers`` logger (once).
+
+    Verified against mode-streaming 0.7.1 (``mode/timers.py``, ``Timer.tick``).
+    """
+    import logging
+    import time as _time
+
+    logger = logging.getLogger("mode.timers")
+    for f in logger.filters:
+        if isinstance(f, _OncePerTimerAndPeriod):
+            return f
+    f = _OncePerTimerAndPeriod(period_seconds, clock or _time.monotonic)
+    logger.addFilter(f)
+    return f
 
 
 def caught_up(assignment: Any) -> bool:

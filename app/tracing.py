@@ -26,8 +26,9 @@ True
 
 from __future__ import annotations
 
+import os
+import random
 import re
-import secrets
 from typing import Iterable, Mapping, NamedTuple
 
 __all__ = [
@@ -91,18 +92,25 @@ def parse(value: str | bytes | None) -> TraceParent | None:
     return TraceParent(trace_id, parent_id, flags)
 
 
+#: Trace and span ids need to be unique, not secret (W3C Trace Context, "Considerations
+#: for trace-id field generation"): a generator seeded from the OS, one draw per id,
+#: instead of a system call per id.
+_ids = random.Random()
+os.register_at_fork(after_in_child=_ids.seed)  # a forked child draws other ids
+
+
 def _span_id() -> str:
     while True:
-        span = secrets.token_hex(8)
+        span = f"{_ids.getrandbits(64):016x}"
         if span != _ZERO_SPAN:
             return span
 
 
 def new(sampled: bool = True) -> str:
     """A ``traceparent`` that starts a new trace (random trace and parent ids)."""
-    trace_id = secrets.token_hex(16)
+    trace_id = f"{_ids.getrandbits(128):032x}"
     while trace_id == _ZERO_TRACE:  # pragma: no cover - 2**-128
-        trace_id = secrets.token_hex(16)
+        trace_id = f"{_ids.getrandbits(128):032x}"
     return f"00-{trace_id}-{_span_id()}-{'01' if sampled else '00'}"
 
 

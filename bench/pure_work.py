@@ -3,7 +3,8 @@ functions in one process, with no Kafka, no Faust and no Redis.
 
 :func:`pure_work` runs the transactions of a frame through exactly what the two stages
 of the worker compute (:func:`app.pipeline.featurize_accounts`, the account states'
-changelog values, :func:`app.pipeline.forward_records`,
+changelog values, :func:`app.pipeline.forward_records` (with the worker's murmur2
+partitioner),
 :func:`app.pipeline.receive_terminal_records`, the terminal states' changelog values,
 :func:`app.pipeline.score_enriched` with the active model and its threshold, and the
 ``scored-transactions`` values), in batches of a given size, with the states in
@@ -24,6 +25,7 @@ import pandas as pd
 from app.config import Settings
 from app.events import encode
 from app.features import AccountState, TerminalState
+from app.partitioning import key_partition
 from app.pipeline import (
     RawRecord,
     featurize_accounts,
@@ -99,7 +101,7 @@ def pure_work(df: pd.DataFrame, settings: Settings, batch_sizes: tuple[int, ...]
             forwarded = [
                 RawRecord(raw, None, "by-terminal", q, i, received_ms=0)
                 for i, (q, raw) in enumerate(
-                    forward_records(stage1.enriched, lambda t: hash(t) % n_part)
+                    forward_records(stage1.enriched, lambda t: key_partition(t, n_part))
                 )
             ]
             intake = receive_terminal_records(forwarded, terminal, "labels")
@@ -117,3 +119,54 @@ def pure_work(df: pd.DataFrame, settings: Settings, batch_sizes: tuple[int, ...]
             "us_per_transaction": round(cpu / scored * 1e6, 1),
         })
     return out
+
+
+def main() -> None:
+    """``python bench/pure_work.py``: the pure work at batches of 100 over the first days
+    of the handbook file, and at batches of 1 and 100 over a smaller prefix (the fixed cost
+    per batch, ``F = (u1 - u100) * 100 / 99`` with ``u`` the CPU µs per transaction), as
+    JSON on stdout and in ``--out``."""
+    import argparse
+    import json
+    import os
+    import platform
+    from datetime import datetime, timezone
+    from pathlib import Path
+
+    from app.data.handbook import read_handbook
+
+    from .data import SHARED_DATA
+
+    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=SHARED_DATA)
+    parser.add_argument("--days", type=int, default=5, help="days read from 2018-04-01")
+    parser.add_argument("--fixed-n", type=int, default=5000,
+                        help="transactions of the batch-1 / batch-100 pair")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    df = read_handbook(args.data, pd.Timestamp("2018-04-01").date(),
+                       (pd.Timestamp("2018-04-01") + pd.Timedelta(days=args.days - 1)).date())
+    settings = Settings()
+    load0 = os.getloadavg()
+    main_run = pure_work(df, settings, (100,))
+    pair = pure_work(df.iloc[: args.fixed_n], settings, (1, 100))
+    u1, u100 = (r["us_per_transaction"] for r in pair["runs"])
+    out = {
+        "kind": "pure_work",
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "host": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                 "loadavg_before": [round(x, 2) for x in load0],
+                 "loadavg_after": [round(x, 2) for x in os.getloadavg()]},
+        "days": args.days,
+        "batches_of_100": main_run,
+        "fixed_cost_pair": pair,
+        "fixed_cost_per_batch_us": round((u1 - u100) * 100 / 99, 1),
+    }
+    text = json.dumps(out, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -420,6 +420,70 @@ def _live_run(ctx: _Context) -> LiveRun:
     )
 
 
+class LagWatch:
+    """Watches the live phase's own lag and chooses a lower rate when the worker falls
+    behind (pure: the caller feeds counts and applies the rate).
+
+    Every ``period_seconds`` the caller reports how many live transactions were sent and
+    scored so far. When the unscored backlog exceeds ``max_backlog_seconds`` of traffic
+    at the current rate, the rate becomes 80 % of what the worker scored over the last
+    period (at least ``floor``); at the floor, the watch says the machine cannot keep
+    up.
+
+    Parameters
+    ----------
+    rate : float
+        The live rate, transactions per second (> 0).
+    period_seconds : float, default=2.0
+    max_backlog_seconds : float, default=3.0
+    floor : float, default=10.0
+
+    Examples
+    --------
+    >>> w = LagWatch(300.0)
+    >>> w.observe(0.0, sent=0, scored=0) is None
+    True
+    >>> w.observe(2.0, sent=600, scored=100) is None   # 500 behind: under 3 s of traffic
+    True
+    >>> w.observe(4.0, sent=1200, scored=210)          # 990 behind, scored 55/s
+    44.0
+    >>> w.rate
+    44.0
+    """
+
+    def __init__(self, rate: float, period_seconds: float = 2.0,
+                 max_backlog_seconds: float = 3.0, floor: float = 10.0) -> None:
+        if not rate > 0:
+            raise ValueError(f"rate: expected > 0, got {rate!r}")
+        self.rate = float(rate)
+        self.period_seconds = period_seconds
+        self.max_backlog_seconds = max_backlog_seconds
+        self.floor = floor
+        self.cannot_keep_up = False
+        self._last: tuple[float, int] | None = None
+
+    def due(self, now: float) -> bool:
+        """Whether a period has passed since the last observation."""
+        return self._last is None or now - self._last[0] >= self.period_seconds
+
+    def observe(self, now: float, sent: int, scored: int) -> float | None:
+        """Record the counts at ``now`` (seconds); the new rate when it must fall, else None."""
+        last, self._last = self._last, (now, scored)
+        if last is None or now <= last[0]:
+            return None
+        backlog = sent - scored
+        if backlog <= self.rate * self.max_backlog_seconds:
+            return None
+        scored_per_second = (scored - last[1]) / (now - last[0])
+        lower = max(self.floor, float(round(0.8 * scored_per_second)))
+        if lower >= self.rate:
+            if self.rate <= self.floor:
+                self.cannot_keep_up = True
+            return None
+        self.rate = lower
+        return lower
+
+
 def _fmt_ms(ms: float) -> str:
     return "-" if math.isnan(ms) else f"{ms:,.0f} ms"
 
@@ -439,7 +503,7 @@ async def _live(ctx: _Context) -> LiveRun:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     from ..offsets import client_options, true_end_offsets
-    from ..replay import replay_frame
+    from ..replay import Pacer, replay_frame
     from .alerts import decode_alert
 
     s = ctx.settings
@@ -462,10 +526,13 @@ async def _live(ctx: _Context) -> LiveRun:
             TimeElapsedColumn(), console=console,
         ) as progress:
             task = progress.add_task(_live_line(run.figures()), total=n)
+            pacer = Pacer(ctx.rate)
+            watch = LagWatch(ctx.rate)
+            told_cannot = False
             replay = asyncio.create_task(
                 replay_frame(
                     ctx.df, s, rate=ctx.rate, from_ms=ctx.live_ms, until_ms=ctx.until_ms,
-                    send_time_stamps=True, create_topics=False,
+                    send_time_stamps=True, create_topics=False, pacer=pacer,
                 )
             )
             last_new = time.monotonic()
@@ -494,6 +561,26 @@ async def _live(ctx: _Context) -> LiveRun:
                                     printed += 1
                             run.alerted(a.alert_id, r.timestamp)
                 now = time.monotonic()
+                if not replay.done() and watch.due(now):
+                    f = run.figures()
+                    lower = watch.observe(now, f.sent, f.scored)
+                    if lower is not None:
+                        pacer.set_rate(lower)
+                        ctx.rate_asked = ctx.rate_asked or ctx.rate
+                        ctx.rate = lower
+                        progress.console.print(
+                            f"the worker is {f.sent - f.scored:,} transactions behind: this "
+                            f"machine cannot keep up with {ctx.rate_asked:,.0f}/s now; live "
+                            f"rate lowered to {lower:,.0f}/s", highlight=False,
+                        )
+                    elif watch.cannot_keep_up and not told_cannot:
+                        told_cannot = True
+                        progress.console.print(
+                            f"the worker is {f.sent - f.scored:,} transactions behind even at "
+                            f"{watch.rate:,.0f}/s: this machine cannot keep up with live "
+                            "traffic now (other jobs?); latencies below include the backlog",
+                            highlight=False,
+                        )
                 if now - shown > 0.5:
                     f = run.figures()
                     progress.update(task, completed=f.scored, description=_live_line(f))

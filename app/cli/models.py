@@ -6,7 +6,9 @@ module adds a progress bar, tables, the Redis keys ``{REDIS_KEY_PREFIX}model:act
 ``fraud-control`` message that tells running workers to switch (:mod:`app.control`).
 
 ``promote``, ``rollback`` and ``shadow`` first verify every version they name (card,
-feature names, sha256: :func:`app.scoring.registry.verify_model`), then publish the new
+feature names, sha256s, and the compiled form compiled if the card names no runtime yet
+and checked against scikit-learn on the validation rows:
+:func:`app.scoring.registry.ensure_compiled`), then publish the new
 state on ``CONTROL_TOPIC`` (nothing has changed if that fails), then write Redis, then
 ``models/LIFECYCLE.json`` and ``models/ACTIVE``.
 """
@@ -67,6 +69,7 @@ __all__ = [
     "shadow_set_command",
     "shadow_clear_command",
     "apply_lifecycle",
+    "compile_command",
 ]
 
 models_cli = typer.Typer(
@@ -166,9 +169,10 @@ def get_active_in_redis(url: str, prefix: str) -> str | None:
 
 
 def _activate_everywhere(version: str, models_dir: Path, redis_url: str, prefix: str) -> None:
-    from ..scoring.registry import activate, verify_model
+    from ..scoring.registry import activate, ensure_compiled
 
-    verify_model(version, models_dir)  # unknown or tampered: fail before touching anything
+    # unknown, tampered or a disagreeing compiled form: fail before touching anything
+    ensure_compiled(version, models_dir)
     set_active_in_redis(redis_url, prefix, version)  # Redis first: a failure leaves ACTIVE
     activate(version, models_dir)
 
@@ -254,6 +258,17 @@ def _print_card(card: ModelCard, models_dir: Path) -> None:
             f"{c.artifact_bytes / 1e6:.2f} MB",
             highlight=False,
         )
+
+
+def _runtime_line(card: ModelCard) -> str:
+    rt = card.runtime
+    if rt is None:
+        return "scikit-learn (card names no runtime: `fraudctl models compile` compiles it)"
+    if rt.engine == "scikit-learn":
+        return f"scikit-learn {rt.engine_version} ({rt.note})"
+    return (f"{rt.engine} {rt.engine_version}, {rt.artifact} sha256 {rt.artifact_sha256}, "
+            f"checked on {rt.rows_checked:,} rows: largest score difference "
+            f"{rt.max_score_difference:.2g}, decisions identical")
 
 
 # --- commands ----------------------------------------------------------------------------
@@ -402,7 +417,7 @@ def list_command(
         box=None, pad_edge=False, header_style="bold",
     )
     table.add_column("version", no_wrap=True, min_width=max(len(c.version) for c in cards))
-    for col in ("created", "AUC", "AP", "CP@100", "thresh", "status"):
+    for col in ("created", "AUC", "AP", "CP@100", "thresh", "runtime", "status"):
         table.add_column(col, overflow="fold")
     for c in cards:
         active = "+".join(
@@ -414,7 +429,7 @@ def list_command(
         table.add_row(
             c.version, c.created_at[:10],
             _fmt(c.metrics.roc_auc), _fmt(c.metrics.average_precision),
-            _fmt(c.metrics.card_precision_at_100), f"{c.alert_threshold:g}", active,
+            _fmt(c.metrics.card_precision_at_100), f"{c.alert_threshold:g}", c.engine, active,
         )
     console.print(table)
     console.print(
@@ -433,7 +448,8 @@ def show_command(
         None, "--models-dir", help="Model registry; default: MODELS_DIR.", show_default=False
     ),
 ) -> None:
-    """Print a version's model card as JSON."""
+    """Print a version's model card as JSON (its runtime says what serves it), and
+    the runtime in one line on stderr."""
     from ..scoring.registry import read_card
 
     models_dir = models_dir or get_settings().models_dir
@@ -443,6 +459,8 @@ def show_command(
         fail(escape(str(exc)), getattr(exc, "exit_code", 2))
         return
     typer.echo(card.model_dump_json(indent=2))
+    err_console.print(f"runtime: {escape(_runtime_line(card))}", highlight=False,
+                      soft_wrap=True)
 
 
 @models_cli.command(
@@ -464,14 +482,14 @@ def activate_command(
     ),
 ) -> None:
     """Make a version active: the Redis key workers read, then models/ACTIVE."""
-    from ..scoring.registry import activate, verify_model
+    from ..scoring.registry import activate, ensure_compiled
 
     settings = get_settings()
     models_dir = models_dir or settings.models_dir
     url = redis_url or settings.redis_url.get_secret_value()
     try:
         if no_redis:
-            verify_model(version, models_dir)
+            ensure_compiled(version, models_dir)
             activate(version, models_dir)
         else:
             _activate_everywhere(version, models_dir, url, settings.redis_key_prefix)
@@ -528,12 +546,12 @@ def apply_lifecycle(new: Lifecycle, settings: Settings, models_dir: Path, redis_
     """
     from ..control import CONTROL_KEY, publish
     from ..redis_store import RedisUnavailableError
-    from ..scoring.registry import activate, verify_model
+    from ..scoring.registry import activate, ensure_compiled
     from ..scoring.lifecycle import write_lifecycle
 
     assert new.active is not None
     for v in [new.active, *new.shadows]:
-        verify_model(v, models_dir)
+        ensure_compiled(v, models_dir)  # compiled if not yet, checked against scikit-learn
     event = new.history[-1]
     message = ModelControl(
         action=event.action if event.action != "init" else "promote",
@@ -669,3 +687,33 @@ def shadow_clear_command(
 
     _lifecycle_command(lambda lc, now: plan_shadows(lc, [], now, "fraudctl"),
                        models_dir, redis_url, broker)
+
+
+@models_cli.command("compile", epilog=settings_epilog("MODELS_DIR"))
+def compile_command(
+    version: str = typer.Argument(..., help="A version, as in `fraudctl models list`."),
+    data: Optional[Path] = typer.Option(
+        None, "--data",
+        help="The handbook data the model was trained on: recompute its validation rows "
+        "(its test window) when the registry holds none.",
+    ),
+    models_dir: Path = _MODELS_DIR,
+) -> None:
+    """Compile a version for ONNX Runtime and check it against scikit-learn on its
+    validation rows (largest score difference <= 1e-6, identical decisions at its
+    threshold); the card's ``runtime`` names the compiled form and its sha256."""
+    from ..scoring.registry import compile_version, load_model
+
+    models_dir = models_dir or get_settings().models_dir
+    try:
+        rows = None
+        if data is not None:
+            from ..scoring.train import validation_rows
+
+            loaded = load_model(version, models_dir, compiled=False)
+            rows = validation_rows(data, loaded.card, loaded.estimator)
+        card = compile_version(version, models_dir, rows)
+    except FraudError as exc:
+        fail(escape(str(exc)))
+        return
+    console.print(f"{version}: {escape(_runtime_line(card))}", highlight=False, soft_wrap=True)

@@ -147,7 +147,10 @@ class Snapshot:
             Columns in ``feature_names`` order.
         feature_names : sequence of str, default=FEATURE_NAMES
         top_reasons : int, default=3
-            Reasons per alert row (one ``explain_many`` call on those rows only).
+            Reasons per alert row. A scorer with ``score_and_explain`` (the compiled
+            runtime) gives the scores and the reasons of the rows at or above the review
+            threshold in one call; rows a rule alerts below it are explained by one more
+            ``explain_many`` call, on those rows only.
         alert_outcomes : sequence of str, default=("review", "block")
             Outcomes that alert (``ALERT_OUTCOMES``).
 
@@ -163,7 +166,14 @@ class Snapshot:
         X = np.asarray(X, dtype=np.float64)
         if len(X) != len(transactions):
             raise ValueError(f"X has {len(X)} rows for {len(transactions)} transactions")
-        scores = self.active.score_many(X)
+        rt = self.rules.rule_set.review_threshold
+        review_at = rt if rt is not None else self.threshold
+        explained: dict[int, list[Reason]] = {}
+        if hasattr(self.active, "score_and_explain"):
+            # one runtime call: scores, and reasons of the rows the score makes alert
+            scores, explained = self.active.score_and_explain(X, review_at, top_reasons)
+        else:
+            scores = self.active.score_many(X)
         shadow = {s.version: s.score_many(X) for s in self.shadows if s.version != self.active.version}
         names = list(feature_names)
         rows = X.tolist()
@@ -174,11 +184,15 @@ class Snapshot:
         alert_rows = [i for i, d in enumerate(decisions) if d.outcome in alert_outcomes]
         reasons: list[list[Reason]] = []
         if alert_rows and top_reasons:
-            idx = np.asarray(alert_rows)
-            reasons = self.active.explain_many(X[idx], top_reasons, scores=scores[idx])
+            # rows a rule alerts below the score threshold: a second call, for those only
+            missing = [i for i in alert_rows if i not in explained]
+            if missing:
+                idx = np.asarray(missing)
+                more = self.active.explain_many(X[idx], top_reasons, scores=scores[idx])
+                explained = {**explained, **dict(zip(missing, more))}
+            reasons = [explained[i] for i in alert_rows]
         elif alert_rows:
             reasons = [[] for _ in alert_rows]
-        rt = self.rules.rule_set.review_threshold
         return BatchDecisions(
             scores=scores,
             shadow_scores=shadow,

@@ -9,7 +9,6 @@ no missing values.
 from __future__ import annotations
 
 from bisect import bisect_right
-from datetime import datetime, timezone
 
 from ..events import Transaction
 from .state import DAY_MS, AccountState
@@ -30,6 +29,8 @@ WINDOWS_DAYS = (1, 7, 30)
 #: ``seconds_since_previous_tx`` when the account has no earlier transaction (30 days).
 NO_HISTORY_SECONDS = 30 * 86_400.0
 _NIGHT_LAST_HOUR = 6  # handbook: a transaction is at night when its hour is 0..6
+_HOUR_MS = 3_600_000
+_EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday is 0)
 
 
 def _account_names() -> tuple[str, ...]:
@@ -86,16 +87,17 @@ def extract_account(state: AccountState, tx: Transaction) -> list[float]:
         )
     t = tx.event_time_ms
     amount = tx.amount_minor / 100.0
-    dt = datetime.fromtimestamp(t / 1000, tz=timezone.utc)
+    hour = (t // _HOUR_MS) % 24  # UTC, as datetime.fromtimestamp(t / 1000, timezone.utc)
+    weekday = (t // DAY_MS + _EPOCH_WEEKDAY) % 7  # Monday is 0
     times = state.times_ms
     amounts = state.amounts_minor
     end = bisect_right(times, t)  # events at or before t (a late tx ignores later ones)
     prev = (t - times[end - 1]) / 1000.0 if end else NO_HISTORY_SECONDS
     out = [
         amount,
-        1.0 if dt.weekday() >= 5 else 0.0,
-        1.0 if dt.hour <= _NIGHT_LAST_HOUR else 0.0,
-        float(dt.hour),
+        1.0 if weekday >= 5 else 0.0,
+        1.0 if hour <= _NIGHT_LAST_HOUR else 0.0,
+        float(hour),
         prev,
     ]
     largest = 0

@@ -7,8 +7,12 @@ training data, about 0.9 %).
 
 Reasons are occlusion contributions: for feature ``j`` of row ``x``,
 ``contribution_j = score(x) - score(x with x_j set to its training median)``. Positive
-values push towards fraud. They are computed for few rows (those that alert), with one
-``predict_proba`` call for the whole batch.
+values push towards fraud. They are computed for few rows (those that alert).
+
+The runtime is the one the model card names (``runtime``): the compiled form in ONNX
+Runtime (:mod:`app.scoring.compiled`), checked against scikit-learn when loaded, or the
+estimator's own ``predict_proba``. With the compiled form, :meth:`Scorer.score_and_explain`
+gives a batch's scores and the reasons of its rows at or above a threshold from one call.
 """
 
 from __future__ import annotations
@@ -49,6 +53,9 @@ class Scorer:
         The card's recommended threshold, in [0, 1].
     baseline : ndarray of shape (n_features,)
         Training medians, the reference values of :meth:`explain_many`.
+    runtime : str
+        What scores: ``"onnxruntime <version>"`` (the compiled form) or
+        ``"scikit-learn <version>"``.
 
     Raises
     ------
@@ -74,6 +81,13 @@ class Scorer:
         self._fraud_column = classes.index(1)
         self._controller = ThreadpoolController() if n_threads is not None else None
         self._n_threads = n_threads
+        self._compiled = loaded.compiled
+        if self._compiled is not None:
+            self.runtime: str = self._compiled.engine
+        else:
+            import sklearn
+
+            self.runtime = f"scikit-learn {sklearn.__version__}"
 
     def _limit(self) -> AbstractContextManager:
         if self._controller is None:
@@ -101,6 +115,8 @@ class Scorer:
         return X
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
+        if self._compiled is not None:
+            return self._compiled.score_many(X)
         with self._limit():
             proba = self._estimator.predict_proba(X)
         return proba[:, self._fraud_column].astype(np.float64)
@@ -176,7 +192,12 @@ class Scorer:
             if len(base) != n:
                 raise ValueError(f"scores: expected {n} values, got {len(base)}")
             occ = np.clip(self._predict(occluded), 0.0, 1.0)
-        contrib = base[:, None] - occ.reshape(n, f)
+        return self._reasons(X, base, occ.reshape(n, f), top_k)
+
+    def _reasons(self, X: np.ndarray, base: np.ndarray, occ: np.ndarray,
+                 top_k: int) -> list[list[Reason]]:
+        n = len(X)
+        contrib = base[:, None] - occ
         order = np.argsort(-contrib, axis=1, kind="stable")[:, :top_k]
         names = self.feature_names
         return [
@@ -190,3 +211,56 @@ class Scorer:
             ]
             for i in range(n)
         ]
+
+    def score_and_explain(
+        self, X: np.ndarray, explain_at: float, top_k: int = 3
+    ) -> tuple[np.ndarray, dict[int, list[Reason]]]:
+        """Scores of a batch and the reasons of its rows scoring at or above ``explain_at``.
+
+        With the compiled form this is one runtime call: the occluded rows of the rows
+        that reach ``explain_at`` are appended to the batch inside the compiled graph.
+        With scikit-learn it is :meth:`score_many` then :meth:`explain_many` of those rows.
+        The reasons equal :meth:`explain_many`'s of the same rows.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        explain_at : float
+            Score from which a row is explained, in [0, 1] (the alert threshold);
+            ``inf``: no row.
+        top_k : int, default=3
+            Reasons per row, in ``[0, n_features]``; 0: no row is explained.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,)
+            In [0, 1]; higher means more likely fraud.
+        reasons : dict of int to list of Reason
+            Row index -> its ``top_k`` reasons, largest contribution first, for every row
+            with ``scores[i] >= explain_at``.
+
+        Raises
+        ------
+        ValueError
+            Bad ``X`` shape or ``top_k``.
+        """
+        X = self._check(X)
+        f = self.n_features
+        if not 0 <= top_k <= f:
+            raise ValueError(f"top_k: expected an integer in [0, {f}], got {top_k!r}")
+        if len(X) == 0:
+            return np.empty(0, dtype=np.float64), {}
+        at = explain_at if top_k else float("inf")
+        if self._compiled is None:
+            scores = self.score_many(X)
+            rows = np.flatnonzero(scores >= at)
+            found = self.explain_many(X[rows], top_k, scores=scores[rows]) if len(rows) else []
+            return scores, dict(zip(rows.tolist(), found))
+        scores, rows, occ = self._compiled.score_and_occlude(X, at)
+        scores = np.clip(scores, 0.0, 1.0)
+        keep = scores[rows] >= at  # the graph compares in float32: keep what decides here
+        rows, occ = rows[keep], occ[keep]
+        if len(rows) == 0:
+            return scores, {}
+        found = self._reasons(X[rows], scores[rows], np.clip(occ, 0.0, 1.0), top_k)
+        return scores, dict(zip(rows.tolist(), found))

@@ -6,14 +6,21 @@ Layout::
       ACTIVE                        one line: the version served by default
       v20180724-101500-1a2b3c4d/
         model.joblib                the fitted scikit-learn estimator (joblib)
-        card.json                   its ModelCard: provenance, data, metrics, sha256
+        model.onnx                  its compiled form (ONNX Runtime), see app.scoring.compiled
+        validation_rows.npy         test-window rows the compiled form is checked on
+        card.json                   its ModelCard: provenance, data, metrics, sha256s,
+                                    the runtime that serves it
 
 Version names are ``v<UTC yyyymmdd-HHMMSS of creation>-<first 8 hex of the artifact's
 sha256>``: they sort by creation time and name their content. Any name matching
 :data:`VERSION_PATTERN` (``v1``, ``v2``) is accepted when loading.
 
 :func:`load_model` checks the artifact's sha256 against the card and the card's
-feature names against :data:`app.features.FEATURE_NAMES` *before* unpickling. The hash
+feature names against :data:`app.features.FEATURE_NAMES` *before* unpickling. The same holds
+for the compiled form and its validation rows (``runtime`` in the card); loading a
+version with a compiled form also checks it against scikit-learn on those rows
+(:func:`app.scoring.compiled.check_compiled`) and refuses the version when they disagree.
+The hash
 catches corruption and accidental edits; it is no defence against someone who can
 rewrite both files (a joblib file runs code when loaded: load only your own models).
 """
@@ -50,10 +57,13 @@ __all__ = [
     "LoadedModel",
     "ModelCard",
     "ModelMetrics",
+    "RuntimeInfo",
     "ValidationResult",
     "WindowInfo",
     "activate",
     "check_sklearn_version",
+    "compile_version",
+    "ensure_compiled",
     "default_version",
     "active_file_version",
     "list_models",
@@ -65,6 +75,8 @@ __all__ = [
 ]
 
 ARTIFACT_NAME = "model.joblib"
+COMPILED_NAME = "model.onnx"
+CHECK_ROWS_NAME = "validation_rows.npy"
 CARD_NAME = "card.json"
 ACTIVE_NAME = "ACTIVE"
 #: Accepted version names: a ``v``, then letters, digits, ``.``, ``_`` or ``-``.
@@ -182,6 +194,28 @@ class ValidationResult(_Card):
     selected: bool = False
 
 
+class RuntimeInfo(_Card):
+    """Which runtime serves a version, and how its compiled form was checked."""
+
+    engine: str = Field(description="'onnxruntime' (the compiled form) or 'scikit-learn' "
+                        "(the pickle's predict_proba).")
+    engine_version: str
+    artifact: str | None = Field(None, description="The compiled form's file name.")
+    artifact_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    artifact_bytes: int | None = Field(None, ge=0)
+    converter: str | None = Field(None, description="What compiled it (skl2onnx version).")
+    check_rows: str | None = Field(None, description="File of the validation rows it is "
+                                   "checked on (float64 .npy).")
+    check_rows_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    rows_checked: int | None = Field(None, ge=0, description="Rows compared with "
+                                     "scikit-learn (occluded rows included).")
+    max_score_difference: float | None = Field(
+        None, ge=0.0, description="Largest |compiled - scikit-learn| score on those rows.")
+    decisions_identical: bool | None = Field(
+        None, description="Same decisions at the card's alert threshold.")
+    note: str = Field("", description="Why scikit-learn serves, when it does.")
+
+
 class ModelCard(_Card):
     """Everything known about one model version; stored as ``card.json``."""
 
@@ -218,6 +252,15 @@ class ModelCard(_Card):
     validation: list[ValidationResult] = Field(
         default_factory=list, description="Model selection by prequential validation."
     )
+    runtime: RuntimeInfo | None = Field(
+        None, description="The runtime that serves this version; None: scikit-learn "
+        "(a card written before compiled forms)."
+    )
+
+    @property
+    def engine(self) -> str:
+        """``"onnxruntime"`` or ``"scikit-learn"``: what scores with this version."""
+        return self.runtime.engine if self.runtime is not None else "scikit-learn"
 
 
 @dataclass(frozen=True)
@@ -232,12 +275,16 @@ class LoadedModel:
         A fitted scikit-learn classifier with ``predict_proba`` and ``classes_``.
     path : Path
         The version's folder.
+    compiled : CompiledModel or None
+        Its compiled form, checked against ``estimator`` on the validation rows; None:
+        scikit-learn serves.
     """
 
     version: str
     card: ModelCard
     estimator: Any
     path: Path
+    compiled: Any = None
 
 
 def _check_version(version: str) -> str:
@@ -301,8 +348,9 @@ def save_model(
     version: str | None = None,
     created_at: datetime | None = None,
     drift_reference: dict[str, Any] | None = None,
+    check_rows: np.ndarray | None = None,
 ) -> ModelCard:
-    """Write a fitted estimator and its card as a new version.
+    """Write a fitted estimator, its compiled form and its card as a new version.
 
     Parameters
     ----------
@@ -322,6 +370,13 @@ def save_model(
         Default: ``v<yyyymmdd-HHMMSS>-<sha8>`` from ``created_at`` and the artifact.
     created_at : datetime, optional
         Default: now (UTC).
+    drift_reference : dict, optional
+    check_rows : ndarray of shape (n_rows, n_features), optional
+        The model's validation rows (:func:`app.scoring.compiled.choose_check_rows`):
+        with them the estimator is compiled for ONNX Runtime, checked on them and both
+        are stored (``runtime`` in the card); without them, or when the estimator cannot
+        be compiled or its compiled form disagrees, scikit-learn serves it (the card's
+        ``runtime.note`` says why).
 
     Returns
     -------
@@ -344,7 +399,11 @@ def save_model(
     artifact = buf.getvalue()
     sha = _sha256(artifact)
     version = _check_version(version or f"v{now:%Y%m%d-%H%M%S}-{sha[:8]}")
+    runtime, files = _build_runtime(
+        estimator, [float(baseline[n]) for n in names], check_rows, alert_threshold, version
+    )
     card = ModelCard(
+        runtime=runtime,
         drift_reference=drift_reference,
         version=version,
         created_at=now.isoformat(timespec="seconds").replace("+00:00", "Z"),
@@ -375,12 +434,170 @@ def save_model(
     try:
         os.chmod(tmp, _DIR_MODE)  # mkdtemp makes it private; a registry is shared
         (tmp / ARTIFACT_NAME).write_bytes(artifact)
+        for name, data in files.items():
+            (tmp / name).write_bytes(data)
         (tmp / CARD_NAME).write_text(card.model_dump_json(indent=2) + "\n", encoding="utf-8")
         os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return card
+
+
+def _sklearn_runtime(note: str) -> RuntimeInfo:
+    return RuntimeInfo(engine="scikit-learn", engine_version=_running_sklearn_version(),
+                       note=note)
+
+
+def _npy_bytes(rows: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(rows, dtype=np.float64), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _build_runtime(
+    estimator: Any, baseline: list[float], rows: np.ndarray | None, threshold: float,
+    version: str, strict: bool = False,
+) -> tuple[RuntimeInfo, dict[str, bytes]]:
+    """Compile ``estimator``, check it on ``rows``: its RuntimeInfo and the files to store.
+
+    An estimator skl2onnx cannot compile keeps scikit-learn (said in the note); a
+    compiled form that disagrees raises with ``strict``, else keeps scikit-learn too."""
+    from ..exceptions import CompiledRuntimeError
+    from .compiled import (ENGINE, CompiledModel, check_compiled, compile_estimator,
+                           converter_version, engine_version)
+
+    if rows is None or len(rows) == 0:
+        return _sklearn_runtime("no validation rows given: not compiled"), {}
+    rows = np.ascontiguousarray(rows, dtype=np.float64)
+    try:
+        compiled = compile_estimator(estimator, baseline)
+    except CompiledRuntimeError as exc:
+        return _sklearn_runtime(f"not compiled: {exc}"[:500]), {}
+    try:
+        result = check_compiled(estimator, CompiledModel(compiled, len(baseline)), rows,
+                                threshold, baseline, version)
+    except CompiledRuntimeError as exc:
+        if strict:
+            raise
+        return _sklearn_runtime(f"compiled form refused: {exc}"[:500]), {}
+    rows_bytes = _npy_bytes(rows)
+    info = RuntimeInfo(
+        engine=ENGINE, engine_version=engine_version(), artifact=COMPILED_NAME,
+        artifact_sha256=_sha256(compiled), artifact_bytes=len(compiled),
+        converter=converter_version(), check_rows=CHECK_ROWS_NAME,
+        check_rows_sha256=_sha256(rows_bytes), rows_checked=result.rows,
+        max_score_difference=result.max_score_difference,
+        decisions_identical=result.decisions_identical,
+    )
+    return info, {COMPILED_NAME: compiled, CHECK_ROWS_NAME: rows_bytes}
+
+
+def _read_checked(models_dir: Path, version: str, name: str, sha: str | None) -> bytes:
+    path = models_dir / version / name
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"model {version}: cannot read {path} ({exc.strerror})")
+    got = _sha256(data)
+    if got != sha:
+        raise ModelIntegrityError(
+            f"model {version}: sha256 of {name} is {got}, expected {sha} (the card's): "
+            "the file was changed"
+        )
+    return data
+
+
+def _check_rows(models_dir: Path, card: ModelCard) -> np.ndarray | None:
+    rt = card.runtime
+    if rt is None or rt.check_rows is None:
+        return None
+    raw = _read_checked(models_dir, card.version, rt.check_rows, rt.check_rows_sha256)
+    return np.load(io.BytesIO(raw), allow_pickle=False)
+
+
+def _verify_runtime_files(models_dir: Path, card: ModelCard) -> None:
+    rt = card.runtime
+    if rt is None or rt.engine == "scikit-learn":
+        return
+    if rt.artifact is None or rt.check_rows is None:
+        raise ModelIntegrityError(
+            f"model {card.version}: runtime {rt.engine} names no compiled form or no "
+            "validation rows"
+        )
+    _read_checked(models_dir, card.version, rt.artifact, rt.artifact_sha256)
+    _read_checked(models_dir, card.version, rt.check_rows, rt.check_rows_sha256)
+
+
+def compile_version(
+    version: str, models_dir: str | Path = "models", rows: np.ndarray | None = None
+) -> ModelCard:
+    """Compile a registered version for ONNX Runtime, check it, record it in its card.
+
+    The artifact is untouched, so the version keeps its name. The compiled form and the
+    validation rows are written beside it, then the card (atomically).
+
+    Parameters
+    ----------
+    version : str
+    models_dir : str or Path, default="models"
+    rows : ndarray of shape (n_rows, n_features), optional
+        Validation rows to store and check on; default: those stored with the version.
+
+    Returns
+    -------
+    ModelCard
+        The updated card; ``runtime.engine`` is ``"onnxruntime"``, or ``"scikit-learn"``
+        with a note when the estimator cannot be compiled or there are no rows.
+
+    Raises
+    ------
+    ModelError, ModelIntegrityError, ModelVersionError
+        As :func:`load_model` (the pickle is verified and loaded).
+    CompiledRuntimeError
+        The compiled form disagrees with scikit-learn on the rows.
+    """
+    models_dir = Path(models_dir)
+    loaded = load_model(version, models_dir, compiled=False)
+    card = loaded.card
+    if rows is None:
+        rows = _check_rows(models_dir, card)
+    if rows is None:
+        runtime, files = _sklearn_runtime(
+            "no validation rows stored: not compiled (fraudctl models compile --data)"), {}
+    else:
+        runtime, files = _build_runtime(
+            loaded.estimator, [card.baseline[n] for n in card.feature_names], rows,
+            card.alert_threshold, version, strict=True,
+        )
+    for name, data in files.items():
+        tmp = models_dir / version / f".{name}.tmp"
+        tmp.write_bytes(data)
+        os.chmod(tmp, _FILE_MODE)
+        os.replace(tmp, models_dir / version / name)
+    card = card.model_copy(update={"runtime": runtime})
+    _atomic_write_text(models_dir / version / CARD_NAME, card.model_dump_json(indent=2) + "\n")
+    return card
+
+
+def ensure_compiled(version: str, models_dir: str | Path = "models") -> ModelCard:
+    """The card of ``version`` with a runtime chosen: compiled now when the card names
+    none yet (:func:`compile_version`), then loaded and checked (:func:`load_model`).
+    What ``fraudctl models promote``, ``rollback``, ``shadow`` and ``activate`` run
+    before a version serves.
+
+    Raises
+    ------
+    ModelError, ModelIntegrityError, ModelVersionError
+        As :func:`load_model`.
+    CompiledRuntimeError
+        The compiled form disagrees with scikit-learn on the validation rows.
+    """
+    models_dir = Path(models_dir)
+    card = read_card(version, models_dir)
+    if card.runtime is None:
+        card = compile_version(version, models_dir)
+    return load_model(version, models_dir).card
 
 
 def _known(models_dir: Path) -> list[str]:
@@ -515,6 +732,7 @@ def verify_model(
             f"model {version}: sha256 of {card.artifact} is {got}, "
             f"expected {card.artifact_sha256} (the card's): the artifact was changed"
         )
+    _verify_runtime_files(models_dir, card)
     return card, artifact
 
 
@@ -522,8 +740,9 @@ def load_model(
     version: str | None = None,
     models_dir: str | Path = "models",
     feature_names: Sequence[str] = FEATURE_NAMES,
+    compiled: bool = True,
 ) -> LoadedModel:
-    """Load one version after verifying it.
+    """Load one version after verifying it, with its compiled form checked.
 
     Parameters
     ----------
@@ -533,6 +752,10 @@ def load_model(
     feature_names : sequence of str, default=FEATURE_NAMES
         The names the model must take, in order (an older model of other names can be
         loaded by passing its card's, e.g. to order the simulated investigators' queue).
+    compiled : bool, default=True
+        Load the compiled form the card names and check it against the estimator on the
+        validation rows (:func:`app.scoring.compiled.check_compiled`); False: the
+        estimator only.
 
     Returns
     -------
@@ -546,7 +769,10 @@ def load_model(
         The card's scikit-learn version differs from the running one.
     ModelIntegrityError
         The artifact's sha256 differs from the card's, the card's feature names differ
-        from :data:`FEATURE_NAMES`, or the estimator does not fit them.
+        from :data:`FEATURE_NAMES`, or the estimator does not fit them; the compiled
+        form or the validation rows differ from the card's sha256.
+    CompiledRuntimeError
+        The compiled form cannot be loaded or disagrees with scikit-learn.
     """
     models_dir = Path(models_dir)
     version = version or default_version(models_dir)
@@ -563,7 +789,21 @@ def load_model(
             f"model {version}: estimator expects {n_in} features with predict_proba, "
             f"expected {len(expected)}"
         )
-    return LoadedModel(version=version, card=card, estimator=estimator, path=artifact_path.parent)
+    runtime = None
+    rt = card.runtime
+    if compiled and rt is not None and rt.engine != "scikit-learn":
+        from .compiled import ENGINE, CompiledModel, check_compiled
+
+        if rt.engine != ENGINE:
+            raise ModelIntegrityError(f"model {version}: unknown runtime {rt.engine!r}")
+        onnx_bytes = _read_checked(models_dir, version, rt.artifact or "", rt.artifact_sha256)
+        runtime = CompiledModel(onnx_bytes, len(expected))
+        rows = _check_rows(models_dir, card)
+        check_compiled(estimator, runtime, rows if rows is not None else np.empty((0, 0)),
+                       card.alert_threshold, [card.baseline[n] for n in card.feature_names],
+                       version)
+    return LoadedModel(version=version, card=card, estimator=estimator,
+                       path=artifact_path.parent, compiled=runtime)
 
 
 def list_models(models_dir: str | Path = "models") -> list[ModelCard]:

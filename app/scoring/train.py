@@ -37,6 +37,7 @@ from ..features.offline import features_frame
 from ..features.state import DAY_MS
 from .candidates import CANDIDATES, DEFAULT_MODEL, candidate
 from .investigators import investigation_arrivals_of, policy_scorer
+from .compiled import choose_check_rows
 from .model import Scorer
 from .evaluate import (
     DEFAULT_KNOWN_COMPROMISED,
@@ -579,6 +580,7 @@ def train(
         validation=validation,
         baseline=dict(zip(FEATURE_NAMES, np.median(X_fit, axis=0).tolist())),
         drift_reference=reference_from_matrix(X_fit, FEATURE_NAMES),
+        check_rows=choose_check_rows(X_window, scores_all, threshold),
         alert_threshold=threshold,
         threshold_rationale=rationale,
         justification=justification(name, validation, metrics, others, default_split,
@@ -602,3 +604,39 @@ def _threshold(
         cv=StratifiedKFold(folds, shuffle=True, random_state=random_state),
     )[:, 1]
     return choose_threshold(oof, y_train, n_days, folds=folds)
+
+
+def validation_rows(path: str | Path, card: ModelCard, estimator: Any) -> np.ndarray:
+    """The validation rows of a registered model, recomputed from its data.
+
+    The feature rows of the card's test window (``card.data.test``), computed as for
+    training, then :func:`app.scoring.compiled.choose_check_rows` of them: what
+    :func:`train` stores beside a new model, for a model registered without them.
+
+    Parameters
+    ----------
+    path : str or Path
+        The handbook data the model was trained on (``card.data.source``).
+    card : ModelCard
+    estimator : object
+        The model's fitted estimator (its scores choose the rows near the threshold).
+
+    Returns
+    -------
+    ndarray of shape (n_rows, n_features), float64
+
+    Raises
+    ------
+    DataError
+        The data does not cover the test window.
+    """
+    test = card.data.test
+    frame, _ = read_features(path, test.start, test.end)
+    days = frame["TX_DATETIME"].dt.floor("D")
+    in_test = days.between(pd.Timestamp(test.start), pd.Timestamp(test.end)).to_numpy()
+    X, _ = _xy(frame, in_test)
+    if len(X) == 0:
+        raise DataError(f"{path}: no transactions in the test window {test.start}..{test.end}")
+    with threadpool_limits(1, user_api="openmp"):
+        scores = _fraud_scores(estimator, X)
+    return choose_check_rows(X, scores, card.alert_threshold)
