@@ -140,6 +140,7 @@ class Auth:
         self.session_cookie = "__Host-review_session" if secure else "review_session"
         self.login_cookie = "__Host-review_login" if secure else "review_login"
         self._proxies = [ipaddress.ip_network(n, strict=False) for n in settings.review_trusted_proxies]
+        self._csrf_key = secrets.token_bytes(32)
         self._provider: _Provider | None = None
         self._provider_lock = asyncio.Lock()
 
@@ -213,22 +214,18 @@ class Auth:
         return Analyst(data["sub"], data.get("name") or data["sub"], data.get("role"))
 
     def csrf_token(self, request: web.Request) -> str:
-        """The token every form of this session carries (``oidc``: in the session;
-        other modes: a per-process token bound to nothing, checked with the Origin)."""
-        data = self.session(request) if self.mode == "oidc" else None
-        return data["csrf"] if data else self._process_csrf
-
-    @property
-    def _process_csrf(self) -> str:
-        token = getattr(self, "_csrf", None)
-        if token is None:
-            token = self._csrf = secrets.token_urlsafe(32)
-        return token
+        """The token every form of this person carries (``oidc``: a random one in the
+        session; ``proxy``, ``none``: an HMAC of the subject with a key of this process)."""
+        if self.mode == "oidc":
+            data = self.session(request)
+            return data["csrf"] if data else ""
+        who = request.get("analyst") or LOCAL_ANALYST
+        return hmac.new(self._csrf_key, who.subject.encode(), "sha256").hexdigest()
 
     def check_csrf(self, request: web.Request, token: object) -> None:
         """Raise 403 (counted) unless ``token`` is this session's CSRF token."""
         expected = self.csrf_token(request)
-        if not isinstance(token, str) or not hmac.compare_digest(token.encode(), expected.encode()):
+        if not expected or not isinstance(token, str) or not hmac.compare_digest(token.encode(), expected.encode()):
             self._count("csrf")
             raise web.HTTPForbidden(text="the form's CSRF token is missing or stale: reload the page")
 

@@ -96,13 +96,14 @@ document.addEventListener('keydown', function (e) {
 """
 
 
-def check_bind_address(host: str, allow_remote: bool) -> None:
-    """Refuse a non-loopback bind address unless ``allow_remote``.
+def check_bind_address(host: str, allow_remote: bool, auth_mode: str = "none") -> None:
+    """Refuse a non-loopback bind address unless ``allow_remote`` and a sign-in.
 
     Raises
     ------
     ConfigError
-        ``host`` is not ``localhost`` nor a loopback IP and ``allow_remote`` is False.
+        ``host`` is not ``localhost`` nor a loopback IP and ``allow_remote`` is False or
+        ``auth_mode`` is ``none`` (no one would be known).
     """
     if host == "localhost":
         return
@@ -110,7 +111,7 @@ def check_bind_address(host: str, allow_remote: bool) -> None:
         loopback = ipaddress.ip_address(host).is_loopback
     except ValueError:
         loopback = False
-    if not loopback and not allow_remote:
+    if not loopback and (not allow_remote or auth_mode == "none"):
         raise ConfigError(
             f"review console on {host!r} would be reachable from other machines: set "
             "REVIEW_AUTH=oidc (sign-in) or REVIEW_AUTH=proxy (behind your organisation's "
