@@ -18,11 +18,11 @@ import urllib.parse
 import pytest
 from cryptography.fernet import Fernet
 
-from app.events import CaseEvent, Label, encode
+from app.events import CaseEvent, Label, ScoredTransaction, Transaction, encode
 from tests.conftest import TEST_REDIS_URL, _create_topics
 from tests.oidc_utils import OidcProvider, java_available
 from tests.review_utils import Console
-from tests.test_review_console import ALERTS, _produce, browser  # noqa: F401 (fixture)
+from tests.test_review_console import ALERTS, T0, _produce, browser  # noqa: F401 (fixture)
 from tests.worker_utils import free_port, read_topic, worker_env
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -55,6 +55,14 @@ def _console_env(broker, tmp, **extra: str) -> dict[str, str]:
     asyncio.run(_create_topics(broker.bootstrap, [env["ALERTS_TOPIC"]], 2))
     records = [(a.transaction.account_id.encode(), encode(a)) for a in ALERTS]
     asyncio.run(_produce(broker.bootstrap, env["ALERTS_TOPIC"], records))
+    # the card's normal spending: scored transactions that did not alert
+    asyncio.run(_create_topics(broker.bootstrap, [env["SCORED_TOPIC"]], 2))
+    normal = [ScoredTransaction(
+        transaction=Transaction(transaction_id=f"tx-a0{i}", account_id="card-A", terminal_id="term-9",
+                                amount_minor=800 + i, currency="EUR", event_time_ms=T0 - 3_600_000 * (i + 1)),
+        score=0.02, decision="pass", model_version="v1", features={}, scored_time_ms=T0,
+    ) for i in range(2)]
+    asyncio.run(_produce(broker.bootstrap, env["SCORED_TOPIC"], [(b"card-A", encode(s)) for s in normal]))
     return env
 
 
@@ -94,7 +102,30 @@ def _sign_in(browser, console: Console, provider: OidcProvider, path: str, subje
     browser.find_element(By.NAME, "username").send_keys(subject)
     browser.find_element(By.NAME, "claims").send_keys(json.dumps({"name": name, "groups": groups}))
     browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-    assert browser.current_url == console.url + path, browser.current_url
+    _wait(browser, lambda b: b.current_url == console.url + path and b.find_elements(By.ID, "who"))
+
+
+def _wait(browser, ready, timeout: float = 15.0):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(browser, timeout).until(ready)
+
+
+def _badge(browser, text: str) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    def shown(b):
+        try:
+            return [e.text for e in b.find_elements(By.CSS_SELECTOR, "h2 .badge")] == [text]
+        except StaleElementReferenceException:
+            return False
+    _wait(browser, shown)
+
+
+def console_page(browser, url: str) -> str:
+    browser.get(url)
+    return browser.page_source
 
 
 def _post(console: Console, case_id: str, cookie: str | None, headers: dict | None = None,
@@ -126,11 +157,15 @@ def test_an_analyst_signs_in_confirms_and_the_event_and_labels_name_them(console
     assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
     # reasons in words, none without a contribution
     assert "amount 42.17" in browser.find_element(By.ID, "alerts").text
+    # the card's recent transactions, those that did not alert too
+    console.wait(lambda: "tx-a00" in console_page(browser, console.url + "/cases/card-A"), "card activity")
+    activity = browser.find_element(By.ID, "activity").text
+    assert "tx-a01" in activity and "term-9" in activity and "pass" in activity
 
     browser.find_element(By.ID, "comment").send_keys("customer denies both")
     browser.find_element(By.TAG_NAME, "h2").click()  # out of the text box: keys are shortcuts
     ActionChains(browser).send_keys("c").perform()  # c: confirm
-    assert browser.find_element(By.CSS_SELECTOR, "h2 .badge").text == "confirmed fraud"
+    _badge(browser, "confirmed fraud")
 
     actor = "Ann Analyst <u-ann-17>"
     verdicts = [e for e in console.case_history("card-A") if e["type"] == "confirmed_fraud"]
@@ -160,9 +195,9 @@ def test_an_analyst_signs_in_confirms_and_the_event_and_labels_name_them(console
 
     # signed out: the cookie is gone and the console asks for a sign-in again
     browser.find_element(By.ID, "sign-out").click()
-    assert browser.find_element(By.ID, "signed-out")
+    _wait(browser, lambda b: b.find_elements(By.ID, "signed-out"))
     browser.get(console.url + "/")
-    assert browser.current_url.startswith(provider.issuer + "/authorize?")
+    _wait(browser, lambda b: b.current_url.startswith(provider.issuer + "/authorize?"))
 
 
 def test_a_lead_may_reopen_and_a_request_without_a_session_is_refused(console, provider, browser):
@@ -174,7 +209,7 @@ def test_a_lead_may_reopen_and_a_request_without_a_session_is_refused(console, p
     offered = [b.get_attribute("value") for b in browser.find_elements(By.CSS_SELECTOR, "#case-form button")]
     assert offered == ["reopen", "block", "comment"]
     browser.find_element(By.CSS_SELECTOR, "button[value=reopen]").click()
-    assert browser.find_element(By.CSS_SELECTOR, "h2 .badge").text == "open"
+    _badge(browser, "open")
     assert console.case_history("card-A")[-1]["actor"] == "Lee Lead <u-lea-3>"
 
 

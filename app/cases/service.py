@@ -32,6 +32,7 @@ from ..metrics import ReviewMetrics
 from ..offsets import client_options, true_end_offsets
 from ..replay import ensure_topics
 from ..exceptions import CaseError
+from .activity import CardActivity, from_scored_json
 from .model import (
     Case,
     Decision,
@@ -79,6 +80,7 @@ class CaseService:
         self.settings = settings
         self.metrics = metrics
         self.cases: dict[str, Case] = {}
+        self.activity = CardActivity()
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
         self._loaded = False
@@ -209,6 +211,34 @@ class CaseService:
                         self._apply(event)
                 if batch:
                     self._observe_state()
+        except KafkaError as exc:
+            raise self._unavailable(exc) from None
+        finally:
+            await consumer.stop()
+
+    async def follow_scored(self) -> None:
+        """Keep every card's recent transactions (:attr:`activity`), alerted or not, from
+        ``SCORED_TOPIC`` (read from its beginning: its retention bounds the work), until
+        cancelled. Returns when the topic does not exist yet (the caller retries)."""
+        topic = self.settings.scored_topic
+        consumer = self._consumer(group_id=None)
+        try:
+            await consumer.start()
+            await consumer.topics()
+            partitions = consumer.partitions_for_topic(topic)
+            if not partitions:
+                return
+            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            while True:
+                batch = await consumer.getmany(timeout_ms=_POLL_MS, max_records=5_000)
+                for records in batch.values():
+                    for record in records:
+                        tx = from_scored_json(record.value or b"")
+                        if tx is not None:
+                            self.activity.learn_one(tx)
+                await asyncio.sleep(0)  # pages are served between batches
         except KafkaError as exc:
             raise self._unavailable(exc) from None
         finally:

@@ -36,6 +36,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..events import MAX_ACTOR_CHARS, MAX_COMMENT_CHARS, Alert
 from ..exceptions import BrokerUnavailableError, CaseError, ConfigError, FraudError
+from .activity import CardTransaction
 from .auth import LOCAL_ANALYST, Analyst, Auth
 from .model import Case, Request
 from .service import CaseService, now_ms
@@ -269,23 +270,34 @@ def _alert_row(a: Alert) -> str:
     )
 
 
-def _spending(case: Case) -> str:
-    """The card's alerted transactions over time (amount bars, terminals)."""
-    txs = sorted((a.transaction for a in case.alerts), key=lambda t: t.event_time_ms)
-    if not txs:
+def _spending(case: Case, recent: list[CardTransaction]) -> str:
+    """The card's recent transactions, those that did not alert included (amount bars,
+    terminals); only its alerted ones when the scored stream has none of it."""
+    alerted = {a.transaction.transaction_id for a in case.alerts}
+    if not recent:
+        recent = [CardTransaction(t.transaction_id, t.account_id, t.terminal_id, t.amount_minor,
+                                  t.currency, t.event_time_ms, a.score, "alert")
+                  for a in case.alerts for t in (a.transaction,)]
+        recent.sort(key=lambda t: t.event_time_ms)
+    if not recent:
         return ""
-    top = max(t.amount for t in txs) or 1.0
+    top = max(t.amount for t in recent) or 1.0
     rows = "".join(
-        f"<tr><td>{_time(t.event_time_ms)}</td><td>{_e(t.terminal_id)}</td>"
-        f"<td class=num>{t.amount:,.2f} {_e(t.currency)}</td>"
+        f"<tr{' class=late' if t.transaction_id in alerted else ''}><td>{_time(t.event_time_ms)}</td>"
+        f"<td>{_e(t.transaction_id)}</td><td>{_e(t.terminal_id)}</td>"
+        f"<td class=num>{t.amount:,.2f} {_e(t.currency)}</td><td class=num>{_score(t.score)}</td>"
+        f"<td>{'alert' if t.transaction_id in alerted else _e(t.decision)}</td>"
         f"<td><div style='background:#1d2b4f;height:8px;width:{max(2, int(200 * t.amount / top))}px'></div></td></tr>"
-        for t in txs
+        for t in recent
     )
-    terminals = len({t.terminal_id for t in txs})
+    terminals = len({t.terminal_id for t in recent})
+    mean = sum(t.amount for t in recent) / len(recent)
     return (
-        f"<h3>Card activity <small>({len(txs)} alerted transaction(s) at {terminals} "
-        "terminal(s), oldest first)</small></h3><table id=activity><thead><tr><th>Time (UTC)</th>"
-        f"<th>Terminal</th><th class=num>Amount</th><th></th></tr></thead><tbody>{rows}</tbody></table>"
+        f"<h3>Card activity <small>({len(recent)} recent transaction(s) at {terminals} "
+        f"terminal(s), mean {mean:,.2f}; alerted ones highlighted)</small></h3>"
+        "<table id=activity><thead><tr><th>Time (UTC)</th><th>Transaction</th>"
+        "<th>Terminal</th><th class=num>Amount</th><th class=num>Score</th><th>Decision</th>"
+        f"<th></th></tr></thead><tbody>{rows}</tbody></table>"
     )
 
 
@@ -307,7 +319,8 @@ _BUTTONS = {
 
 def render_case(case: Case, analyst: str = "", *, who: Analyst = LOCAL_ANALYST, csrf: str = "",
                 next_case: str | None = None, now: int | None = None,
-                target_seconds: float = float("inf")) -> str:
+                target_seconds: float = float("inf"),
+                recent: list[CardTransaction] | None = None) -> str:
     """One case's page (HTML), with a fresh idempotency key and the CSRF token in its
     form, and only the buttons the analyst's role allows."""
     key = uuid.uuid4().hex
@@ -351,7 +364,7 @@ def render_case(case: Case, analyst: str = "", *, who: Analyst = LOCAL_ANALYST, 
         "<th>Time (UTC)</th><th>Terminal</th><th class=num>Amount</th><th class=num>Score</th>"
         "<th>Outcome</th><th>Reasons</th><th>Rules fired</th><th>Features</th>"
         f"</tr></thead><tbody>{alerts}</tbody></table>"
-        f"{_spending(case)}"
+        f"{_spending(case, recent or [])}"
         "<h3>History</h3><table id=history><thead><tr><th>Time (UTC)</th><th>Event</th>"
         f"<th>By</th><th>Comment</th></tr></thead><tbody>{history}</tbody></table>"
     )
@@ -405,6 +418,7 @@ async def _case(request: web.Request) -> web.Response:
         case, request.cookies.get(_ANALYST_COOKIE, ""), who=who, csrf=auth.csrf_token(request),
         next_case=_next_open(service, case_id, who.actor),
         target_seconds=service.settings.review_target_seconds,
+        recent=service.activity.recent(case_id),
     ))
 
 
@@ -547,6 +561,7 @@ def build_app(service: CaseService, follow: bool = True, auth: Auth | None = Non
             tasks = [
                 asyncio.create_task(_supervise("alerts follower", service.follow_alerts)),
                 asyncio.create_task(_supervise("cases follower", service.follow_cases)),
+                asyncio.create_task(_supervise("scored follower", service.follow_scored)),
             ]
         yield
         for task in tasks:
