@@ -366,6 +366,15 @@ class Settings(BaseSettings):
     labels_encoding: Literal["json", "avro"] = Field(
         "json", description="LABELS_ENCODING: the same for labels (see TRANSACTIONS_ENCODING)."
     )
+    dead_letter_log_interval_seconds: float = Field(
+        60.0,
+        gt=0,
+        description=(
+            "DEAD_LETTER_LOG_INTERVAL_SECONDS: at most one WARN line per dead-letter reason "
+            "and partition per interval; the next line summarises the ones left out (the "
+            "metric and the dead-letter topic keep every record)."
+        ),
+    )
     max_event_bytes: int = Field(
         65_536, ge=256, description="MAX_EVENT_BYTES: larger payloads are dead-lettered."
     )

@@ -155,6 +155,7 @@ def test_an_analyst_signs_in_confirms_and_the_event_and_labels_name_them(console
     assert browser.find_elements(By.ID, "actor") == []
     cookie = {c["name"]: c for c in browser.get_cookies()}["review_session"]
     assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
+    assert "u-ann-17" not in cookie["value"] and "Ann" not in cookie["value"]  # sealed
     # reasons in words, none without a contribution
     assert "amount 42.17" in browser.find_element(By.ID, "alerts").text
     # the card's recent transactions, those that did not alert too
@@ -211,6 +212,21 @@ def test_a_lead_may_reopen_and_a_request_without_a_session_is_refused(console, p
     browser.find_element(By.CSS_SELECTOR, "button[value=reopen]").click()
     _badge(browser, "open")
     assert console.case_history("card-A")[-1]["actor"] == "Lee Lead <u-lea-3>"
+
+
+def test_the_console_keeps_its_secrets_out_of_logs_and_answers(console):
+    key = open(console.env["REVIEW_SESSION_KEY_FILE"]).read().strip()
+    answers = []
+    for path in ("/", "/metrics", "/healthz", "/login", "/cases/card-A", "/auth/callback?code=x&state=y"):
+        conn = http.client.HTTPConnection("127.0.0.1", console.port, timeout=10)
+        conn.request("GET", path)
+        r = conn.getresponse()
+        answers.append(f"{r.status} {r.getheaders()} {r.read().decode(errors='replace')}")
+        conn.close()
+    log = console.log_path.read_text(errors="replace")
+    for secret in (CLIENT_SECRET, key):
+        assert secret not in log and not any(secret in a for a in answers)
+    assert "Traceback" not in log
 
 
 def test_the_proxy_header_counts_only_from_the_proxy(broker, tmp_path):

@@ -98,13 +98,16 @@ document.addEventListener('keydown', function (e) {
 
 
 def check_bind_address(host: str, allow_remote: bool, auth_mode: str = "none") -> None:
-    """Refuse a non-loopback bind address unless ``allow_remote`` and a sign-in.
+    """Refuse a non-loopback bind address unless ``allow_remote``.
+
+    With ``auth_mode="none"`` a non-loopback address is still served when allowed (a
+    container whose port is published on the host's loopback only), with a warning:
+    whoever reaches the port acts under the name they type.
 
     Raises
     ------
     ConfigError
-        ``host`` is not ``localhost`` nor a loopback IP and ``allow_remote`` is False or
-        ``auth_mode`` is ``none`` (no one would be known).
+        ``host`` is not ``localhost`` nor a loopback IP and ``allow_remote`` is False.
     """
     if host == "localhost":
         return
@@ -112,11 +115,18 @@ def check_bind_address(host: str, allow_remote: bool, auth_mode: str = "none") -
         loopback = ipaddress.ip_address(host).is_loopback
     except ValueError:
         loopback = False
-    if not loopback and (not allow_remote or auth_mode == "none"):
+    if loopback:
+        return
+    if not allow_remote:
         raise ConfigError(
             f"review console on {host!r} would be reachable from other machines: set "
             "REVIEW_AUTH=oidc (sign-in) or REVIEW_AUTH=proxy (behind your organisation's "
             "authenticating proxy) and pass --allow-remote"
+        )
+    if auth_mode == "none":
+        log.warning(
+            "review console on %r with REVIEW_AUTH=none: whoever reaches this port acts "
+            "under the name they type; publish it on loopback only, or set REVIEW_AUTH", host,
         )
 
 
