@@ -41,6 +41,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from ..config import Settings
 from ..exceptions import ConfigError
 from ..metrics import ReviewMetrics
+from ..security import is_loopback_host
 from .roles import Analyst, role_of
 
 __all__ = ["Auth", "Analyst", "LOCAL_ANALYST", "check_auth_settings"]
@@ -56,15 +57,7 @@ _HTTP_TIMEOUT_SECONDS = 10.0
 
 def _loopback_http(url: str) -> bool:
     parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.scheme != "http":
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return parts.scheme == "http" and is_loopback_host(parts.hostname or "")
 
 
 def check_auth_settings(s: Settings, public_url: str) -> None:

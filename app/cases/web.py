@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import html
-import ipaddress
 import logging
 import uuid
 from datetime import datetime, timezone
@@ -36,6 +35,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..events import MAX_ACTOR_CHARS, MAX_COMMENT_CHARS, Alert
 from ..exceptions import BrokerUnavailableError, CaseError, ConfigError, FraudError
+from ..security import is_loopback_host
 from .activity import CardTransaction
 from .auth import LOCAL_ANALYST, Analyst, Auth
 from .model import Case, Request
@@ -109,13 +109,7 @@ def check_bind_address(host: str, allow_remote: bool, auth_mode: str = "none") -
     ConfigError
         ``host`` is not ``localhost`` nor a loopback IP and ``allow_remote`` is False.
     """
-    if host == "localhost":
-        return
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if loopback:
+    if is_loopback_host(host):
         return
     if not allow_remote:
         raise ConfigError(
