@@ -79,10 +79,11 @@ button.fraud{background:#b00020;color:#fff;border-color:#b00020}
 button.genuine{background:#1b5e20;color:#fff;border-color:#1b5e20}
 .error{background:#ffd6d6;border:1px solid #b00020;padding:12px 16px}
 nav a{margin-right:12px}small{color:#5a6270}
-tr.late td{background:#fff4e5}.late-badge{color:#a04000;font-weight:600}
+tr.late td{background:#fff4e5}.late-badge{color:#a04000;font-weight:600}tr.alerted td{background:#fdecec}
 .who{margin-left:auto;font-size:13px}.who form{display:inline}.who button{margin:0 0 0 8px;padding:2px 8px}
 form.filters{display:flex;flex-wrap:wrap;gap:8px;align-items:end;margin-bottom:12px}
 form.filters label{margin:0}form.filters input,form.filters select{padding:4px}
+form.filters input[type=number]{width:80px}form.filters input[type=search]{width:220px}
 .pager a{margin:0 6px}
 """
 
@@ -287,7 +288,7 @@ def _spending(case: Case, recent: list[CardTransaction]) -> str:
         return ""
     top = max(t.amount for t in recent) or 1.0
     rows = "".join(
-        f"<tr{' class=late' if t.transaction_id in alerted else ''}><td>{_time(t.event_time_ms)}</td>"
+        f"<tr{' class=alerted' if t.transaction_id in alerted else ''}><td>{_time(t.event_time_ms)}</td>"
         f"<td>{_e(t.transaction_id)}</td><td>{_e(t.terminal_id)}</td>"
         f"<td class=num>{t.amount:,.2f} {_e(t.currency)}</td><td class=num>{_score(t.score)}</td>"
         f"<td>{'alert' if t.transaction_id in alerted else _e(t.decision)}</td>"
