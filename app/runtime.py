@@ -17,7 +17,7 @@ from .config import Settings, get_settings
 from .logsummary import OutageLog, RateLimitedLog
 from .metrics import Metrics
 from .monitoring.drift import DriftMonitor
-from .redis_store import RedisStore, redis_client_options
+from .redis_store import RedisStore, redis_client_options, redis_url_of
 
 __all__ = ["Runtime", "get_runtime"]
 
@@ -208,7 +208,7 @@ def get_runtime() -> Runtime:
         metrics = Metrics(registry)
         redis_outage = OutageLog("Redis", log.warning, log.warning)
         store = RedisStore(
-            s.redis_url.get_secret_value(),
+            redis_url_of(s),
             s.redis_key_prefix,
             retry_max_seconds=s.redis_retry_max_seconds,
             retry_initial_delay_seconds=s.redis_retry_initial_delay_seconds,

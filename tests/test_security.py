@@ -19,7 +19,7 @@ import redis
 
 from app.config import Settings
 from app.events import Transaction, encode
-from app.redis_store import redis_client_options
+from app.redis_store import redis_client_options, redis_url_of
 
 from .conftest import free_port
 from .worker_utils import ROOT, Worker, worker_env
@@ -97,10 +97,11 @@ def test_settings_never_show_secrets():
 
 def test_redis_tls_settings_reach_the_client(tmp_path):
     ca = tmp_path / "ca.pem"
-    s = Settings(redis_url="rediss://127.0.0.1:6380/0", redis_tls_ca_file=ca)
+    s = Settings(redis_url="redis://127.0.0.1:6380/0", redis_tls=True, redis_tls_ca_file=ca)
     opts = redis_client_options(s)
-    assert opts["ssl"] is True and opts["ssl_ca_certs"] == str(ca)
-    assert "ssl" not in redis_client_options(Settings(redis_url="redis://127.0.0.1:6379/0"))
+    assert redis_url_of(s) == "rediss://127.0.0.1:6380/0" and opts["ssl_ca_certs"] == str(ca)
+    assert "ssl_ca_certs" not in redis_client_options(Settings(redis_url="redis://127.0.0.1:6379/0"))
+    # tests/test_redis_acl.py connects over TLS to a real redis-server with these
 
 
 @pytest.mark.broker

@@ -14,6 +14,7 @@ from . import trace  # noqa: F401  (register: the story of one transaction)
 from . import dashboards, drift  # noqa: F401  (register: observability)
 from . import review  # noqa: F401  (register: case review)
 from . import deadletters, sinks  # noqa: F401  (register: dead letters, alert sinks)
+from . import redis_acl  # noqa: F401  (register: Redis users per component)
 from .base import cli, run
 
 __all__ = ["cli", "main"]
