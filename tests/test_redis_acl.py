@@ -184,3 +184,13 @@ def test_the_worker_store_over_tls_verifies_the_server(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_the_security_doc_shows_the_users_of_the_code():
+    from app.redis_acl import REDIS_USERS
+
+    doc = (ROOT / "docs/security.md").read_text()
+    for u in REDIS_USERS:
+        row = next(line for line in doc.splitlines() if line.startswith(f"| `{u.name}` |"))
+        assert row.endswith(f"| {' '.join(sorted(u.commands))} |"), row
+        assert all(f"`{p}`" in row for p in u.reads + u.writes), row

@@ -284,7 +284,7 @@ class Auth:
             log.warning("identity provider unreachable: %s", exc)
             raise web.HTTPServiceUnavailable(text="the identity provider is unreachable; try again") from None
         nxt = request.query.get("next", "/")
-        if not nxt.startswith("/") or nxt.startswith("//"):
+        if not nxt.startswith("/") or nxt.startswith("//") or "\\" in nxt:  # no other site
             nxt = "/"
         verifier, state, nonce = generate_token(64), generate_token(32), generate_token(32)
         async with self._client() as client:
