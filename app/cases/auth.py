@@ -32,7 +32,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import orjson
 from aiohttp import web
@@ -237,7 +237,7 @@ class Auth:
             if self.mode == "proxy":
                 raise web.HTTPUnauthorized(text="no identity: reach the console through the proxy")
             if request.method == "GET":
-                raise web.HTTPFound(f"/login?next={request.path_qs}" if request.path != "/" else "/login")
+                raise web.HTTPFound("/login?" + urlencode({"next": request.path_qs}))
             raise web.HTTPUnauthorized(text="signed out: sign in again")
         request["analyst"] = who
         return await handler(request)
