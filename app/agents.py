@@ -150,8 +150,9 @@ async def _send_dead_letters(rt: Runtime, dead, pending: list, events, records) 
             await _produce(dead_letter_topic.get_topic_name(), encode(dl), key=key, headers=headers)
         )
         rt.metrics.events_rejected.labels(reason=dl.reason).inc()
-        log.warning(
-            "dead-lettered %s[%d]@%d: %s", dl.source_topic, dl.partition, dl.offset, dl.detail
+        rt.dead_letter_log.event(  # a line per reason and partition per interval
+            (dl.reason, dl.partition), dl.offset,
+            "dead-lettered %s[%d]@%d: %s", dl.source_topic, dl.partition, dl.offset, dl.detail,
         )
 
 

@@ -7,16 +7,18 @@ the working directory is read too.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "get_settings", "check_broker_url", "PROJECT_ROOT"]
+__all__ = ["Settings", "get_settings", "check_broker_url", "read_secret_file", "PROJECT_ROOT"]
 
 _HOST_PORT = re.compile(r"^(kafka://)?[A-Za-z0-9_.\-]+:\d{1,5}$")
 
@@ -36,6 +38,30 @@ def check_broker_url(url: str) -> str:
     return url
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def read_secret_file(path: Path, setting: str) -> str:
+    """The secret held by ``path`` (one trailing newline dropped), as containers mount them.
+
+    Raises
+    ------
+    ValueError
+        The file is missing or unreadable, or others may read or write it (its mode has
+        any of ``o=rwx``): ``chmod o= path`` (0600, or 0640 for a group the service's
+        user is in).
+    """
+    try:
+        mode = path.stat().st_mode
+        if mode & stat.S_IRWXO:
+            raise ValueError(
+                f"{setting}={path}: others may read it (mode {stat.S_IMODE(mode):04o}); "
+                f"run chmod o= {path}"
+            )
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"{setting}={path}: {exc.strerror or exc}") from None
+    return text[:-1] if text.endswith("\n") else text
+
 
 
 class Settings(BaseSettings):
@@ -365,6 +391,15 @@ class Settings(BaseSettings):
     labels_encoding: Literal["json", "avro"] = Field(
         "json", description="LABELS_ENCODING: the same for labels (see TRANSACTIONS_ENCODING)."
     )
+    dead_letter_log_interval_seconds: float = Field(
+        60.0,
+        gt=0,
+        description=(
+            "DEAD_LETTER_LOG_INTERVAL_SECONDS: at most one WARN line per dead-letter reason "
+            "and partition per interval; the next line summarises the ones left out (the "
+            "metric and the dead-letter topic keep every record)."
+        ),
+    )
     max_event_bytes: int = Field(
         65_536, ge=256, description="MAX_EVENT_BYTES: larger payloads are dead-lettered."
     )
@@ -388,6 +423,96 @@ class Settings(BaseSettings):
             "of the rule set in force (a new version, published like `fraudctl rules "
             "apply`; needs REDIS_URL and RULES_TOPIC)."
         ),
+    )
+
+    review_auth: Literal["oidc", "proxy", "none"] = Field(
+        "none",
+        description=(
+            "REVIEW_AUTH: how the console knows who acts: `oidc` (sign-in with OpenID "
+            "Connect, REVIEW_OIDC_*), `proxy` (a header set by an authenticating proxy at "
+            "REVIEW_TRUSTED_PROXIES) or `none` (one person at this machine: loopback only, "
+            "the name typed in the form, every action allowed)."
+        ),
+    )
+    review_oidc_issuer: str | None = Field(
+        None, description="REVIEW_OIDC_ISSUER: issuer URL (its /.well-known/openid-configuration)."
+    )
+    review_oidc_client_id: str | None = Field(
+        None, description="REVIEW_OIDC_CLIENT_ID: the console's client id at the provider."
+    )
+    review_oidc_client_secret: SecretStr | None = Field(
+        None, description="REVIEW_OIDC_CLIENT_SECRET: its client secret (a secret; or _FILE)."
+    )
+    review_oidc_scopes: str = Field(
+        "openid profile email", description="REVIEW_OIDC_SCOPES: scopes asked for."
+    )
+    review_groups_claim: str = Field(
+        "groups", description="REVIEW_GROUPS_CLAIM: the ID token claim listing the groups."
+    )
+    review_lead_groups: list[str] = Field(
+        ["fraud-leads"], description="REVIEW_LEAD_GROUPS: groups (JSON list) of leads."
+    )
+    review_analyst_groups: list[str] = Field(
+        ["fraud-analysts"], description="REVIEW_ANALYST_GROUPS: groups (JSON list) of analysts."
+    )
+    review_roles: dict[str, Literal["analyst", "lead"]] = Field(
+        {}, description="REVIEW_ROLES: subject -> role (JSON object); wins over the groups."
+    )
+    review_public_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^/]+$",
+        description=(
+            "REVIEW_PUBLIC_URL: the console's address as browsers reach it (scheme://host"
+            "[:port]; the sign-in's redirect URI is it + /auth/callback); default "
+            "http://REVIEW_HOST:REVIEW_PORT."
+        ),
+    )
+    review_session_key: SecretStr | None = Field(
+        None,
+        description=(
+            "REVIEW_SESSION_KEY: key sealing the session cookie (32 random bytes, url-safe "
+            "base64: `python -c 'from cryptography.fernet import Fernet; "
+            "print(Fernet.generate_key().decode())'`; a secret; or _FILE)."
+        ),
+    )
+    review_session_seconds: int = Field(
+        8 * 3600, ge=60, le=7 * 86_400, description="REVIEW_SESSION_SECONDS: a sign-in lasts."
+    )
+    review_cookie_secure: bool = Field(
+        True,
+        description=(
+            "REVIEW_COOKIE_SECURE: cookies only over HTTPS. `false` is accepted only when "
+            "REVIEW_PUBLIC_URL is plain http on a loopback address (tests, a laptop)."
+        ),
+    )
+    review_proxy_user_header: str = Field(
+        "X-Forwarded-User", description="REVIEW_PROXY_USER_HEADER: subject set by the proxy."
+    )
+    review_proxy_name_header: str = Field(
+        "X-Forwarded-Preferred-Username",
+        description="REVIEW_PROXY_NAME_HEADER: display name set by the proxy (optional).",
+    )
+    review_proxy_groups_header: str = Field(
+        "X-Forwarded-Groups",
+        description="REVIEW_PROXY_GROUPS_HEADER: comma-separated groups set by the proxy.",
+    )
+    review_trusted_proxies: list[str] = Field(
+        [],
+        description=(
+            "REVIEW_TRUSTED_PROXIES: addresses or networks (JSON list) of the proxy; the "
+            "identity header from anywhere else is refused (403) and counted."
+        ),
+    )
+    review_target_seconds: float = Field(
+        4 * 3600.0,
+        gt=0,
+        description=(
+            "REVIEW_TARGET_SECONDS: an open case older than this (since its first alert) "
+            "is past its review target: highlighted, counted in fraud_cases_past_target."
+        ),
+    )
+    review_page_size: int = Field(
+        50, ge=5, le=500, description="REVIEW_PAGE_SIZE: cases per page of the queue."
     )
 
     # --- models ------------------------------------------------------------------
@@ -585,6 +710,24 @@ class Settings(BaseSettings):
             "ops/kafka/jars.sha256) and, under RUN_DIR, nothing else."
         ),
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secrets_from_files(cls, data: object) -> object:
+        """Each secret ``X`` may come from the file named by ``X_FILE`` instead."""
+        if not isinstance(data, dict):
+            return data
+        for name, field in cls.model_fields.items():
+            if "SecretStr" not in str(field.annotation):
+                continue
+            setting = f"{name.upper()}_FILE"
+            path = os.environ.get(setting)
+            if not path:
+                continue
+            if data.get(name) is not None:
+                raise ValueError(f"{name.upper()} and {setting} are both set: keep one")
+            data[name] = read_secret_file(Path(path), setting)
+        return data
 
     @field_validator("kafka_broker_url")
     @classmethod

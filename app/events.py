@@ -88,6 +88,11 @@ REJECT_REASONS = (
     "bad_encoding",
 )
 
+#: Longest analyst name, in characters.
+MAX_ACTOR_CHARS = 100
+#: An analyst as recorded on case events and investigation labels.
+Actor = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ACTOR_CHARS)]
+
 Id = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")
 ]
@@ -136,6 +141,11 @@ class Label(_Wire):
         "chargeback",
         description="investigation: an analyst's verdict on a case (fraudctl review); "
         "chargeback: the delayed feed. Absent in older records, which came from the feed.",
+    )
+    labelled_by: Actor | None = Field(
+        None,
+        description="For investigation labels: the analyst who gave the verdict, as on "
+        "the case event (``name <subject>`` of the signed-in analyst). Absent otherwise.",
     )
 
 
@@ -317,10 +327,6 @@ CASE_EVENT_TYPES: tuple[str, ...] = (
 )
 #: Longest comment an analyst may write on a case, in characters.
 MAX_COMMENT_CHARS = 4000
-#: Longest analyst name, in characters.
-MAX_ACTOR_CHARS = 100
-
-
 class CaseEvent(_Wire):
     """One immutable change of a case, on ``fraud-cases`` (key: account id = case id).
 
@@ -387,7 +393,7 @@ class Contract:
 CONTRACTS: dict[str, Contract] = {
     # inputs, written by card processors and the labelling system: readers first
     "transactions": Contract(Transaction, 2, "backward", accepts_unknown_fields=True),
-    "transaction-labels": Contract(Label, 2, "backward", accepts_unknown_fields=True),
+    "transaction-labels": Contract(Label, 3, "backward", accepts_unknown_fields=True),
     # outputs, read by analysts' tools, case systems and sinks: the writer first
     "fraud-alerts": Contract(Alert, 1, "forward"),
     "scored-transactions": Contract(ScoredTransaction, 1, "forward"),

@@ -536,6 +536,26 @@ class ReviewMetrics:
             "Records of the alerts topic that are no valid Alert (logged and skipped).",
             registry=registry,
         )
+        self.requests_forbidden = _with_series(Counter(
+            "fraud_review_requests_forbidden_total",
+            "Console requests refused with 403, by reason (role: the role does not allow "
+            "the action; csrf: no valid form token; untrusted_proxy: an identity header "
+            "from an address that is no trusted proxy); nothing was written.",
+            ["reason"],
+            registry=registry,
+        ), reason=("role", "csrf", "untrusted_proxy"))
+        self.sign_ins = _with_series(Counter(
+            "fraud_review_sign_ins_total",
+            "Console sign-ins through the identity provider, by result (ok, failed).",
+            ["result"],
+            registry=registry,
+        ), result=("ok", "failed"))
+        self.cases_past_target = Gauge(
+            "fraud_cases_past_target",
+            "Open cases whose first alert is older than the review target "
+            "(REVIEW_TARGET_SECONDS).",
+            registry=registry,
+        )
 
 
 class SinkMetrics:

@@ -47,6 +47,7 @@ __all__ = [
     "rules_key",
     "backoff_delays",
     "redis_client_options",
+    "redis_url_of",
 ]
 
 
@@ -118,6 +119,20 @@ def backoff_delays(initial_seconds: float, max_seconds: float, n: int = 64) -> l
     return out
 
 
+def redis_url_of(settings) -> str:
+    """``REDIS_URL``, as ``rediss://`` when ``REDIS_TLS`` is set (the URL picks redis-py's
+    TLS connection class; use it with :func:`redis_client_options`).
+
+    >>> from app.config import Settings
+    >>> redis_url_of(Settings(redis_url="redis://h:6379/0", redis_tls=True))
+    'rediss://h:6379/0'
+    """
+    url = settings.redis_url.get_secret_value()
+    if settings.redis_tls and url.startswith("redis://"):
+        url = "rediss://" + url[len("redis://"):]
+    return url
+
+
 def redis_client_options(settings) -> dict:
     """Keyword arguments of ``redis.Redis.from_url`` built from :class:`~app.config.Settings`:
     ``REDIS_PASSWORD`` (overrides a password in ``REDIS_URL``) and ``REDIS_TLS_*``.
@@ -131,7 +146,8 @@ def redis_client_options(settings) -> dict:
         opts["password"] = settings.redis_password.get_secret_value()
     url = settings.redis_url.get_secret_value()
     if settings.redis_tls or url.startswith("rediss://"):
-        opts["ssl"] = True
+        # the TLS connection class comes from the scheme (redis_url_of): redis-py's
+        # from_url passes an `ssl` keyword on to the connection, which refuses it
         opts["ssl_cert_reqs"] = ssl.CERT_REQUIRED
         if settings.redis_tls_ca_file is not None:
             opts["ssl_ca_certs"] = str(settings.redis_tls_ca_file)

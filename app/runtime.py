@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 from .config import Settings, get_settings
+from .logsummary import OutageLog, RateLimitedLog
 from .metrics import Metrics
 from .monitoring.drift import DriftMonitor
-from .redis_store import RedisStore, redis_client_options
+from .redis_store import RedisStore, redis_client_options, redis_url_of
 
 __all__ = ["Runtime", "get_runtime"]
 
@@ -43,6 +44,11 @@ class Runtime:
     #: drift counts of the served features, when the model card has a drift reference
     drift: DriftMonitor | None = None
     controller: object | None = None
+    #: dead-letter WARN lines, at most one per (reason, partition) per
+    #: DEAD_LETTER_LOG_INTERVAL_SECONDS (the rest summarised)
+    dead_letter_log: RateLimitedLog = field(
+        default_factory=lambda: RateLimitedLog(log.warning), repr=False
+    )
     #: searches the alert topic for reserved, unmarked alert ids (created on first use)
     _alert_lookup: object | None = field(default=None, repr=False)
     _controller_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
@@ -200,8 +206,9 @@ def get_runtime() -> Runtime:
         for collector in (ProcessCollector, PlatformCollector, GCCollector):
             collector(registry=registry)
         metrics = Metrics(registry)
+        redis_outage = OutageLog("Redis", log.warning, log.warning)
         store = RedisStore(
-            s.redis_url.get_secret_value(),
+            redis_url_of(s),
             s.redis_key_prefix,
             retry_max_seconds=s.redis_retry_max_seconds,
             retry_initial_delay_seconds=s.redis_retry_initial_delay_seconds,
@@ -210,8 +217,11 @@ def get_runtime() -> Runtime:
             ),
             on_error=lambda op: metrics.redis_errors.labels(operation=op).inc(),
             on_wait=metrics.redis_retry_wait.inc,
-            on_up=lambda up: metrics.redis_up.set(1 if up else 0),
+            on_up=lambda up: (metrics.redis_up.set(1 if up else 0), redis_outage.observe(up)),
             client_options=redis_client_options(s),
         )
-        _runtime = Runtime(settings=s, metrics=metrics, store=store)
+        _runtime = Runtime(
+            settings=s, metrics=metrics, store=store,
+            dead_letter_log=RateLimitedLog(log.warning, s.dead_letter_log_interval_seconds),
+        )
     return _runtime

@@ -17,9 +17,24 @@ True
 
 from __future__ import annotations
 
+import ipaddress
 import ssl
 
-__all__ = ["kafka_ssl_context"]
+__all__ = ["kafka_ssl_context", "is_loopback_host"]
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` is ``localhost`` or a loopback IP address (127.0.0.0/8, ::1).
+
+    >>> is_loopback_host("127.0.0.2"), is_loopback_host("localhost"), is_loopback_host("0.0.0.0")
+    (True, True, False)
+    """
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def kafka_ssl_context(settings) -> ssl.SSLContext | None:

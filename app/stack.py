@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import ipaddress
 import os
 import shutil
 import signal
@@ -44,6 +43,7 @@ from urllib.parse import urlsplit
 
 from .config import Settings, get_settings
 from .exceptions import StackError
+from .security import is_loopback_host
 
 __all__ = [
     "COMPONENTS",
@@ -190,13 +190,7 @@ def redis_command(
     return argv
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+_is_loopback = is_loopback_host
 
 
 # --- binaries ---------------------------------------------------------------------

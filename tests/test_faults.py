@@ -338,6 +338,9 @@ def test_redis_unreachable_for_10_seconds(broker, tmp_path, slice_df, replayed_i
             worker.stop()
     finally:
         own.stop()
+    # the outage is said once when it starts and once when it ends, whatever the retries
+    log = (tmp_path / "worker.log").read_text(errors="replace")
+    assert (log.count("Redis unreachable"), log.count("Redis reachable again")) == (1, 1), errors
     summary = _check("redis-outage-10s", run, baseline, replayed_ids)
     fu.report("redis-outage-10s-metrics", {"redis_errors": errors, "retry_wait_seconds": waited,
                                            "losses": summary["losses"]})

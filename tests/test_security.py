@@ -19,7 +19,7 @@ import redis
 
 from app.config import Settings
 from app.events import Transaction, encode
-from app.redis_store import redis_client_options
+from app.redis_store import redis_client_options, redis_url_of
 
 from .conftest import free_port
 from .worker_utils import ROOT, Worker, worker_env
@@ -78,23 +78,30 @@ def _get(port: int, path: str, method: str = "GET") -> tuple[int, bytes]:
         return err.code, err.read()
 
 
+OIDC_SECRET = "s3cret-oidc-client"
+SESSION_KEY = "q5w4QkYwmdx1Xh2P7g3Jb3sYtq2Jw0eX8s9Q3K1d6Zk="
+
+
 def test_settings_never_show_secrets():
     s = Settings(
         kafka_sasl_username="svc", kafka_sasl_password=KAFKA_SECRET,
         redis_url=f"redis://:{REDIS_SECRET}@127.0.0.1:6379/0", redis_password=REDIS_SECRET,
+        review_oidc_client_secret=OIDC_SECRET, review_session_key=SESSION_KEY,
     )
     for text in (repr(s), str(s), str(s.model_dump())):
-        assert KAFKA_SECRET not in text and REDIS_SECRET not in text
+        for secret in (KAFKA_SECRET, REDIS_SECRET, OIDC_SECRET, SESSION_KEY):
+            assert secret not in text
     # only the code that connects reads the value
     assert redis_client_options(s)["password"] == REDIS_SECRET
 
 
 def test_redis_tls_settings_reach_the_client(tmp_path):
     ca = tmp_path / "ca.pem"
-    s = Settings(redis_url="rediss://127.0.0.1:6380/0", redis_tls_ca_file=ca)
+    s = Settings(redis_url="redis://127.0.0.1:6380/0", redis_tls=True, redis_tls_ca_file=ca)
     opts = redis_client_options(s)
-    assert opts["ssl"] is True and opts["ssl_ca_certs"] == str(ca)
-    assert "ssl" not in redis_client_options(Settings(redis_url="redis://127.0.0.1:6379/0"))
+    assert redis_url_of(s) == "rediss://127.0.0.1:6380/0" and opts["ssl_ca_certs"] == str(ca)
+    assert "ssl_ca_certs" not in redis_client_options(Settings(redis_url="redis://127.0.0.1:6379/0"))
+    # tests/test_redis_acl.py connects over TLS to a real redis-server with these
 
 
 @pytest.mark.broker
@@ -170,3 +177,34 @@ def test_worker_refuses_a_tampered_model_artifact(redis_url, tmp_path):
     )
     assert result.returncode == 78
     assert "sha256" in result.stderr and version in result.stderr
+
+
+def test_secrets_come_from_files_readable_by_the_service_only(tmp_path, monkeypatch):
+    secret = tmp_path / "redis-password"
+    secret.write_text(REDIS_SECRET + "\n")
+    secret.chmod(0o600)
+    monkeypatch.setenv("REDIS_PASSWORD_FILE", str(secret))
+    assert redis_client_options(Settings())["password"] == REDIS_SECRET
+    monkeypatch.setenv("REDIS_PASSWORD", REDIS_SECRET)
+    with pytest.raises(ValueError, match="REDIS_PASSWORD and REDIS_PASSWORD_FILE are both set"):
+        Settings()
+
+
+@pytest.mark.parametrize(("setting", "command"), [
+    pytest.param("REVIEW_OIDC_CLIENT_SECRET_FILE", ["review", "serve"], id="console-client-secret"),
+    pytest.param("REVIEW_SESSION_KEY_FILE", ["review", "serve"], id="console-session-key"),
+    pytest.param("REDIS_PASSWORD_FILE", ["models", "list"], id="cli-redis-password"),
+])
+def test_a_secret_file_others_may_read_is_refused_at_start(tmp_path, setting, command):
+    secret = tmp_path / "secret"
+    secret.write_text(OIDC_SECRET)
+    secret.chmod(0o644)
+    result = subprocess.run(
+        [sys.executable, "-c", "from app.cli import main; main()", *command], cwd=ROOT,
+        env={**worker_env("kafka://127.0.0.1:9", "redis://127.0.0.1:9/0", tmp_path), setting: str(secret)},
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "others may read it (mode 0644)" in lines[0], result.stderr
+    assert OIDC_SECRET not in result.stderr + result.stdout

@@ -78,6 +78,7 @@ ACTIONS: dict[str, str] = {
     "reopen": "reopened",
     "assign": "assigned",
     "comment": "commented",
+    "block": "commented",  # the card is blocked, then the comment records who and why
 }
 #: A case is open, or closed by a verdict.
 STATUSES: tuple[str, ...] = ("open", "confirmed_fraud", "dismissed_genuine")
@@ -357,6 +358,7 @@ def verdict_labels(case: Case, event: CaseEvent) -> list[Label]:
             transaction_time_ms=a.transaction.event_time_ms,
             label_time_ms=event.time_ms,
             source="investigation",
+            labelled_by=event.actor,
         )
         for a in case.alerts
     ]

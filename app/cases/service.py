@@ -32,6 +32,7 @@ from ..metrics import ReviewMetrics
 from ..offsets import client_options, true_end_offsets
 from ..offsets import ensure_topics
 from ..exceptions import CaseError
+from .activity import CardActivity, from_scored_json
 from .model import (
     Case,
     Decision,
@@ -79,6 +80,7 @@ class CaseService:
         self.settings = settings
         self.metrics = metrics
         self.cases: dict[str, Case] = {}
+        self.activity = CardActivity()
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
         self._loaded = False
@@ -214,6 +216,34 @@ class CaseService:
         finally:
             await consumer.stop()
 
+    async def follow_scored(self) -> None:
+        """Keep every card's recent transactions (:attr:`activity`), alerted or not, from
+        ``SCORED_TOPIC`` (read from its beginning: its retention bounds the work), until
+        cancelled. Returns when the topic does not exist yet (the caller retries)."""
+        topic = self.settings.scored_topic
+        consumer = self._consumer(group_id=None)
+        try:
+            await consumer.start()
+            await consumer.topics()
+            partitions = consumer.partitions_for_topic(topic)
+            if not partitions:
+                return
+            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            while True:
+                batch = await consumer.getmany(timeout_ms=_POLL_MS, max_records=5_000)
+                for records in batch.values():
+                    for record in records:
+                        tx = from_scored_json(record.value or b"")
+                        if tx is not None:
+                            self.activity.learn_one(tx)
+                await asyncio.sleep(0)  # pages are served between batches
+        except KafkaError as exc:
+            raise self._unavailable(exc) from None
+        finally:
+            await consumer.stop()
+
     # --- writing -----------------------------------------------------------------------
 
     def _apply(self, event: CaseEvent) -> bool:
@@ -242,8 +272,19 @@ class CaseService:
         for status in ("open", "confirmed_fraud", "dismissed_genuine"):
             m.cases.labels(status=status).set(counts[status])
         m.open_cases.set(counts["open"])
+        self.observe_targets()
         closed = counts["confirmed_fraud"] + counts["dismissed_genuine"]
         m.verdict_precision.set(counts["confirmed_fraud"] / closed if closed else 0.0)
+
+    def observe_targets(self) -> None:
+        """Set ``fraud_cases_past_target``: open cases older than REVIEW_TARGET_SECONDS."""
+        if self.metrics is None:
+            return
+        limit_ms = now_ms() - int(self.settings.review_target_seconds * 1000)
+        self.metrics.cases_past_target.set(sum(
+            1 for c in self.cases.values()
+            if c.status == "open" and (c.first_alert_time_ms or limit_ms) < limit_ms
+        ))
 
     async def _send(self, topic: str, key: str, values: list[bytes]) -> None:
         assert self._producer is not None, "start() first"
@@ -277,8 +318,12 @@ class CaseService:
             await self._write_events(events)
             return events
 
-    async def request(self, case_id: str, request: Request) -> Decision:
+    async def request(self, case_id: str, request: Request, may_block: bool = True) -> Decision:
         """Check an analyst's request and record it (verdict: its labels first).
+
+        ``block`` adds the card to the block list, then records a comment; with
+        ``REVIEW_BLOCK_CONFIRMED``, a confirmation blocks the card when ``may_block``
+        (the requester's role allows blocking).
 
         Returns
         -------
@@ -302,14 +347,18 @@ class CaseService:
                 if self.metrics is not None:
                     self.metrics.requests_refused.labels(reason=exc.reason).inc()
                 raise
-            block = (
+            block = request.action == "block" or (
                 decision.event.type == "confirmed_fraud" and self.settings.review_block_confirmed
+                and may_block
             )
             if decision.replayed:
                 if block:  # completes a block that failed the first time (idempotent)
                     await self._block(case_id)
                 return decision
             labels = verdict_labels(case, decision.event)
+            if request.action == "block":  # the block first: its comment says it is done
+                await self._block(case_id)
+                block = False
             if labels:
                 # keyed by terminal id, as every label (the terminal's state partition)
                 for label in labels:

@@ -191,10 +191,10 @@ def _entry_json(e: DeadLetterEntry, redriven: bool) -> dict:
 def _redis(settings: Settings) -> "redis.Redis":
     import redis
 
-    from ..redis_store import redis_client_options
+    from ..redis_store import redis_client_options, redis_url_of
 
     return redis.Redis.from_url(
-        settings.redis_url.get_secret_value(),
+        redis_url_of(settings),
         socket_timeout=5,
         socket_connect_timeout=5,
         **redis_client_options(settings),

@@ -101,7 +101,14 @@ def _case_json(case: Case) -> dict:
     }
 
 
-@review_cli.command("serve", epilog=settings_epilog(*_READS, "REVIEW_HOST", "REVIEW_PORT"))
+_AUTH_READS = (
+    "REVIEW_AUTH", "REVIEW_OIDC_ISSUER", "REVIEW_OIDC_CLIENT_ID", "REVIEW_OIDC_CLIENT_SECRET",
+    "REVIEW_SESSION_KEY", "REVIEW_PUBLIC_URL", "REVIEW_COOKIE_SECURE", "REVIEW_TRUSTED_PROXIES",
+    "REVIEW_ROLES", "REVIEW_TARGET_SECONDS",
+)
+
+
+@review_cli.command("serve", epilog=settings_epilog(*_READS, "REVIEW_HOST", "REVIEW_PORT", *_AUTH_READS))
 def serve_command(
     host: Optional[str] = typer.Option(
         None, "--host", help="Bind address (default: REVIEW_HOST).", show_default=False
@@ -112,8 +119,8 @@ def serve_command(
     allow_remote: bool = typer.Option(
         False,
         "--allow-remote",
-        help="Allow a non-loopback bind address. The console has no login: put it behind "
-        "the organisation's authenticating proxy.",
+        help="Allow a non-loopback bind address (needs REVIEW_AUTH=oidc or proxy: who acts "
+        "must be known).",
     ),
     broker: Optional[str] = broker_option(),
 ) -> None:
@@ -122,19 +129,22 @@ def serve_command(
     host = host or settings.review_host
     port = port or settings.review_port
     from ..cases.service import CaseService
+    from ..cases.auth import Auth
     from ..cases.web import build_app, check_bind_address
 
     try:
-        check_bind_address(host, allow_remote)
+        check_bind_address(host, allow_remote, settings.review_auth)
+        metrics = ReviewMetrics(CollectorRegistry())
+        service = CaseService(settings, metrics)
+        auth = Auth(settings, settings.review_public_url or f"http://{host}:{port}", metrics)
     except FraudError as exc:
         fail(str(exc))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     from aiohttp import web
 
-    service = CaseService(settings, ReviewMetrics(CollectorRegistry()))
     try:
         web.run_app(
-            build_app(service), host=host, port=port, access_log=None,
+            build_app(service, auth=auth), host=host, port=port, access_log=None,
             print=lambda _: console.print(
                 f"review console on http://{host}:{port}/ (cases: {settings.cases_topic})",
                 highlight=False,
@@ -146,7 +156,8 @@ def serve_command(
 
 serve_command.__doc__ = (
     "Serve the review console and turn alerts into cases (consumer group "
-    f"APP_ID-case-review). {_SETTINGS}, REVIEW_HOST, REVIEW_PORT, {_BLOCK}."
+    f"APP_ID-case-review). {_SETTINGS}, REVIEW_HOST, REVIEW_PORT, {_BLOCK}; sign-in: "
+    "REVIEW_AUTH (oidc, proxy, none) and its REVIEW_* settings (docs/case-review.md)."
 )
 
 
