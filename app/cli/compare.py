@@ -1,0 +1,185 @@
+"""``fraudctl models compare`` and the gate of ``fraudctl models promote``.
+
+The evaluation and the gate are pure (:mod:`app.scoring.compare`); this module parses
+the window, prints the table or JSON, records the comparison in the registry, and
+plans, checks and (unless ``--dry-run``) applies a promotion.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from ..config import get_settings
+from ..exceptions import ConfigError, FraudError
+from .base import console, err_console, fail, settings_epilog
+from .data import mapping_option
+from .models import models_cli
+
+__all__ = ["compare_command", "parse_window", "gated_promote"]
+
+
+def parse_window(text: str) -> tuple[date, int]:
+    """``START..END`` (days, both inclusive) -> ``(start, n_days)``.
+
+    >>> parse_window("2018-07-18..2018-07-24")
+    (datetime.date(2018, 7, 18), 7)
+
+    Raises
+    ------
+    ConfigError
+        Not two ``YYYY-MM-DD`` dates, or ``END`` before ``START``.
+    """
+    try:
+        a, b = (date.fromisoformat(x.strip()) for x in text.split(".."))
+    except ValueError:
+        raise ConfigError(f"--window: expected START..END as YYYY-MM-DD..YYYY-MM-DD, got "
+                          f"{text!r}") from None
+    if b < a:
+        raise ConfigError(f"--window: end {b} is before start {a}")
+    return a, (b - a).days + 1
+
+
+def _resolve(version: str, models_dir: Path) -> str:
+    """``active`` -> the registry's active version."""
+    if version.lower() != "active":
+        return version
+    from ..scoring.lifecycle import read_lifecycle
+
+    active = read_lifecycle(models_dir).active
+    if active is None:
+        raise ConfigError(f"{models_dir}: no active version (models/ACTIVE) to compare")
+    return active
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+@models_cli.command("compare", epilog=settings_epilog("MODELS_DIR"))
+def compare_command(
+    a: str = typer.Argument(..., help="A version (e.g. the champion), or 'active'."),
+    b: str = typer.Argument(..., help="Another version (e.g. the challenger)."),
+    path: Path = typer.Argument(..., help="Labelled data: file or folder (docs/data.md)."),
+    window: Optional[str] = typer.Option(
+        None, "--window", metavar="START..END",
+        help="Test days, both inclusive; default: the last --test-days days of the data.",
+        show_default=False,
+    ),
+    test_days: int = typer.Option(7, "--test-days", min=1, help="Days of the default window."),
+    gap_days: int = typer.Option(
+        7, "--gap-days", min=0,
+        help="Label delay before the window: cards with a fraud known by each test day "
+        "are left out (known compromised), as in fraudctl evaluate.",
+    ),
+    mapping: Optional[Path] = mapping_option(),
+    models_dir: Optional[Path] = typer.Option(
+        None, "--models-dir", help="Model registry; default: MODELS_DIR.", show_default=False
+    ),
+    output: str = typer.Option("text", "--format", help="text or json."),
+    record: bool = typer.Option(
+        True, "--record/--no-record",
+        help="Keep the result in the registry (COMPARISONS.json): the evidence "
+        "`fraudctl models promote` checks.",
+    ),
+) -> None:
+    """Evaluate two versions on the same labelled window: AUC, AP, card precision@100
+    (both known-compromised rules), alerts at each one's threshold and their precision."""
+    from ..scoring.compare import PRIMARY_RULE, compare_on_window, record_comparison
+
+    if output not in ("text", "json"):
+        fail(f"--format: expected text or json, got {output!r}")
+    models_dir = models_dir or get_settings().models_dir
+    try:
+        start, days = parse_window(window) if window else (None, test_days)
+        versions = [_resolve(a, models_dir), _resolve(b, models_dir)]
+        if versions[0] == versions[1]:
+            raise ConfigError(f"both versions are {versions[0]}: name two")
+        comparison = compare_on_window(path, versions, models_dir, test_start=start,
+                                       test_days=days, gap_days=gap_days, mapping=mapping)
+        where = record_comparison(models_dir, comparison) if record else None
+    except FraudError as exc:
+        fail(escape(str(exc)))
+        return
+    if output == "json":
+        typer.echo(comparison.model_dump_json())
+        return
+    console.print(
+        f"{versions[0]} against {versions[1]} on {comparison.test_start}.."
+        f"{comparison.test_end} of {escape(comparison.data_source)} (gap {gap_days} d): "
+        f"{comparison.test_transactions:,} transactions, {comparison.test_frauds:,} frauds "
+        f"(rule {PRIMARY_RULE})", highlight=False, soft_wrap=True,
+    )
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("version", "rule", "AUC", "AP", "CP@100", "alerts", "alert precision"):
+        table.add_column(col)
+    for r in comparison.results:
+        table.add_row(r.version, r.known_compromised_rule, _fmt(r.roc_auc),
+                      _fmt(r.average_precision), _fmt(r.card_precision_at_100),
+                      f"{r.alerts:,}", _fmt(r.alert_precision))
+    console.print(table)
+    if where:
+        console.print(f"recorded in {escape(str(where))}", highlight=False)
+
+
+def gated_promote(version: str, models_dir: Path | None, redis_url: str | None,
+                  broker: str | None, dry_run: bool, force: bool, reason: str | None) -> None:
+    """``fraudctl models promote``: gate, then dry run or apply (see the module doc)."""
+    from ..scoring.compare import gate_text, promotion_gate, read_comparisons
+    from ..scoring.lifecycle import plan_promote, read_lifecycle
+    from ..scoring.registry import read_card
+    from .models import _lifecycle_command, get_active_in_redis
+    from .replay import with_broker
+
+    if force and not (reason and reason.strip()):
+        fail("--force needs --reason TEXT: the registry records why the gate was passed over")
+    settings = with_broker(broker)
+    models_dir = models_dir or settings.models_dir
+    url = redis_url or settings.redis_url.get_secret_value()
+    try:
+        lc = read_lifecycle(models_dir)
+        try:
+            served = get_active_in_redis(url, settings.redis_key_prefix)
+        except FraudError as exc:
+            if not dry_run:
+                raise
+            err_console.print(f"warning: {escape(str(exc))}", highlight=False, soft_wrap=True)
+            served = None
+        champion = served or lc.active
+        challenger = read_card(version, models_dir)
+        champion_card = read_card(champion, models_dir) if champion else None
+        verdict = promotion_gate(champion_card, challenger, read_comparisons(models_dir))
+    except FraudError as exc:
+        fail(escape(str(exc)))
+        return
+    forced = force and not verdict.allowed
+    if dry_run:
+        console.print(
+            f"dry run: promote {version}: active {champion or 'none'} -> {version}, shadows "
+            f"{', '.join(s for s in lc.shadows if s != version) or 'none'}; gate "
+            f"{gate_text(verdict)}"
+            + ("; would pass with --force, recording the reason" if forced else "")
+            + (f"; would publish on {settings.control_topic}, write Redis and "
+               f"{models_dir / 'LIFECYCLE.json'}, {models_dir / 'ACTIVE'}"
+               if verdict.allowed or forced else "; nothing would change"),
+            highlight=False, soft_wrap=True,
+        )
+        if not (verdict.allowed or forced):
+            raise typer.Exit(2)
+        return
+    if not (verdict.allowed or forced):
+        fail(escape(f"promotion of {version} {gate_text(verdict)} (--force --reason TEXT "
+                    "promotes anyway, recorded in LIFECYCLE.json)"))
+    _lifecycle_command(
+        lambda lc, now: plan_promote(lc, version, now, "fraudctl", forced=forced,
+                                     reason=(reason or "").strip()),
+        models_dir, redis_url, broker,
+    )
+    if forced:
+        console.print(f"forced past the gate ({escape(gate_text(verdict))}); reason recorded",
+                      highlight=False, soft_wrap=True)
