@@ -224,7 +224,15 @@ def read_table(path: str | Path) -> pd.DataFrame:
     raise DataError(f"{path}: expected a .csv, .csv.gz, .parquet or .pkl file")
 
 
-def _fail(source: str, index: int, column: str, value: Any, expected: str) -> DataError:
+def _named(column: str, names: dict[str, str]) -> str:
+    """``theirs (CONTRACT)`` when the file names the column otherwise, else ``CONTRACT``."""
+    theirs = names.get(column, column)
+    return column if theirs == column else f"{theirs} ({column})"
+
+
+def _error(source: str, index: int, column: str, value: Any, expected: str) -> DataError:
+    if isinstance(value, np.generic):
+        value = value.item()
     return DataError(f"{source}: row {index + 1}, column {column}: {value!r} is not "
                      f"{expected}")
 
@@ -254,6 +262,11 @@ def apply_mapping(df: pd.DataFrame, mapping: DataMapping | None, source: str = "
         (row, column and value named).
     """
     m = mapping or DataMapping()
+    names = m.columns
+
+    def _fail(source: str, index: int, column: str, value: Any, expected: str) -> DataError:
+        return _error(source, index, _named(column, names), value, expected)
+
     out = pd.DataFrame(index=df.index)
     for spec in CONTRACT:
         theirs = m.columns.get(spec.name, spec.name)
@@ -270,31 +283,37 @@ def apply_mapping(df: pd.DataFrame, mapping: DataMapping | None, source: str = "
                         f"{list(df.columns)}; a mapping file can name yours: --mapping)")
     if m.ids == "digits":
         for col in _ID_COLUMNS:
-            if col in out.columns and out[col].dtype == object:
+            if col in out.columns and not pd.api.types.is_numeric_dtype(out[col]):
                 out[col] = out[col].astype(str).str.replace(r"\D", "", regex=True)
     if mapping is not None:
-        out["TX_DATETIME"] = _times(out["TX_DATETIME"], m.time, source)
+        out["TX_DATETIME"] = _times(out["TX_DATETIME"], m.time, source,
+                                    _named("TX_DATETIME", names))
         text = out["TX_FRAUD"].astype(str).str.strip()
         fraud, genuine = text.isin(m.labels.fraud), text.isin(m.labels.genuine)
         bad = ~(fraud | genuine)
         if bad.any():
             i = int(np.argmax(bad.to_numpy()))
-            raise _fail(source, i, m.columns.get("TX_FRAUD", "TX_FRAUD"), out["TX_FRAUD"].iloc[i],
+            raise _fail(source, i, "TX_FRAUD", out["TX_FRAUD"].iloc[i],
                         f"a label value (fraud: {m.labels.fraud}, genuine: {m.labels.genuine})")
         out["TX_FRAUD"] = fraud.astype("int64")
         if m.amount.scale != 1.0:
             amounts = pd.to_numeric(out["TX_AMOUNT"], errors="coerce")
-            out["TX_AMOUNT"] = amounts.where(amounts.isna(), amounts * m.amount.scale)
+            bad = ~np.isfinite(amounts.to_numpy(dtype=float)) | (amounts < 0).to_numpy()
+            if bad.any():  # named as written in the file, before the scale
+                i = int(np.argmax(bad))
+                raise _fail(source, i, "TX_AMOUNT", out["TX_AMOUNT"].iloc[i],
+                            "a finite amount >= 0")
+            out["TX_AMOUNT"] = amounts * m.amount.scale
     return out
 
 
-def _times(values: pd.Series, t: TimeMapping, source: str) -> pd.Series:
+def _times(values: pd.Series, t: TimeMapping, source: str, column: str) -> pd.Series:
     if t.unit:
         offsets = pd.to_numeric(values, errors="coerce")
         bad = offsets.isna()
         if bad.any():
             i = int(np.argmax(bad.to_numpy()))
-            raise _fail(source, i, "TX_DATETIME", values.iloc[i], f"a number of {t.unit}")
+            raise _error(source, i, column, values.iloc[i], f"a number of {t.unit}")
         origin = pd.Timestamp(t.origin or "1970-01-01")
         return origin + pd.to_timedelta(offsets, unit={"seconds": "s", "minutes": "min",
                                                        "hours": "h", "days": "D"}[t.unit])
@@ -302,20 +321,21 @@ def _times(values: pd.Series, t: TimeMapping, source: str) -> pd.Series:
     bad = parsed.isna()
     if bad.any():
         i = int(np.argmax(bad.to_numpy()))
-        raise _fail(source, i, "TX_DATETIME", values.iloc[i],
+        raise _error(source, i, column, values.iloc[i],
                     f"a date-time{' as ' + t.format if t.format else ''}")
     if t.timezone != "UTC":
         parsed = parsed.dt.tz_localize(t.timezone, ambiguous="NaT", nonexistent="NaT")
         bad = parsed.isna()
         if bad.any():
             i = int(np.argmax(bad.to_numpy()))
-            raise _fail(source, i, "TX_DATETIME", values.iloc[i],
+            raise _error(source, i, column, values.iloc[i],
                         f"a time that exists once in {t.timezone} (DST change)")
         parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
     return parsed
 
 
-def check_frame(df: pd.DataFrame, source: str = "data") -> pd.DataFrame:
+def check_frame(df: pd.DataFrame, source: str = "data",
+                columns: dict[str, str] | None = None) -> pd.DataFrame:
     """Validate a contract frame; the typed frame with every contract column.
 
     Parameters
@@ -324,6 +344,8 @@ def check_frame(df: pd.DataFrame, source: str = "data") -> pd.DataFrame:
         The contract's columns (:func:`apply_mapping`), rows in file order.
     source : str
         Name in error messages.
+    columns : dict, optional
+        The file's name of each contract column (a mapping's ``columns``), for messages.
 
     Returns
     -------
@@ -350,6 +372,11 @@ def check_frame(df: pd.DataFrame, source: str = "data") -> pd.DataFrame:
     if missing:
         raise DataError(f"{source}: missing columns {missing} (the file has {list(df.columns)}"
                         "; a mapping file can name yours: --mapping)")
+    names = columns or {}
+
+    def _fail(source: str, index: int, column: str, value: Any, expected: str) -> DataError:
+        return _error(source, index, _named(column, names), value, expected)
+
     out = df.copy()
     times = pd.to_datetime(out["TX_DATETIME"], format="mixed", errors="coerce")
     if getattr(times.dt, "tz", None) is not None:
@@ -366,7 +393,7 @@ def check_frame(df: pd.DataFrame, source: str = "data") -> pd.DataFrame:
         values = pd.to_numeric(out[col], errors="coerce")
         bad = (values.isna() | (values != values.round()) | (values < 0)).to_numpy()
         if col == "TX_FRAUD":
-            bad |= ~values.isin([0, 1]).to_numpy()
+            bad = bad | ~values.isin([0, 1]).to_numpy()
         if bad.any():
             i = int(np.argmax(bad))
             raise _fail(source, i, col, out[col].iloc[i],
@@ -382,7 +409,8 @@ def check_frame(df: pd.DataFrame, source: str = "data") -> pd.DataFrame:
     if dup.any():
         i = int(np.argmax(dup))
         first = int(np.argmax((out["TRANSACTION_ID"] == out["TRANSACTION_ID"].iloc[i]).to_numpy()))
-        raise DataError(f"{source}: row {i + 1}, column TRANSACTION_ID: "
+        raise DataError(f"{source}: row {i + 1}, column "
+                        f"{_named('TRANSACTION_ID', names)}: "
                         f"{out['TRANSACTION_ID'].iloc[i]} appears twice (first at row "
                         f"{first + 1})")
     if "TX_FRAUD_SCENARIO" not in out.columns:
@@ -409,5 +437,6 @@ def check_file(path: str | Path, mapping: str | Path | DataMapping | None = None
     """
     m = read_mapping(mapping)
     source = str(path)
-    df = check_frame(apply_mapping(read_table(path), m, source), source)
+    df = check_frame(apply_mapping(read_table(path), m, source), source,
+                     m.columns if m else None)
     return df.sort_values(["TX_DATETIME", "TRANSACTION_ID"], kind="stable").reset_index(drop=True)

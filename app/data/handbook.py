@@ -121,7 +121,8 @@ def read_handbook(
     else:
         df = _read_one(path)
     source = str(path)
-    df = check_frame(apply_mapping(df, read_mapping(mapping), source), source)
+    m = read_mapping(mapping)
+    df = check_frame(apply_mapping(df, m, source), source, m.columns if m else None)
     if start:
         df = df[df["TX_DATETIME"] >= pd.Timestamp(start)]
     if end:
