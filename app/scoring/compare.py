@@ -26,16 +26,13 @@ import os
 import tempfile
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..exceptions import DataError, ModelError
 from .protocol import TOP_K, KnownCompromised
 from .registry import ModelCard, ModelMetrics
-
-if TYPE_CHECKING:
-    from pathlib import Path as _Path
 
 __all__ = [
     "COMPARISONS_NAME",
@@ -139,7 +136,9 @@ def promotion_gate(champion: ModelCard | None, challenger: ModelCard,
     GateVerdict
         Refused when the challenger's test window ends before the champion's, or when
         on one same window (see the module doc) its :data:`PRIMARY_METRIC` under
-        :data:`PRIMARY_RULE` is lower or unknown, or when no same window exists.
+        :data:`PRIMARY_RULE` is lower or unknown, or when no same window exists. Two
+        cards of one window without figures under :data:`PRIMARY_RULE` are compared
+        under the champion's own rule.
     """
     if champion is None:
         return GateVerdict(allowed=True, evidence="no active version")
@@ -163,12 +162,16 @@ def promotion_gate(champion: ModelCard | None, challenger: ModelCard,
             evidence = (f"comparison of {c.created_at[:19]}Z on {c.test_start}..{c.test_end} "
                         f"of {c.data_source}")
             break
+    rule = PRIMARY_RULE
     if pair is None and same_card_window:
-        a_m, b_m = card_metrics(champion), card_metrics(challenger)
-        if a_m is not None and b_m is not None:
-            pair = (a_m.card_precision_at_100, b_m.card_precision_at_100)
-            evidence = f"both cards' test window {_window(champion)}"
-    metric = f"card precision@{TOP_K} (rule {PRIMARY_RULE})"
+        # the protocol's rule when both cards report it, else the rule both were tested on
+        for rule in dict.fromkeys((PRIMARY_RULE, champion.metrics.known_compromised_rule)):
+            a_m, b_m = card_metrics(champion, rule), card_metrics(challenger, rule)
+            if a_m is not None and b_m is not None:
+                pair = (a_m.card_precision_at_100, b_m.card_precision_at_100)
+                evidence = f"both cards' test window {_window(champion)}"
+                break
+    metric = f"card precision@{TOP_K} (rule {rule})"
     if pair is None:
         reasons.append(
             f"{challenger.version} and {champion.version} were never evaluated on one same "
@@ -231,9 +234,9 @@ def record_comparison(models_dir: str | Path, comparison: Comparison) -> Path:
 
 
 def compare_on_window(
-    path: str | _Path,
+    path: str | Path,
     versions: Sequence[str],
-    models_dir: str | _Path,
+    models_dir: str | Path,
     test_start: date | None = None,
     test_days: int = 7,
     gap_days: int = 7,
