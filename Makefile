@@ -7,6 +7,8 @@ PYTEST_ARGS ?=
 LOCK := requirements.lock
 UV_VERSION ?= 0.13.9
 LOCK_ARGS ?=
+# Extra options of `make notebooks`, e.g. JUPYTER_ARGS="--no-browser --port 8890".
+JUPYTER_ARGS ?=
 
 .PHONY: install lock notebooks demo test test-full stack-up stack-down worker clean
 
@@ -29,7 +31,7 @@ lock: $(BIN)/uv  ## regenerate requirements.lock from pyproject.toml (then: make
 	  --python-version 3.11 --quiet $(LOCK_ARGS) -o $(LOCK)
 
 notebooks: install  ## JupyterLab on notebooks/ (from the lock: the notebooks extra)
-	$(BIN)/jupyter lab --notebook-dir=notebooks $(JUPYTER_ARGS)
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(JUPYTER_ARGS)
 
 demo: install  ## stack up, a worker, 14 days of history, a live minute, summary + picture, stack down
 	$(BIN)/fraudctl demo
