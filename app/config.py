@@ -314,6 +314,22 @@ class Settings(BaseSettings):
             "its progress to the scoring stage."
         ),
     )
+    cold_start_min_account_tx: int = Field(
+        0,
+        ge=0,
+        le=1000,
+        description=(
+            "COLD_START_MIN_ACCOUNT_TX: an account with fewer transactions in the last 30 "
+            "days (feature account_tx_count_30d) alerts only at COLD_START_THRESHOLD or "
+            "above; 10 for a deployment on empty state (docs/model.md, cold start); 0: off."
+        ),
+    )
+    cold_start_threshold: float = Field(
+        0.8,
+        ge=0.0,
+        le=1.0,
+        description="COLD_START_THRESHOLD: alert threshold of an account with little history.",
+    )
     score_outcome: Literal["review", "block"] = Field(
         "review",
         description=(

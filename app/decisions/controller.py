@@ -42,6 +42,7 @@ from ..events import ModelControl, Reason, RuleSet
 from ..exceptions import ControlMessageError, FraudError, RuleSetError
 from ..features import FEATURE_NAMES
 from .rules import EMPTY_RULE_SET, CompiledRuleSet, Decision, parse_rule_set
+from .cold_start import ColdStartRule
 
 __all__ = [
     "ScorerLike",
@@ -111,12 +112,15 @@ class Snapshot:
     rules : CompiledRuleSet
     threshold : float
         Alert threshold of the active model: ``ALERT_THRESHOLD`` if set, else its card's.
+    cold_start : ColdStartRule
+        A higher threshold for accounts with little history (default: off).
     """
 
     active: Any
     shadows: tuple[Any, ...]
     rules: CompiledRuleSet
     threshold: float
+    cold_start: ColdStartRule = ColdStartRule()
 
     @property
     def model_version(self) -> str:
@@ -167,9 +171,10 @@ class Snapshot:
         shadow = {s.version: s.score_many(X) for s in self.shadows if s.version != self.active.version}
         names = list(feature_names)
         rows = X.tolist()
+        thresholds = self.cold_start.thresholds_many(X, names, self.threshold).tolist()
         decisions = [
-            self.rules.evaluate(tx, dict(zip(names, row)), float(sc), self.threshold)
-            for tx, row, sc in zip(transactions, rows, scores.tolist())
+            self.rules.evaluate(tx, dict(zip(names, row)), float(sc), th)
+            for tx, row, sc, th in zip(transactions, rows, scores.tolist(), thresholds)
         ]
         alert_rows = [i for i, d in enumerate(decisions) if d.outcome in alert_outcomes]
         reasons: list[list[Reason]] = []
@@ -269,6 +274,8 @@ class Controller:
     score_outcome : {"review", "block"}, default="review"
         ``SCORE_OUTCOME``, for rule sets decoded by :meth:`apply`.
     feature_names : sequence of str, default=FEATURE_NAMES
+    cold_start : ColdStartRule, default=off
+        ``COLD_START_MIN_ACCOUNT_TX`` and ``COLD_START_THRESHOLD``.
     """
 
     def __init__(
@@ -280,11 +287,13 @@ class Controller:
         threshold: float | None = None,
         score_outcome: str = "review",
         feature_names: Sequence[str] = FEATURE_NAMES,
+        cold_start: ColdStartRule = ColdStartRule(),
     ) -> None:
         if threshold is not None and not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold: expected None or a float in [0, 1], got {threshold!r}")
         self._loader = loader
         self._threshold = threshold
+        self._cold_start = cold_start
         self._score_outcome = score_outcome
         self._feature_names = tuple(feature_names)
         self._lock = threading.Lock()
@@ -305,7 +314,7 @@ class Controller:
         with self._lock:
             st = self._state
         threshold = self._threshold if self._threshold is not None else st.active.alert_threshold
-        return Snapshot(st.active, st.shadows, st.rules, float(threshold))
+        return Snapshot(st.active, st.shadows, st.rules, float(threshold), self._cold_start)
 
     @property
     def versions(self) -> tuple[str, tuple[str, ...], str]:
