@@ -157,6 +157,7 @@ class Runtime:
             threshold=s.alert_threshold,
             score_outcome=s.score_outcome,
             cold_start=ColdStartRule(s.cold_start_min_account_tx, s.cold_start_threshold),
+            alerts_from_ms=s.alerts_from_time_ms,
         )
         version, shadow_versions, label = controller.versions
         self.metrics.rule_set_info.info({"version": label})

@@ -14,7 +14,7 @@ from . import trace  # noqa: F401  (register: the story of one transaction)
 from . import dashboards, drift  # noqa: F401  (register: observability)
 from . import review  # noqa: F401  (register: case review)
 from . import deadletters, sinks  # noqa: F401  (register: dead letters, alert sinks)
-from . import compare, data, model_doc  # noqa: F401  (register: input contract, challenger, docs)
+from . import backfill, compare, data, model_doc  # noqa: F401  (register: own data, challenger, docs)
 from .base import cli, run
 
 __all__ = ["cli", "main"]

@@ -114,6 +114,9 @@ class Snapshot:
         Alert threshold of the active model: ``ALERT_THRESHOLD`` if set, else its card's.
     cold_start : ColdStartRule
         A higher threshold for accounts with little history (default: off).
+    alerts_from_ms : int, optional
+        UTC epoch ms: a transaction with an earlier event time never alerts (history
+        loaded by ``fraudctl backfill``); None: every one may.
     """
 
     active: Any
@@ -121,6 +124,7 @@ class Snapshot:
     rules: CompiledRuleSet
     threshold: float
     cold_start: ColdStartRule = ColdStartRule()
+    alerts_from_ms: int | None = None
 
     @property
     def model_version(self) -> str:
@@ -176,7 +180,9 @@ class Snapshot:
             self.rules.evaluate(tx, dict(zip(names, row)), float(sc), th)
             for tx, row, sc, th in zip(transactions, rows, scores.tolist(), thresholds)
         ]
-        alert_rows = [i for i, d in enumerate(decisions) if d.outcome in alert_outcomes]
+        since = self.alerts_from_ms
+        alert_rows = [i for i, d in enumerate(decisions) if d.outcome in alert_outcomes
+                      and (since is None or transactions[i].event_time_ms >= since)]
         reasons: list[list[Reason]] = []
         if alert_rows and top_reasons:
             idx = np.asarray(alert_rows)
@@ -276,6 +282,8 @@ class Controller:
     feature_names : sequence of str, default=FEATURE_NAMES
     cold_start : ColdStartRule, default=off
         ``COLD_START_MIN_ACCOUNT_TX`` and ``COLD_START_THRESHOLD``.
+    alerts_from_ms : int, optional
+        ``ALERTS_FROM``: see :class:`Snapshot`.
     """
 
     def __init__(
@@ -288,12 +296,14 @@ class Controller:
         score_outcome: str = "review",
         feature_names: Sequence[str] = FEATURE_NAMES,
         cold_start: ColdStartRule = ColdStartRule(),
+        alerts_from_ms: int | None = None,
     ) -> None:
         if threshold is not None and not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold: expected None or a float in [0, 1], got {threshold!r}")
         self._loader = loader
         self._threshold = threshold
         self._cold_start = cold_start
+        self._alerts_from_ms = alerts_from_ms
         self._score_outcome = score_outcome
         self._feature_names = tuple(feature_names)
         self._lock = threading.Lock()
@@ -314,7 +324,8 @@ class Controller:
         with self._lock:
             st = self._state
         threshold = self._threshold if self._threshold is not None else st.active.alert_threshold
-        return Snapshot(st.active, st.shadows, st.rules, float(threshold), self._cold_start)
+        return Snapshot(st.active, st.shadows, st.rules, float(threshold), self._cold_start,
+                        self._alerts_from_ms)
 
     @property
     def versions(self) -> tuple[str, tuple[str, ...], str]:
