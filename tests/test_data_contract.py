@@ -197,3 +197,17 @@ def test_own_data_checks_trains_evaluates_and_is_compared_with_the_active_model(
     assert comparison["test_start"] == "2018-07-18" and comparison["test_frauds"] > 0
     [recorded] = read_comparisons(models)
     assert recorded.result(card.version).card_precision_at_100 is not None
+
+
+def test_a_parquet_export_passes_data_check_with_its_mapping(bank_export, tmp_path):
+    data, mapping = bank_export
+    parquet = tmp_path / "bank-export.parquet"
+    pd.read_csv(data).to_parquet(parquet, index=False)
+    r = CliRunner().invoke(cli, ["data", "check", str(parquet), "--mapping", str(mapping),
+                                 "--format", "json"])
+    assert r.exit_code == 0, r.output
+    from_csv = CliRunner().invoke(cli, ["data", "check", str(data), "--mapping", str(mapping),
+                                        "--format", "json"])
+    got, want = json.loads(r.stdout), json.loads(from_csv.stdout)
+    assert {k: v for k, v in got.items() if k != "path"} == {
+        k: v for k, v in want.items() if k != "path"}

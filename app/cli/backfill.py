@@ -30,7 +30,7 @@ _PROGRESS_EVERY_SECONDS = 5.0
 
 @cli.command(
     "backfill",
-    epilog=settings_epilog("ALERTS_FROM", *KAFKA_CLIENT_SETTINGS, "TRANSACTIONS_TOPIC",
+    epilog=settings_epilog("ALERTS_FROM_TIME_MS", *KAFKA_CLIENT_SETTINGS, "TRANSACTIONS_TOPIC",
                            "LABELS_TOPIC", "TOPIC_PARTITIONS"),
 )
 def backfill_command(
@@ -45,7 +45,8 @@ def backfill_command(
     broker: Optional[str] = broker_option(),
 ) -> None:
     """Load history into the workers' state at full speed, without alerts or cases
-    (the workers must run with ALERTS_FROM after the history's end)."""
+    (the workers must run with ALERTS_FROM, alias of ALERTS_FROM_TIME_MS as an ISO
+    date-time, after the history's end)."""
     from ..data.handbook import parse_date, read_handbook
     from ..replay import DAY_MS, replay_frame
     from .replay import with_broker

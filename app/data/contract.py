@@ -56,10 +56,8 @@ __all__ = [
     "ColumnSpec",
     "DataMapping",
     "read_mapping",
-    "read_table",
     "apply_mapping",
     "check_frame",
-    "check_file",
 ]
 
 
@@ -198,32 +196,6 @@ def read_mapping(path: str | Path | None) -> DataMapping | None:
         raise DataError(f"mapping {path}: {where}: {err['msg']}") from None
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """One file as read, columns untouched: ``.csv``, ``.csv.gz``, ``.parquet``, ``.pkl``.
-
-    Raises
-    ------
-    DataError
-        Missing, unreadable or of another kind.
-    """
-    path = Path(path)
-    name = path.name.lower()
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    try:
-        if name.endswith(".pkl"):
-            return pd.read_pickle(path)
-        if name.endswith((".csv", ".csv.gz")):
-            return pd.read_csv(path, dtype=str, keep_default_na=False)
-        if name.endswith(".parquet"):
-            return pd.read_parquet(path)
-    except ImportError as exc:
-        raise DataError(f"{path}: Parquet needs pyarrow ({exc})") from None
-    except (OSError, ValueError, EOFError) as exc:
-        raise DataError(f"{path}: cannot be read ({' '.join(str(exc).split())})") from None
-    raise DataError(f"{path}: expected a .csv, .csv.gz, .parquet or .pkl file")
-
-
 def _named(column: str, names: dict[str, str]) -> str:
     """``theirs (CONTRACT)`` when the file names the column otherwise, else ``CONTRACT``."""
     theirs = names.get(column, column)
@@ -243,7 +215,7 @@ def apply_mapping(df: pd.DataFrame, mapping: DataMapping | None, source: str = "
     Parameters
     ----------
     df : pandas.DataFrame
-        Rows as read (:func:`read_table`), in file order.
+        Rows as read from the file, in file order.
     mapping : DataMapping or None
         None: the contract's names; times as written (UTC).
     source : str
@@ -425,18 +397,3 @@ def check_frame(df: pd.DataFrame, source: str = "data",
     if "TX_TIME_DAYS" not in out.columns:
         out["TX_TIME_DAYS"] = seconds // 86_400
     return out[list(_ORDER)]
-
-
-def check_file(path: str | Path, mapping: str | Path | DataMapping | None = None) -> pd.DataFrame:
-    """Read, map and validate one file; the contract frame in event-time order.
-
-    Raises
-    ------
-    DataError
-        See :func:`read_table`, :func:`apply_mapping`, :func:`check_frame`.
-    """
-    m = read_mapping(mapping)
-    source = str(path)
-    df = check_frame(apply_mapping(read_table(path), m, source), source,
-                     m.columns if m else None)
-    return df.sort_values(["TX_DATETIME", "TRANSACTION_ID"], kind="stable").reset_index(drop=True)
