@@ -73,7 +73,7 @@ def _comparison(a: str, b: str, cp_a: float, cp_b: float, end: str) -> Compariso
         pytest.param(None, 0.05, [], False, "is worse on card precision@100",
                      id="same-window-worse-refused"),
         pytest.param(None, 0.5, [], True, "", id="same-window-better-passes"),
-        pytest.param(("2018-07-25", "2018-07-31"), 0.9, [], False, "never evaluated on one "
+        pytest.param(("2018-07-25", "2018-07-31"), 0.9, [], False, "have no evaluation on one "
                      "same window", id="newer-window-no-common-evaluation-refused"),
         pytest.param(("2018-07-25", "2018-07-31"), 0.9, [(0.3, 0.2, "2018-07-31")], False,
                      "worse on card precision@100 (rule handbook-daily): 0.200 against 0.300",
@@ -81,7 +81,7 @@ def _comparison(a: str, b: str, cp_a: float, cp_b: float, end: str) -> Compariso
         pytest.param(("2018-07-25", "2018-07-31"), 0.1, [(0.3, 0.4, "2018-07-31")], True, "",
                      id="newer-window-better-in-comparison-passes"),
         pytest.param(("2018-07-25", "2018-07-31"), 0.9, [(0.3, 0.4, "2018-07-10")], False,
-                     "never evaluated", id="comparison-on-an-older-window-is-no-evidence"),
+                     "have no evaluation", id="comparison-on-an-older-window-is-no-evidence"),
     ],
 )
 def test_gate(champion, test, cp, comparisons, allowed, needle):

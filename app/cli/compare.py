@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -116,13 +117,15 @@ def compare_command(
         f"(rule {PRIMARY_RULE})", highlight=False, soft_wrap=True,
     )
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for col in ("version", "rule", "AUC", "AP", "CP@100", "alerts", "alert precision"):
+    table.add_column("version", no_wrap=True)
+    for col in ("rule", "AUC", "AP", "CP@100", "alerts", "alert precision"):
         table.add_column(col)
     for r in comparison.results:
         table.add_row(r.version, r.known_compromised_rule, _fmt(r.roc_auc),
                       _fmt(r.average_precision), _fmt(r.card_precision_at_100),
                       f"{r.alerts:,}", _fmt(r.alert_precision))
-    console.print(table)
+    # piped (no terminal width), a wide table rather than cut version names
+    (console if console.is_terminal else Console(width=120)).print(table)
     if where:
         console.print(f"recorded in {escape(str(where))}", highlight=False)
 

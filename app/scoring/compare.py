@@ -174,7 +174,7 @@ def promotion_gate(champion: ModelCard | None, challenger: ModelCard,
     metric = f"card precision@{TOP_K} (rule {rule})"
     if pair is None:
         reasons.append(
-            f"{challenger.version} and {champion.version} were never evaluated on one same "
+            f"{challenger.version} and {champion.version} have no evaluation on one same "
             f"window ending on or after {old}: run `fraudctl models compare "
             f"{champion.version} {challenger.version} DATA`"
         )
