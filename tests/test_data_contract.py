@@ -208,6 +208,14 @@ def test_a_parquet_export_passes_data_check_with_its_mapping(bank_export, tmp_pa
     assert r.exit_code == 0, r.output
     from_csv = CliRunner().invoke(cli, ["data", "check", str(data), "--mapping", str(mapping),
                                         "--format", "json"])
+    import yaml
+
+    as_json = tmp_path / "bank.json"  # the same mapping as JSON
+    as_json.write_text(json.dumps(yaml.safe_load(mapping.read_text())))
+    again = CliRunner().invoke(cli, ["data", "check", str(parquet), "--mapping", str(as_json),
+                                     "--format", "json"])
+    assert again.exit_code == 0 and json.loads(again.stdout)["transactions"] == len(
+        pd.read_csv(data)), again.output
     got, want = json.loads(r.stdout), json.loads(from_csv.stdout)
     assert {k: v for k, v in got.items() if k != "path"} == {
         k: v for k, v in want.items() if k != "path"}

@@ -167,3 +167,24 @@ def test_a_recorded_comparison_lets_a_newer_and_better_model_through(registry, c
     ok = runner.invoke(cli, args)
     assert ok.exit_code == 0, ok.output
     assert "gate passed (comparison of" in ok.stdout and "would publish" in ok.stdout
+
+
+@pytest.mark.broker
+def test_a_forced_promotion_is_published_and_recorded_with_its_reason(
+    registry, champion, broker, monkeypatch
+):
+    models, client, prefix = registry
+    monkeypatch.setenv("KAFKA_BROKER_URL", broker.url)
+    monkeypatch.setenv("CONTROL_TOPIC", f"control-gate-{uuid.uuid4().hex[:8]}")
+    get_settings.cache_clear()
+    r = CliRunner().invoke(cli, ["models", "promote", "v1-april", "--force", "--reason",
+                                 "rollback drill on April data", "--models-dir", str(models)])
+    assert r.exit_code == 0, r.output
+    assert "forced past the gate" in r.stdout
+    lc = read_lifecycle(models)
+    event = lc.history[-1]
+    assert (lc.active, event.action, event.forced, event.reason) == (
+        "v1-april", "promote", True, "rollback drill on April data")
+    assert lc.history[0].active == champion.version  # what was served before
+    assert (models / "ACTIVE").read_text().strip() == "v1-april"
+    assert client.get(f"{prefix}model:active") == b"v1-april"
