@@ -8,6 +8,7 @@ artifact is the shipped one, so every version verifies). Redis is the real serve
 
 from __future__ import annotations
 
+import json
 import shutil
 import uuid
 from datetime import date
@@ -188,3 +189,50 @@ def test_a_forced_promotion_is_published_and_recorded_with_its_reason(
     assert lc.history[0].active == champion.version  # what was served before
     assert (models / "ACTIVE").read_text().strip() == "v1-april"
     assert client.get(f"{prefix}model:active") == b"v1-april"
+
+
+@pytest.mark.broker
+def test_compare_from_a_live_shadow_counts_overlap_and_precision_from_labels(
+    registry, champion, broker, monkeypatch
+):
+    """Records as the stream writes them (the active version with a shadow) and labels
+    as they arrive, on a real broker; the command reads both topics to their end."""
+    from app.events import Label, ScoredTransaction, Transaction
+
+    from .worker_utils import produce
+
+    models, _, _ = registry
+    tag = uuid.uuid4().hex[:8]
+    scored_topic, labels_topic = f"scored-{tag}", f"labels-{tag}"
+    monkeypatch.setenv("KAFKA_BROKER_URL", broker.url)
+    monkeypatch.setenv("LABELS_TOPIC", labels_topic)
+    get_settings.cache_clear()
+
+    def scored(tid: str, version: str, a: float, b: float) -> bytes:
+        tx = Transaction(transaction_id=tid, account_id="a1", terminal_id="m1",
+                         amount_minor=100, event_time_ms=1_525_737_600_000)
+        return ScoredTransaction(
+            transaction=tx, score=a, decision="pass", model_version=version, features={},
+            scored_time_ms=1_525_737_600_100, outcome="approve",
+            shadow_scores={"v1-april": b}).model_dump_json().encode()
+
+    produce(broker.bootstrap, scored_topic, [
+        (b"a1", scored("t1", champion.version, 0.9, 0.1)),   # only the champion alerts
+        (b"a1", scored("t2", champion.version, 0.1, 0.9)),   # only the shadow
+        (b"a1", scored("t3", champion.version, 0.9, 0.95)),  # both
+        (b"a1", scored("t4", champion.version, 0.1, 0.1)),   # neither
+        (b"a1", scored("t5", "v9-other", 0.9, 0.9)),         # another active version
+    ])
+    produce(broker.bootstrap, labels_topic, [
+        (b"m1", Label(transaction_id=t, account_id="a1", terminal_id="m1", is_fraud=f,
+                      transaction_time_ms=1_525_737_600_000, label_time_ms=1_525_741_200_000,
+                      source="investigation").model_dump_json().encode())
+        for t, f in (("t1", False), ("t2", True), ("t3", True))
+    ])
+    r = CliRunner().invoke(cli, ["models", "compare", "active", "v1-april", "--from-topic",
+                                 scored_topic, "--models-dir", str(models), "--format", "json"])
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.stdout)
+    assert (got["transactions"], got["alerts_both"], got["alerts_only_champion"],
+            got["alerts_only_challenger"], got["labelled"]) == (4, 1, 1, 1, 3)
+    assert (got["champion_alert_precision"], got["challenger_alert_precision"]) == (0.5, 1.0)

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from ..config import get_settings
 from ..exceptions import ConfigError, FraudError
-from .base import console, err_console, fail, settings_epilog
+from .base import KAFKA_CLIENT_SETTINGS, broker_option, console, err_console, fail, settings_epilog
 from .data import mapping_option
 from .models import models_cli
 
@@ -62,11 +62,15 @@ def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
-@models_cli.command("compare", epilog=settings_epilog("MODELS_DIR"))
+@models_cli.command("compare", epilog=settings_epilog(
+    "MODELS_DIR", *KAFKA_CLIENT_SETTINGS, "LABELS_TOPIC"))
 def compare_command(
     a: str = typer.Argument(..., help="A version (e.g. the champion), or 'active'."),
     b: str = typer.Argument(..., help="Another version (e.g. the challenger)."),
-    path: Path = typer.Argument(..., help="Labelled data: file or folder (docs/data.md)."),
+    path: Optional[Path] = typer.Argument(
+        None, help="Labelled data: file or folder (docs/data.md); not with --from-topic.",
+        show_default=False,
+    ),
     window: Optional[str] = typer.Option(
         None, "--window", metavar="START..END",
         help="Test days, both inclusive; default: the last --test-days days of the data.",
@@ -88,15 +92,30 @@ def compare_command(
         help="Keep the result in the registry (COMPARISONS.json): the evidence "
         "`fraudctl models promote` checks.",
     ),
+    from_topic: Optional[str] = typer.Option(
+        None, "--from-topic", metavar="TOPIC",
+        help="Live shadow instead of DATA: the records the stream wrote to TOPIC (e.g. "
+        "scored-transactions) scored by A with B in shadow, and the labels on "
+        "LABELS_TOPIC: overlap of their alerts, alerts only one raises, precision of each.",
+        show_default=False,
+    ),
+    broker: Optional[str] = broker_option(),
 ) -> None:
     """Evaluate two versions on the same labelled window: AUC, AP, card precision@100
-    (both known-compromised rules), alerts at each one's threshold and their precision."""
+    (both known-compromised rules), alerts at each one's threshold and their precision;
+    or, with --from-topic, on the same live traffic (A active, B in shadow)."""
     from ..scoring.compare import PRIMARY_RULE, compare_on_window, record_comparison
 
     if output not in ("text", "json"):
         fail(f"--format: expected text or json, got {output!r}")
     models_dir = models_dir or get_settings().models_dir
+    if from_topic:
+        _compare_shadow(a, b, from_topic, models_dir, broker, output,
+                        conflicting=path is not None or window is not None or mapping is not None)
+        return
     try:
+        if path is None:
+            raise ConfigError("name the labelled DATA, or --from-topic TOPIC for a live shadow")
         start, days = parse_window(window) if window else (None, test_days)
         versions = [_resolve(a, models_dir), _resolve(b, models_dir)]
         if versions[0] == versions[1]:
@@ -128,6 +147,69 @@ def compare_command(
     (console if console.is_terminal else Console(width=120)).print(table)
     if where:
         console.print(f"recorded in {escape(str(where))}", highlight=False)
+
+
+def _decode_shadow(raw: bytes | None) -> tuple[str, str, float, dict[str, float]]:
+    """``(transaction_id, model_version, score, shadow_scores)`` of a ScoredTransaction."""
+    from ..events import ScoredTransaction
+
+    try:
+        r = ScoredTransaction.model_validate_json(raw or b"")
+    except ValueError as exc:
+        raise ValueError(str(exc).splitlines()[0]) from None
+    return r.transaction.transaction_id, r.model_version, r.score, dict(r.shadow_scores)
+
+
+def _decode_label(raw: bytes | None) -> tuple[str, bool]:
+    """``(transaction_id, is_fraud)`` of a Label."""
+    from ..events import Label
+
+    try:
+        label = Label.model_validate_json(raw or b"")
+    except ValueError as exc:
+        raise ValueError(str(exc).splitlines()[0]) from None
+    return label.transaction_id, label.is_fraud
+
+
+def _compare_shadow(a: str, b: str, topic: str, models_dir: Path, broker: str | None,
+                    output: str, conflicting: bool) -> None:
+    import asyncio
+
+    from ..scoring.compare import compare_shadow
+    from ..scoring.registry import read_card
+    from .evaluate import read_scored
+    from .replay import with_broker
+
+    try:
+        if conflicting:
+            raise ConfigError("--from-topic compares live traffic: no DATA, --window or --mapping")
+        settings = with_broker(broker)
+        versions = [_resolve(a, models_dir), _resolve(b, models_dir)]
+        cards = [read_card(v, models_dir) for v in versions]
+        records, _ = asyncio.run(read_scored(settings, topic, _decode_shadow))
+        labels, _ = asyncio.run(read_scored(settings, settings.labels_topic, _decode_label))
+        result = compare_shadow(records, dict(labels), versions[0], versions[1],
+                                (cards[0].alert_threshold, cards[1].alert_threshold))
+        if not result.transactions:
+            raise ConfigError(f"no record on {topic!r} was scored by {versions[0]} with "
+                              f"{versions[1]} in shadow (fraudctl models shadow set)")
+    except FraudError as exc:
+        fail(escape(str(exc)))
+        return
+    if output == "json":
+        typer.echo(result.model_dump_json())
+        return
+    r = result
+    console.print(
+        f"{r.champion} (active, threshold {r.champion_threshold:.3f}) against "
+        f"{r.challenger} (shadow, threshold {r.challenger_threshold:.3f}) on {topic}: "
+        f"{r.transactions:,} transactions scored by both; alerts by both {r.alerts_both:,}, "
+        f"only by {r.champion} {r.alerts_only_champion:,}, only by {r.challenger} "
+        f"{r.alerts_only_challenger:,}; labels arrived for {r.labelled:,}: alert precision "
+        f"{_fmt(r.champion_alert_precision)} ({r.champion_alerts_labelled:,} labelled alerts) "
+        f"against {_fmt(r.challenger_alert_precision)} ({r.challenger_alerts_labelled:,})",
+        highlight=False, soft_wrap=True,
+    )
 
 
 def gated_promote(version: str, models_dir: Path | None, redis_url: str | None,

@@ -22,7 +22,7 @@ import math
 import time
 from datetime import date, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import orjson
 import typer
@@ -99,8 +99,12 @@ def _decode_scored(raw: bytes | None) -> tuple[str, float, str]:
     return tid, float(score), str(version)
 
 
-async def read_scored(settings: Settings, topic: str) -> tuple[list[tuple[str, float, str]], int]:
+async def read_scored(settings: Settings, topic: str,
+                      decode: Callable[[bytes | None], Any] | None = None) -> tuple[list, int]:
     """Every record of ``topic`` from its beginning to its end as of the start.
+
+    ``decode(value)`` turns a record's value into an item (raising ``ValueError`` to
+    skip it); default: ``(transaction_id, score, model_version)`` of a ScoredTransaction.
 
     The consumer has no group (it assigns itself every partition), so it commits no
     offsets and joins no group.
@@ -155,7 +159,7 @@ async def read_scored(settings: Settings, topic: str) -> tuple[list[tuple[str, f
                     if record.offset >= ends[tp]:
                         break
                     try:
-                        by_partition[tp.partition].append(_decode_scored(record.value))
+                        by_partition[tp.partition].append((decode or _decode_scored)(record.value))
                     except ValueError:
                         skipped += 1
                 if records and records[-1].offset + 1 >= ends[tp]:

@@ -8,6 +8,9 @@ July of the handbook's file cannot be ranked by their cards. This module
   computed once, every model scored on the same rows, under each known-compromised
   rule), the result a :class:`Comparison` kept in the registry's
   ``COMPARISONS.json`` (:func:`record_comparison`);
+- compares an active version with a shadow on the same live traffic
+  (:func:`compare_shadow`): the overlap of their alerts, the alerts only one raises,
+  and the precision of each from the labels that arrived;
 - decides whether a version may replace the active one (:func:`promotion_gate`): its
   card must be validated on a test window that ends no earlier than the active one's,
   and it must be no worse on the primary metric (:data:`PRIMARY_METRIC` under
@@ -26,7 +29,7 @@ import os
 import tempfile
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -41,6 +44,8 @@ __all__ = [
     "VersionResult",
     "Comparison",
     "GateVerdict",
+    "ShadowComparison",
+    "compare_shadow",
     "card_metrics",
     "compare_on_window",
     "read_comparisons",
@@ -324,4 +329,85 @@ def compare_on_window(
         data_source=Path(path).name, train_start=train_start, test_start=test_start,
         test_end=test_end, gap_days=gap_days, test_transactions=n_tx, test_frauds=n_fraud,
         results=results,
+    )
+
+
+class ShadowComparison(_Strict):
+    """The active version and a shadow on the same scored transactions."""
+
+    champion: str
+    challenger: str
+    champion_threshold: float
+    challenger_threshold: float
+    transactions: int = Field(description="Scored by the champion with the challenger's shadow score.")
+    alerts_both: int
+    alerts_only_champion: int
+    alerts_only_challenger: int
+    labelled: int = Field(description="Of those transactions, with a label that arrived.")
+    champion_alerts_labelled: int
+    champion_alert_precision: float | None
+    challenger_alerts_labelled: int
+    challenger_alert_precision: float | None
+
+
+def compare_shadow(
+    records: Iterable[tuple[str, str, float, Mapping[str, float]]],
+    labels: Mapping[str, bool],
+    champion: str,
+    challenger: str,
+    thresholds: tuple[float, float],
+) -> ShadowComparison:
+    """Alerts of two versions on the transactions the stream scored with both.
+
+    Parameters
+    ----------
+    records : iterable of (transaction_id, model_version, score, shadow_scores)
+        The ``scored-transactions`` records; those scored by ``champion`` with a shadow
+        score of ``challenger`` count (a transaction scored twice: its first record).
+    labels : mapping of str to bool
+        Transaction id -> is fraud, from the labels that arrived.
+    champion, challenger : str
+    thresholds : (float, float)
+        Each version's alert threshold (its card's); an alert is a score at or above it.
+
+    Returns
+    -------
+    ShadowComparison
+
+    Examples
+    --------
+    >>> recs = [("t1", "v1", 0.9, {"v2": 0.2}), ("t2", "v1", 0.1, {"v2": 0.7}),
+    ...         ("t3", "v1", 0.8, {"v2": 0.9})]
+    >>> c = compare_shadow(recs, {"t1": False, "t3": True}, "v1", "v2", (0.5, 0.5))
+    >>> (c.alerts_both, c.alerts_only_champion, c.alerts_only_challenger)
+    (1, 1, 1)
+    >>> (c.champion_alert_precision, c.challenger_alert_precision)
+    (0.5, 1.0)
+    """
+    seen: set[str] = set()
+    both = only_a = only_b = n = labelled = 0
+    hits = {"a": [0, 0], "b": [0, 0]}  # labelled alerts, frauds among them
+    for tid, version, score, shadows in records:
+        if version != champion or challenger not in shadows or tid in seen:
+            continue
+        seen.add(tid)
+        n += 1
+        a, b = score >= thresholds[0], shadows[challenger] >= thresholds[1]
+        both += a and b
+        only_a += a and not b
+        only_b += b and not a
+        if tid in labels:
+            labelled += 1
+            for key, alerted in (("a", a), ("b", b)):
+                if alerted:
+                    hits[key][0] += 1
+                    hits[key][1] += bool(labels[tid])
+    return ShadowComparison(
+        champion=champion, challenger=challenger, champion_threshold=thresholds[0],
+        challenger_threshold=thresholds[1], transactions=n, alerts_both=both,
+        alerts_only_champion=only_a, alerts_only_challenger=only_b, labelled=labelled,
+        champion_alerts_labelled=hits["a"][0],
+        champion_alert_precision=hits["a"][1] / hits["a"][0] if hits["a"][0] else None,
+        challenger_alerts_labelled=hits["b"][0],
+        challenger_alert_precision=hits["b"][1] / hits["b"][0] if hits["b"][0] else None,
     )
