@@ -9,8 +9,10 @@ UV_VERSION ?= 0.13.9
 LOCK_ARGS ?=
 # Repeats of each broker fault in `make test-full` (tests/test_broker_faults.py).
 BROKER_FAULT_RUNS ?= 3
+# Extra options of `make notebooks`, e.g. JUPYTER_ARGS="--no-browser --port 8890".
+JUPYTER_ARGS ?=
 
-.PHONY: install lock demo test test-full stack-up stack-down worker clean
+.PHONY: install lock notebooks demo test test-full stack-up stack-down worker clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +29,11 @@ $(BIN)/uv: | $(BIN)/activate
 	$(BIN)/pip install -q uv==$(UV_VERSION)
 
 lock: $(BIN)/uv  ## regenerate requirements.lock from pyproject.toml (then: make install test)
-	$(BIN)/uv pip compile pyproject.toml --extra dev --generate-hashes --universal \
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra notebooks --generate-hashes --universal \
 	  --python-version 3.11 --quiet $(LOCK_ARGS) -o $(LOCK)
+
+notebooks: install  ## JupyterLab on notebooks/ (from the lock: the notebooks extra)
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(JUPYTER_ARGS)
 
 demo: install  ## stack up, a worker, 14 days of history, a live minute, summary + picture, stack down
 	$(BIN)/fraudctl demo

@@ -365,6 +365,32 @@ class Settings(BaseSettings):
             "its progress to the scoring stage."
         ),
     )
+    alerts_from_time_ms: int | None = Field(
+        None,
+        ge=0,
+        validation_alias=AliasChoices("alerts_from_time_ms", "ALERTS_FROM_TIME_MS", "ALERTS_FROM"),
+        description=(
+            "ALERTS_FROM (UTC ISO 8601 date-time, or ALERTS_FROM_TIME_MS in epoch ms): a "
+            "transaction with an earlier event time updates the state and is scored but "
+            "never alerts (history loaded by fraudctl backfill); unset: every one may alert."
+        ),
+    )
+    cold_start_min_account_tx: int = Field(
+        0,
+        ge=0,
+        le=1000,
+        description=(
+            "COLD_START_MIN_ACCOUNT_TX: an account with fewer transactions in the last 30 "
+            "days (feature account_tx_count_30d) alerts only at COLD_START_THRESHOLD or "
+            "above; 10 for a deployment on empty state (docs/model.md, cold start); 0: off."
+        ),
+    )
+    cold_start_threshold: float = Field(
+        0.8,
+        ge=0.0,
+        le=1.0,
+        description="COLD_START_THRESHOLD: alert threshold of an account with little history.",
+    )
     score_outcome: Literal["review", "block"] = Field(
         "review",
         description=(
@@ -728,6 +754,22 @@ class Settings(BaseSettings):
                 raise ValueError(f"{name.upper()} and {setting} are both set: keep one")
             data[name] = read_secret_file(Path(path), setting)
         return data
+
+    @field_validator("alerts_from_time_ms", mode="before")
+    @classmethod
+    def _alerts_from(cls, value: object) -> object:
+        """An ISO 8601 date-time (UTC unless it names a zone) becomes epoch ms."""
+        if isinstance(value, str) and value.strip() and not value.strip().isdigit():
+            from datetime import datetime, timezone
+
+            try:
+                when = datetime.fromisoformat(value.strip())
+            except ValueError:
+                raise ValueError(f"expected an ISO 8601 date-time or epoch ms, got {value!r}")
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=timezone.utc)
+            return int(when.timestamp() * 1000)
+        return value or None
 
     @field_validator("kafka_broker_url")
     @classmethod

@@ -138,6 +138,7 @@ class Runtime:
         s = self.settings
         active = self.scorer or await self.load_model()
         from .decisions import Controller, parse_rule_set
+        from .decisions.cold_start import ColdStartRule
         from .exceptions import FraudError
         from .scoring.model import Scorer
 
@@ -161,6 +162,8 @@ class Runtime:
             shadows=shadows,
             threshold=s.alert_threshold,
             score_outcome=s.score_outcome,
+            cold_start=ColdStartRule(s.cold_start_min_account_tx, s.cold_start_threshold),
+            alerts_from_ms=s.alerts_from_time_ms,
         )
         version, shadow_versions, label = controller.versions
         self.metrics.rule_set_info.info({"version": label})

@@ -16,6 +16,7 @@ from . import review  # noqa: F401  (register: case review)
 from . import deadletters, sinks  # noqa: F401  (register: dead letters, alert sinks)
 from . import acls  # noqa: F401  (register: Kafka ACLs)
 from . import redis_acl  # noqa: F401  (register: Redis users per component)
+from . import backfill, compare, data, model_doc  # noqa: F401  (register: own data, challenger, docs)
 from .base import cli, run
 
 __all__ = ["cli", "main"]

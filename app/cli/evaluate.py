@@ -22,7 +22,7 @@ import math
 import time
 from datetime import date, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import orjson
 import typer
@@ -39,6 +39,7 @@ from ..scoring.protocol import (
     TOP_K,
     KnownCompromised,
 )
+from .data import mapping_option
 from .base import (
     KAFKA_CLIENT_SETTINGS,
     cli,
@@ -98,8 +99,12 @@ def _decode_scored(raw: bytes | None) -> tuple[str, float, str]:
     return tid, float(score), str(version)
 
 
-async def read_scored(settings: Settings, topic: str) -> tuple[list[tuple[str, float, str]], int]:
+async def read_scored(settings: Settings, topic: str,
+                      decode: Callable[[bytes | None], Any] | None = None) -> tuple[list, int]:
     """Every record of ``topic`` from its beginning to its end as of the start.
+
+    ``decode(value)`` turns a record's value into an item (raising ``ValueError`` to
+    skip it); default: ``(transaction_id, score, model_version)`` of a ScoredTransaction.
 
     The consumer has no group (it assigns itself every partition), so it commits no
     offsets and joins no group.
@@ -154,7 +159,7 @@ async def read_scored(settings: Settings, topic: str) -> tuple[list[tuple[str, f
                     if record.offset >= ends[tp]:
                         break
                     try:
-                        by_partition[tp.partition].append(_decode_scored(record.value))
+                        by_partition[tp.partition].append((decode or _decode_scored)(record.value))
                     except ValueError:
                         skipped += 1
                 if records and records[-1].offset + 1 >= ends[tp]:
@@ -189,6 +194,7 @@ def _investigation_summary(frame: pd.DataFrame, policy: InvestigationPolicy,
 def _offline(
     path: Path, split: tuple[date, date, date, date], rule: KnownCompromised, scorer: Scorer,
     policy: InvestigationPolicy = InvestigationPolicy(), policy_model: Scorer | None = None,
+    mapping: Path | None = None,
 ) -> dict[str, Any]:
     import numpy as np
     from ..features import FEATURE_NAMES
@@ -198,7 +204,7 @@ def _offline(
     start, end, test_start, test_end = split
     history = max(0, HISTORY_DAYS - (test_start - start).days)
     frame, _ = read_features(path, start, test_end, history_days=history,
-                             investigators=policy, policy_model=policy_model)
+                             investigators=policy, policy_model=policy_model, mapping=mapping)
     _, mask = handbook_split(frame, start, end, (test_start - end).days - 1,
                              (test_end - test_start).days + 1, rule)
     test = frame.loc[mask]
@@ -211,13 +217,13 @@ def _offline(
 
 def _from_topic(
     path: Path, split: tuple[date, date, date, date], rule: KnownCompromised,
-    settings: Settings, topic: str,
+    settings: Settings, topic: str, mapping: Path | None = None,
 ) -> dict[str, Any]:
     from ..data.handbook import read_handbook
     from ..scoring.evaluate import evaluate_scores, handbook_split, scores_by_transaction
 
     start, end, test_start, test_end = split
-    df = read_handbook(path, start, test_end)
+    df = read_handbook(path, start, test_end, mapping=mapping)
     if df.empty or df["TX_DATETIME"].iloc[0].date() > start:
         raise DataError(f"{path}: the data does not reach back to the train start {start}")
     if df["TX_DATETIME"].iloc[-1].date() < test_end:
@@ -247,6 +253,7 @@ def _prequential(
     path: Path, split: tuple[date, date, date, date], rule: KnownCompromised,
     estimator: Any, n_folds: int, fit_days: int | None = None,
     policy: InvestigationPolicy = InvestigationPolicy(), policy_model: Scorer | None = None,
+    mapping: Path | None = None,
 ) -> dict[str, Any]:
     from sklearn.base import clone
     from ..scoring.evaluate import METRICS, prequential_folds, summarize_folds
@@ -257,7 +264,7 @@ def _prequential(
     first = prequential_folds(start, end, test_days, n_folds)[-1]
     fit_start = first[1] - timedelta(days=fit_days - 1) if fit_days else first[0]
     frame, _ = read_features(path, min(first[0], fit_start), test_end,
-                             investigators=policy, policy_model=policy_model)
+                             investigators=policy, policy_model=policy_model, mapping=mapping)
 
     def make() -> Any:
         est = clone(estimator)
@@ -376,6 +383,7 @@ def evaluate_command(
     verdict_delay_hours: float = verdict_delay_option(),
     policy_model: Optional[str] = policy_model_option(),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
+    mapping: Optional[Path] = mapping_option(),
 ) -> None:
     """ROC AUC, average precision and daily card precision@100 of a model on a split.
 
@@ -403,19 +411,20 @@ def evaluate_command(
                               "the replay (fraudctl replay --investigators) decided the labels")
         queue = policy_scorer(models_dir, policy_model) if policy.active else None
         if from_topic:
-            result = _from_topic(path, split, known_compromised, with_broker(broker), from_topic)
+            result = _from_topic(path, split, known_compromised, with_broker(broker), from_topic,
+                                 mapping)
         elif n_prequential:
             loaded = load_model(version, models_dir)
             fit = loaded.card.data.fit
             result = _prequential(path, split, known_compromised, loaded.estimator,
                                   n_prequential,
                                   fit_days=(fit.end - fit.start).days + 1 if fit else None,
-                                  policy=policy, policy_model=queue)
+                                  policy=policy, policy_model=queue, mapping=mapping)
             result["model_versions"] = [loaded.version]
         else:
             result = _offline(path, split, known_compromised,
                               Scorer.from_registry(models_dir, version, n_threads=None),
-                              policy, queue)
+                              policy, queue, mapping)
     except FraudError as exc:
         fail(escape(str(exc)))
         return

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import typer
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -36,6 +37,7 @@ from ..scoring.protocol import (
     VALIDATION_FOLDS,
     KnownCompromised,
 )
+from .data import mapping_option
 from .base import (
     KAFKA_CLIENT_SETTINGS,
     broker_option,
@@ -328,6 +330,7 @@ def train_command(
     investigators: int = investigators_option(),
     verdict_delay_hours: float = verdict_delay_option(),
     policy_model: Optional[str] = policy_model_option(),
+    mapping: Optional[Path] = mapping_option(),
 ) -> None:
     """Train a model on a handbook-style split, evaluate it and save it as a new version.
 
@@ -351,7 +354,7 @@ def train_command(
                 validation_folds=validation_folds, known_compromised=known_compromised,
                 random_state=seed, n_threads=threads or None, progress=progress,
                 investigators=investigation_policy(investigators, verdict_delay_hours),
-                policy_model=policy_model,
+                policy_model=policy_model, mapping=mapping,
             )
         _print_card(card, models_dir)
     except FraudError as exc:
@@ -417,7 +420,12 @@ def list_command(
         box=None, pad_edge=False, header_style="bold",
     )
     table.add_column("version", no_wrap=True, min_width=max(len(c.version) for c in cards))
-    for col in ("created", "AUC", "AP", "CP@100", "thresh", "runtime", "status"):
+    # each version's figures come from its own test window (and data): shown beside them
+    sources = sorted({c.data.source for c in cards})
+    table.add_column("test window", no_wrap=True)
+    if len(sources) > 1:
+        table.add_column("data", max_width=14, overflow="ellipsis", no_wrap=True)
+    for col in ("AUC", "AP", "CP@100", "thresh", "runtime", "status"):
         table.add_column(col, overflow="fold")
     for c in cards:
         active = "+".join(
@@ -426,16 +434,20 @@ def list_command(
         status = lifecycle.status(c.version)
         if status in ("shadow", "retired") and not active:
             active = status
+        window = f"{c.data.test.start}..{c.data.test.end.isoformat()[5:]}"
         table.add_row(
-            c.version, c.created_at[:10],
+            c.version, window, *([escape(c.data.source)] if len(sources) > 1 else []),
             _fmt(c.metrics.roc_auc), _fmt(c.metrics.average_precision),
             _fmt(c.metrics.card_precision_at_100), f"{c.alert_threshold:g}", c.engine, active,
         )
-    console.print(table)
+    # piped (no terminal width), a wide table rather than folded figures
+    (console if console.is_terminal else Console(width=120)).print(table)
     console.print(
         f"ACTIVE file: {in_file or 'absent'}; Redis {active_model_key(settings.redis_key_prefix)}"
         f": {redis_note}; status: where a version is active (file, redis), else shadow, "
-        "retired, or blank for a candidate",
+        "retired, or blank for a candidate; figures are each version's own test window"
+        + (f" of {escape(sources[0])}" if len(sources) == 1 else "")
+        + " (rule of its card): `fraudctl models compare A B DATA` puts two on the same one",
         highlight=False,
         soft_wrap=True,
     )
@@ -620,12 +632,22 @@ def promote_command(
     models_dir: Path = _MODELS_DIR,
     redis_url: str = _REDIS_URL,
     broker: Optional[str] = broker_option(),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Say what would change; change nothing."),
+    force: bool = typer.Option(False, "--force", help="Promote past a refusal of the gate."),
+    reason: Optional[str] = typer.Option(
+        None, "--reason", metavar="TEXT", help="Why (required with --force; recorded).",
+        show_default=False,
+    ),
 ) -> None:
-    """Verify a version and make every running worker serve it from its next batch."""
-    from ..scoring.lifecycle import plan_promote
+    """Verify a version and make every running worker serve it from its next batch.
 
-    _lifecycle_command(lambda lc, now: plan_promote(lc, version, now, "fraudctl"),
-                       models_dir, redis_url, broker)
+    The gate: refused unless the version's card is validated on a test window ending no
+    earlier than the active one's, and it is no worse on card precision@100 (rule
+    handbook-daily) on one same window (both cards', or `fraudctl models compare`).
+    """
+    from .compare import gated_promote
+
+    gated_promote(version, models_dir, redis_url, broker, dry_run, force, reason)
 
 
 @models_cli.command(

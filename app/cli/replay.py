@@ -11,6 +11,7 @@ import typer
 
 from ..config import Settings, check_broker_url, get_settings
 from ..exceptions import ConfigError, DataError
+from .data import mapping_option
 from .base import (
     KAFKA_CLIENT_SETTINGS,
     broker_option,
@@ -115,6 +116,7 @@ def replay(
     investigators: int = investigators_option(),
     verdict_delay_hours: float = verdict_delay_option(),
     policy_model: Optional[str] = policy_model_option(),
+    mapping: Optional[Path] = mapping_option(),
 ) -> None:
     """Replay transactions to TRANSACTIONS_TOPIC in event-time order (key: account id,
     Kafka timestamp: event time), with their labels merged in after a delay.
@@ -134,7 +136,7 @@ def replay(
         raise DataError(f"--start {first_day} is after --end {last_day}")
     settings = with_broker(broker)
     with err_console.status(f"reading {path}"):
-        df = read_handbook(path, first_day, last_day)
+        df = read_handbook(path, first_day, last_day, mapping=mapping)
         if days is not None:
             df = select_days(df, days, first_day)
     if df.empty:

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..events import Label, Transaction
+from .contract import DataMapping, apply_mapping, check_frame, read_mapping
 from ..exceptions import DataError
 
 __all__ = [
@@ -59,13 +60,18 @@ def _read_one(path: Path) -> pd.DataFrame:
             return pd.read_pickle(path)
         if name.endswith((".csv", ".csv.gz")):
             return pd.read_csv(path)
+        if name.endswith(".parquet"):
+            return pd.read_parquet(path)
+    except ImportError as exc:
+        raise DataError(f"{path}: Parquet needs pyarrow ({exc})") from None
     except (OSError, ValueError, EOFError) as exc:
         raise DataError(f"{path}: cannot be read as a handbook file ({exc})") from None
-    raise DataError(f"{path}: expected a .csv, .csv.gz or .pkl file or a folder of them")
+    raise DataError(f"{path}: expected a .csv, .csv.gz, .parquet or .pkl file or a folder of them")
 
 
 def read_handbook(
-    path: str | Path, start: date | str | None = None, end: date | str | None = None
+    path: str | Path, start: date | str | None = None, end: date | str | None = None,
+    mapping: str | Path | DataMapping | None = None,
 ) -> pd.DataFrame:
     """Load handbook transactions, optionally for the days ``start..end`` inclusive.
 
@@ -76,6 +82,9 @@ def read_handbook(
         ``YYYY-MM-DD.pkl`` (the handbook's ``simulated-data-raw/data``) or ``.csv[.gz]``.
     start, end : date or str ``YYYY-MM-DD``, optional
         First and last day (UTC) to keep, both inclusive.
+    mapping : str, Path or DataMapping, optional
+        A mapping file (:mod:`app.data.contract`) from the file's own column names and
+        forms to the contract's; default: the file uses the contract's.
 
     Returns
     -------
@@ -86,7 +95,8 @@ def read_handbook(
     Raises
     ------
     DataError
-        Missing path, unreadable file, missing columns, bad dates or ``start > end``.
+        Missing path, unreadable file, missing columns, a bad value (row, column and
+        value named: :func:`app.data.contract.check_frame`) or ``start > end``.
     """
     path = Path(path)
     start, end = parse_date(start, "start"), parse_date(end, "end")
@@ -110,45 +120,13 @@ def read_handbook(
         )
     else:
         df = _read_one(path)
-    missing = [c for c in HANDBOOK_COLUMNS if c not in df.columns]
-    if missing:
-        raise DataError(f"{path}: not in the handbook format, missing columns {missing}")
-    df = df[list(HANDBOOK_COLUMNS)].copy()
-    try:
-        df["TX_DATETIME"] = pd.to_datetime(df["TX_DATETIME"], format="mixed")
-    except (ValueError, TypeError) as exc:
-        raise DataError(f"{path}: TX_DATETIME cannot be parsed ({exc})") from None
+    source = str(path)
+    m = read_mapping(mapping)
+    df = check_frame(apply_mapping(df, m, source), source, m.columns if m else None)
     if start:
         df = df[df["TX_DATETIME"] >= pd.Timestamp(start)]
     if end:
         df = df[df["TX_DATETIME"] < pd.Timestamp(end + timedelta(days=1))]
-    for col in ("TRANSACTION_ID", "CUSTOMER_ID", "TERMINAL_ID", "TX_FRAUD"):
-        values = pd.to_numeric(df[col], errors="coerce")
-        bad = values.isna() | (values != values.round()) | (values < 0)
-        if col == "TX_FRAUD":
-            bad |= ~values.isin([0, 1])
-        if bad.any():
-            row = df.loc[bad].iloc[0]
-            raise DataError(
-                f"{path}: {col} must be a non-negative integer"
-                + (" (0 or 1)" if col == "TX_FRAUD" else "")
-                + f", got {row[col]!r} (transaction at {row['TX_DATETIME']})"
-            )
-        df[col] = values.astype("int64")
-    amounts = pd.to_numeric(df["TX_AMOUNT"], errors="coerce")
-    bad = ~np.isfinite(amounts.to_numpy(dtype=float)) | (amounts < 0).to_numpy()
-    if bad.any():
-        row = df.loc[bad].iloc[0]
-        raise DataError(
-            f"{path}: TX_AMOUNT must be a finite amount >= 0, got {row['TX_AMOUNT']!r} "
-            f"(transaction {row['TRANSACTION_ID']})"
-        )
-    df["TX_AMOUNT"] = amounts.astype(float)
-    dup = df["TRANSACTION_ID"].duplicated()
-    if dup.any():
-        raise DataError(
-            f"{path}: TRANSACTION_ID {df.loc[dup, 'TRANSACTION_ID'].iloc[0]} appears twice"
-        )
     return df.sort_values(["TX_DATETIME", "TRANSACTION_ID"], kind="stable").reset_index(
         drop=True
     )

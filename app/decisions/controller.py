@@ -42,6 +42,7 @@ from ..events import ModelControl, Reason, RuleSet
 from ..exceptions import ControlMessageError, FraudError, RuleSetError
 from ..features import FEATURE_NAMES
 from .rules import EMPTY_RULE_SET, CompiledRuleSet, Decision, parse_rule_set
+from .cold_start import ColdStartRule
 
 __all__ = [
     "ScorerLike",
@@ -111,12 +112,19 @@ class Snapshot:
     rules : CompiledRuleSet
     threshold : float
         Alert threshold of the active model: ``ALERT_THRESHOLD`` if set, else its card's.
+    cold_start : ColdStartRule
+        A higher threshold for accounts with little history (default: off).
+    alerts_from_ms : int, optional
+        UTC epoch ms: a transaction with an earlier event time never alerts (history
+        loaded by ``fraudctl backfill``); None: every one may.
     """
 
     active: Any
     shadows: tuple[Any, ...]
     rules: CompiledRuleSet
     threshold: float
+    cold_start: ColdStartRule = ColdStartRule()
+    alerts_from_ms: int | None = None
 
     @property
     def model_version(self) -> str:
@@ -177,11 +185,14 @@ class Snapshot:
         shadow = {s.version: s.score_many(X) for s in self.shadows if s.version != self.active.version}
         names = list(feature_names)
         rows = X.tolist()
+        thresholds = self.cold_start.thresholds_many(X, names, self.threshold).tolist()
         decisions = [
-            self.rules.evaluate(tx, dict(zip(names, row)), float(sc), self.threshold)
-            for tx, row, sc in zip(transactions, rows, scores.tolist())
+            self.rules.evaluate(tx, dict(zip(names, row)), float(sc), th)
+            for tx, row, sc, th in zip(transactions, rows, scores.tolist(), thresholds)
         ]
-        alert_rows = [i for i, d in enumerate(decisions) if d.outcome in alert_outcomes]
+        since = self.alerts_from_ms
+        alert_rows = [i for i, d in enumerate(decisions) if d.outcome in alert_outcomes
+                      and (since is None or transactions[i].event_time_ms >= since)]
         reasons: list[list[Reason]] = []
         if alert_rows and top_reasons:
             # rows a rule alerts below the score threshold: a second call, for those only
@@ -283,6 +294,10 @@ class Controller:
     score_outcome : {"review", "block"}, default="review"
         ``SCORE_OUTCOME``, for rule sets decoded by :meth:`apply`.
     feature_names : sequence of str, default=FEATURE_NAMES
+    cold_start : ColdStartRule, default=off
+        ``COLD_START_MIN_ACCOUNT_TX`` and ``COLD_START_THRESHOLD``.
+    alerts_from_ms : int, optional
+        ``ALERTS_FROM``: see :class:`Snapshot`.
     """
 
     def __init__(
@@ -294,11 +309,15 @@ class Controller:
         threshold: float | None = None,
         score_outcome: str = "review",
         feature_names: Sequence[str] = FEATURE_NAMES,
+        cold_start: ColdStartRule = ColdStartRule(),
+        alerts_from_ms: int | None = None,
     ) -> None:
         if threshold is not None and not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold: expected None or a float in [0, 1], got {threshold!r}")
         self._loader = loader
         self._threshold = threshold
+        self._cold_start = cold_start
+        self._alerts_from_ms = alerts_from_ms
         self._score_outcome = score_outcome
         self._feature_names = tuple(feature_names)
         self._lock = threading.Lock()
@@ -319,7 +338,8 @@ class Controller:
         with self._lock:
             st = self._state
         threshold = self._threshold if self._threshold is not None else st.active.alert_threshold
-        return Snapshot(st.active, st.shadows, st.rules, float(threshold))
+        return Snapshot(st.active, st.shadows, st.rules, float(threshold), self._cold_start,
+                        self._alerts_from_ms)
 
     @property
     def versions(self) -> tuple[str, tuple[str, ...], str]:

@@ -62,6 +62,8 @@ class LifecycleEvent(BaseModel):
     shadows: list[str] = Field(default_factory=list)
     time_ms: int = Field(description="UTC epoch ms.")
     by: str = ""
+    forced: bool = Field(False, description="Promoted past a refusal of the promotion gate.")
+    reason: str = Field("", description="Why, as given with --force --reason.")
 
 
 class Lifecycle(BaseModel):
@@ -84,9 +86,10 @@ class Lifecycle(BaseModel):
         return "candidate"
 
     def _then(self, action: str, active: str | None, shadows: Sequence[str], now_ms: int,
-              by: str) -> "Lifecycle":
+              by: str, forced: bool = False, reason: str = "") -> "Lifecycle":
         shadows = [s for s in dict.fromkeys(shadows) if s != active]
-        event = LifecycleEvent(action=action, active=active, shadows=shadows, time_ms=now_ms, by=by)
+        event = LifecycleEvent(action=action, active=active, shadows=shadows, time_ms=now_ms,
+                               by=by, forced=forced, reason=reason)
         history = list(self.history)
         if not history and self.active is not None:  # record what was served before
             history.append(LifecycleEvent(action="init", active=self.active,
@@ -125,8 +128,12 @@ def write_lifecycle(models_dir: str | Path, lifecycle: Lifecycle) -> None:
         raise
 
 
-def plan_promote(lc: Lifecycle, version: str, now_ms: int, by: str = "") -> Lifecycle:
+def plan_promote(lc: Lifecycle, version: str, now_ms: int, by: str = "",
+                 forced: bool = False, reason: str = "") -> Lifecycle:
     """Make ``version`` active; it stops being a shadow, the old active retires.
+
+    ``forced`` and ``reason`` record a promotion made past the promotion gate
+    (:func:`app.scoring.compare.promotion_gate`).
 
     Raises
     ------
@@ -135,7 +142,7 @@ def plan_promote(lc: Lifecycle, version: str, now_ms: int, by: str = "") -> Life
     """
     if version == lc.active:
         raise ModelError(f"model {version} is active already")
-    return lc._then("promote", version, lc.shadows, now_ms, by)
+    return lc._then("promote", version, lc.shadows, now_ms, by, forced, reason)
 
 
 def plan_rollback(lc: Lifecycle, now_ms: int, to: str | None = None, by: str = "") -> Lifecycle:

@@ -28,6 +28,7 @@ from sklearn.metrics import precision_recall_curve
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from threadpoolctl import threadpool_limits
 
+from ..data.contract import DataMapping
 from ..data.handbook import parse_date, read_handbook
 from ..exceptions import DataError
 from ..monitoring.drift import reference_from_matrix
@@ -166,6 +167,7 @@ def read_features(
     history_days: int = HISTORY_DAYS,
     investigators: InvestigationPolicy | None = None,
     policy_model: Scorer | None = None,
+    mapping: str | Path | DataMapping | None = None,
 ) -> tuple[pd.DataFrame, date]:
     """Handbook rows of ``first_day - history_days .. last_day`` with their features.
 
@@ -193,6 +195,8 @@ def read_features(
     policy_model : Scorer, optional
         The investigators' queue (:func:`app.scoring.investigators.policy_scorer`);
         required with ``investigators``.
+    mapping : str, Path or DataMapping, optional
+        The data's mapping file (:mod:`app.data.contract`); default: the contract's names.
 
     Returns
     -------
@@ -209,7 +213,7 @@ def read_features(
     report = progress or (lambda stage, done, total: None)
     history_start = first_day - timedelta(days=max(history_days, 0))
     report("read", 0, 1)
-    df = read_handbook(path, history_start, last_day)
+    df = read_handbook(path, history_start, last_day, mapping=mapping)
     if df.empty:
         raise DataError(f"{path}: no transactions between {history_start} and {last_day}")
     first = df["TX_DATETIME"].iloc[0].date()
@@ -409,6 +413,7 @@ def train(
     features: tuple[pd.DataFrame, date] | None = None,
     investigators: InvestigationPolicy | None = None,
     policy_model: str | None = None,
+    mapping: str | Path | DataMapping | None = None,
 ) -> ModelCard:
     """Train on a window, evaluate on a later one, save the model as a new version.
 
@@ -452,6 +457,8 @@ def train(
         :func:`read_features`); default: chargebacks only.
     policy_model : str, optional
         Version of the investigators' queue model; default: the registry's default.
+    mapping : str, Path or DataMapping, optional
+        The data's mapping file (:mod:`app.data.contract`); default: the contract's names.
 
     Returns
     -------
@@ -486,7 +493,7 @@ def train(
                   if investigators is not None and investigators.active else None)
         frame, history_start = read_features(path, first_day, test_end, progress=report,
                                              investigators=investigators,
-                                             policy_model=policy)
+                                             policy_model=policy, mapping=mapping)
     else:
         frame, history_start = features
         days = frame["TX_DATETIME"].dt.floor("D")
