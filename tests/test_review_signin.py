@@ -212,6 +212,10 @@ def test_a_lead_may_reopen_and_a_request_without_a_session_is_refused(console, p
     browser.find_element(By.CSS_SELECTOR, "button[value=reopen]").click()
     _badge(browser, "open")
     assert console.case_history("card-A")[-1]["actor"] == "Lee Lead <u-lea-3>"
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    ActionChains(browser).send_keys("n").perform()  # n: the next open case by risk
+    _wait(browser, lambda b: b.current_url == console.url + "/cases/card-B")
 
 
 def test_the_console_keeps_its_secrets_out_of_logs_and_answers(console):
