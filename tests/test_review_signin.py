@@ -194,9 +194,11 @@ def test_an_analyst_signs_in_confirms_and_the_event_and_labels_name_them(console
     assert _metric(console, "fraud_review_sign_ins_total", 'result="ok"') == 1
     assert _metric(console, "fraud_cases_past_target") == 4  # every other open case is older
 
-    # signed out: the cookie is gone and the console asks for a sign-in again
+    # signed out, at the provider too: the cookie is gone and the console asks for a
+    # sign-in again
     browser.find_element(By.ID, "sign-out").click()
-    _wait(browser, lambda b: b.find_elements(By.ID, "signed-out"))
+    _wait(browser, lambda b: b.current_url == console.url + "/signed-out" and b.find_elements(By.ID, "signed-out"))
+    assert "review_session" not in {c["name"] for c in browser.get_cookies()}
     browser.get(console.url + "/")
     _wait(browser, lambda b: b.current_url.startswith(provider.issuer + "/authorize?"))
 
