@@ -194,9 +194,11 @@ def test_an_analyst_signs_in_confirms_and_the_event_and_labels_name_them(console
     assert _metric(console, "fraud_review_sign_ins_total", 'result="ok"') == 1
     assert _metric(console, "fraud_cases_past_target") == 4  # every other open case is older
 
-    # signed out: the cookie is gone and the console asks for a sign-in again
+    # signed out, at the provider too: the cookie is gone and the console asks for a
+    # sign-in again
     browser.find_element(By.ID, "sign-out").click()
-    _wait(browser, lambda b: b.find_elements(By.ID, "signed-out"))
+    _wait(browser, lambda b: b.current_url == console.url + "/signed-out" and b.find_elements(By.ID, "signed-out"))
+    assert "review_session" not in {c["name"] for c in browser.get_cookies()}
     browser.get(console.url + "/")
     _wait(browser, lambda b: b.current_url.startswith(provider.issuer + "/authorize?"))
 
@@ -212,6 +214,10 @@ def test_a_lead_may_reopen_and_a_request_without_a_session_is_refused(console, p
     browser.find_element(By.CSS_SELECTOR, "button[value=reopen]").click()
     _badge(browser, "open")
     assert console.case_history("card-A")[-1]["actor"] == "Lee Lead <u-lea-3>"
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    ActionChains(browser).send_keys("n").perform()  # n: the next open case by risk
+    _wait(browser, lambda b: b.current_url == console.url + "/cases/card-B")
 
 
 def test_the_console_keeps_its_secrets_out_of_logs_and_answers(console):

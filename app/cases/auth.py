@@ -366,10 +366,23 @@ class Auth:
         return dict(token.claims)
 
     async def logout(self, request: web.Request) -> web.Response:
-        """``POST /logout`` (with the CSRF token): the session cookie cleared."""
+        """``POST /logout`` (with the CSRF token): the session cookie cleared, then (OIDC)
+        the provider's ``end_session_endpoint`` ends its session and sends the browser
+        back to ``/signed-out``."""
         form = await request.post()
+        target = "/signed-out"
         if self.mode == "oidc" and self.session(request) is not None:
             self.check_csrf(request, form.get("csrf"))
-        response = web.HTTPSeeOther("/signed-out")
+            try:
+                end = (await self._provider_info()).metadata.get("end_session_endpoint")
+            except Exception as exc:  # the provider unreachable: the console's session ends
+                log.warning("identity provider unreachable at sign-out: %s", exc)
+                end = None
+            if end:
+                target = end + ("&" if "?" in end else "?") + urlencode({
+                    "client_id": self.settings.review_oidc_client_id,
+                    "post_logout_redirect_uri": self.public_url + "/signed-out",
+                })
+        response = web.HTTPSeeOther(target)
         response.del_cookie(self.session_cookie, path="/")
         raise response
