@@ -362,7 +362,7 @@ def plan_records(
     def label(j: int) -> PlannedRecord:
         # the j-th label in label-time order, of row ``rows[j]``
         r, when = rows[j], label_list[j]
-        value = (tids[r], cids[r], mids[r], bool(frauds[r]), times[r], when, sources[r])
+        value = (tids[r], cids[r], mids[r], bool(frauds[r]), times[r], when, sources[r], None)
         return PlannedRecord(
             True, mids[r].encode(), orjson.dumps(dict(zip(_LABEL_FIELDS, value))), when
         )
