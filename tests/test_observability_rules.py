@@ -22,6 +22,7 @@ ALERTS = {
     "FraudWorkerDown",
     "FraudWorkersAbsent",
     "FraudConsumerLagGrowing",
+    "FraudPartitionStalled",
     "FraudAlertRateAnomalous",
     "FraudLatencyBudgetFastBurn",
     "FraudLatencyBudgetSlowBurn",
