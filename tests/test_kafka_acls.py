@@ -175,6 +175,8 @@ def read_all(settings: Settings, topic: str) -> list:
     return asyncio.run(_read_all(settings, topic))
 
 
+@pytest.mark.broker
+@pytest.mark.slow
 def test_each_component_works_with_its_own_principal(kafka, registry, redis_url, tmp_path,
                                                      httpserver):
     from prometheus_client import CollectorRegistry
@@ -336,6 +338,8 @@ async def _can_join(settings: Settings, groups: list[str], topic: str) -> dict[s
     return out
 
 
+@pytest.mark.broker
+@pytest.mark.slow
 def test_acl_matrix_allowed_and_refused_cells(kafka):
     env = {**MATRIX, "REVIEW_BLOCK_CONFIRMED": "true"}
     admin = _settings({**env, **kafka.env("admin")})
@@ -377,6 +381,8 @@ def test_acl_matrix_allowed_and_refused_cells(kafka):
 # --- refusals ----------------------------------------------------------------------------
 
 
+@pytest.mark.broker
+@pytest.mark.slow
 def test_refusals_are_one_line_and_write_nothing(kafka, registry, redis_url, tmp_path,
                                                  redis_client):
     from app.replay import replay_frame
@@ -420,6 +426,8 @@ def test_refusals_are_one_line_and_write_nothing(kafka, registry, redis_url, tmp
     assert read_all(admin, admin.transactions_topic) == []
 
 
+@pytest.mark.broker
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "problem", [
         pytest.param("password", id="wrong-password"),
