@@ -197,6 +197,7 @@ def test_each_component_works_with_its_own_principal(kafka, registry, redis_url,
     first = _fraudctl({**env, **kafka.env("admin")}, "acls", "apply")
     assert first.returncode == 0, first.stderr
     assert f"{len(wanted)} ACLs created, 0 already present" in first.stdout
+    assert kafka.passwords["admin"] not in first.stdout + first.stderr
     again = _apply(kafka, env)  # idempotent
     assert again.created == [] and len(again.present) == len(wanted)
 
@@ -462,4 +463,5 @@ def test_wrong_credentials_stop_worker_and_cli_at_start_with_78(kafka, redis_url
     assert worker.stderr.count("\n") == 1 and expected in worker.stderr, worker.stderr
     assert env["KAFKA_SASL_PASSWORD"] not in worker.stderr + worker.stdout
     assert cli.returncode == 78, cli.stderr
+    assert env["KAFKA_SASL_PASSWORD"] not in cli.stderr
     assert cli.stderr.count("\n") == 1 and cli.stderr.startswith("error: Kafka broker"), cli.stderr
