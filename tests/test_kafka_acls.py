@@ -414,6 +414,11 @@ def test_refusals_are_one_line_and_write_nothing(kafka, registry, redis_url, tmp
     assert f"Kafka refused principal User:replay on topic {admin.control_topic}" in r.stderr
     assert sorted(p.name for p in registry.iterdir()) == before  # no LIFECYCLE.json written
 
+    # nor grant itself rights
+    r = _fraudctl(replay_env, "acls", "apply", "--user", "operator=replay")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "describing ACLs: not authorized (ClusterAuthorizationFailedError)" in r.stderr
+
     for topic in (admin.alerts_topic, admin.control_topic, admin.rules_topic):
         assert read_all(admin, topic) == [], topic
     assert not redis_client.keys(f"{env['REDIS_KEY_PREFIX']}*"), "nothing stored in Redis"
