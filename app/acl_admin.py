@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from .acls import OPERATIONS, PATTERN_TYPES, RESOURCE_TYPES, AclBinding
 from .config import Settings
-from .exceptions import BrokerUnavailableError, ConfigError
+from .exceptions import BrokerAuthorizationError, BrokerUnavailableError
 
 __all__ = ["AclApplyResult", "describe_acls", "apply_acls"]
 
@@ -62,8 +62,10 @@ def _raise_for(code: int, message: str | None, what: str) -> None:
 
     name = for_code(code).__name__
     if code in (31, 30, 29):  # cluster/group/topic authorization failed
-        raise ConfigError(f"{what}: not authorized ({name}): apply ACLs as a super user or a "
-                          "principal with ALTER on the cluster")
+        raise BrokerAuthorizationError(
+            f"{what}: not authorized ({name}): apply ACLs as a super user or a principal "
+            "with ALTER on the cluster"
+        )
     raise BrokerUnavailableError(f"{what}: error {code} {name} {message or ''}".rstrip())
 
 
@@ -76,7 +78,7 @@ async def describe_acls(settings: Settings) -> set[AclBinding]:
     BrokerUnavailableError
         The broker cannot be reached or fails the request (authentication failure:
         :class:`~app.exceptions.BrokerAuthenticationError`).
-    ConfigError
+    BrokerAuthorizationError
         The settings' principal may not describe ACLs.
     """
     from aiokafka.protocol.admin import DescribeAclsRequest
@@ -114,7 +116,7 @@ async def apply_acls(settings: Settings, wanted: list[AclBinding]) -> AclApplyRe
     BrokerUnavailableError
         The broker cannot be reached or refuses an ACL (the ones created before it stay:
         running the command again completes them).
-    ConfigError
+    BrokerAuthorizationError
         The settings' principal may not create ACLs.
     """
     from aiokafka.protocol.admin import CreateAclsRequest

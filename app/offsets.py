@@ -126,7 +126,7 @@ def _auth_problem(settings: Settings, exc: BaseException) -> BrokerUnavailableEr
     return None
 
 
-async def _diagnose(settings: Settings) -> BrokerUnavailableError | None:
+async def _diagnose(settings: Settings, timeout_seconds: float) -> BrokerUnavailableError | None:
     """Open one connection to each bootstrap host as the clients do and return the
     authentication or certificate failure found (aiokafka's bootstrap logs the cause
     and raises only "Unable to bootstrap")."""
@@ -138,7 +138,7 @@ async def _diagnose(settings: Settings) -> BrokerUnavailableError | None:
         name, _, port = host.rpartition(":")
         try:
             conn = await asyncio.wait_for(
-                create_conn(name, int(port), request_timeout_ms=5000, **options), 10.0
+                create_conn(name, int(port), request_timeout_ms=5000, **options), timeout_seconds
             )
         except Exception as exc:  # noqa: BLE001 - classified below
             problem = _auth_problem(settings, exc)
@@ -150,7 +150,7 @@ async def _diagnose(settings: Settings) -> BrokerUnavailableError | None:
 
 
 async def broker_error(
-    settings: Settings, exc: BaseException, doing: str = ""
+    settings: Settings, exc: BaseException, doing: str = "", timeout_seconds: float = 10.0
 ) -> BrokerUnavailableError:
     """The project's error for an aiokafka failure: :class:`BrokerAuthenticationError`
     (wrong credentials, untrusted certificate: exit status 78),
@@ -165,12 +165,14 @@ async def broker_error(
         What aiokafka raised; a failed bootstrap is diagnosed with one more connection.
     doing : str, default=""
         What failed, e.g. ``"producing to transactions"``, for the message.
+    timeout_seconds : float, default=10.0
+        Longest wait for the diagnosing connection to each host.
     """
     from aiokafka.errors import KafkaConnectionError
 
     problem = _auth_problem(settings, exc)
     if problem is None and isinstance(exc, KafkaConnectionError):
-        problem = await _diagnose(settings)
+        problem = await _diagnose(settings, timeout_seconds)
     if problem is not None:
         return problem
     what = f"{doing}: " if doing else ""
@@ -230,7 +232,8 @@ async def _wait_for_metadata(settings: Settings, timeout_seconds: float, deadlin
             raise
         except Exception as exc:  # noqa: BLE001 - any failure: the broker is not usable
             last = exc
-            problem = await broker_error(settings, exc)
+            left = max(0.1, deadline - time.monotonic())
+            problem = await broker_error(settings, exc, timeout_seconds=left)
             if isinstance(problem, (BrokerAuthenticationError, BrokerAuthorizationError)):
                 raise problem from None
         finally:

@@ -175,6 +175,8 @@ def read_all(settings: Settings, topic: str) -> list:
     return asyncio.run(_read_all(settings, topic))
 
 
+@pytest.mark.broker
+@pytest.mark.slow
 def test_each_component_works_with_its_own_principal(kafka, registry, redis_url, tmp_path,
                                                      httpserver):
     from prometheus_client import CollectorRegistry
@@ -195,6 +197,7 @@ def test_each_component_works_with_its_own_principal(kafka, registry, redis_url,
     first = _fraudctl({**env, **kafka.env("admin")}, "acls", "apply")
     assert first.returncode == 0, first.stderr
     assert f"{len(wanted)} ACLs created, 0 already present" in first.stdout
+    assert kafka.passwords["admin"] not in first.stdout + first.stderr
     again = _apply(kafka, env)  # idempotent
     assert again.created == [] and len(again.present) == len(wanted)
 
@@ -336,6 +339,8 @@ async def _can_join(settings: Settings, groups: list[str], topic: str) -> dict[s
     return out
 
 
+@pytest.mark.broker
+@pytest.mark.slow
 def test_acl_matrix_allowed_and_refused_cells(kafka):
     env = {**MATRIX, "REVIEW_BLOCK_CONFIRMED": "true"}
     admin = _settings({**env, **kafka.env("admin")})
@@ -377,6 +382,8 @@ def test_acl_matrix_allowed_and_refused_cells(kafka):
 # --- refusals ----------------------------------------------------------------------------
 
 
+@pytest.mark.broker
+@pytest.mark.slow
 def test_refusals_are_one_line_and_write_nothing(kafka, registry, redis_url, tmp_path,
                                                  redis_client):
     from app.replay import replay_frame
@@ -407,6 +414,11 @@ def test_refusals_are_one_line_and_write_nothing(kafka, registry, redis_url, tmp
     assert f"Kafka refused principal User:replay on topic {admin.control_topic}" in r.stderr
     assert sorted(p.name for p in registry.iterdir()) == before  # no LIFECYCLE.json written
 
+    # nor grant itself rights
+    r = _fraudctl(replay_env, "acls", "apply", "--user", "operator=replay")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "describing ACLs: not authorized (ClusterAuthorizationFailedError)" in r.stderr
+
     for topic in (admin.alerts_topic, admin.control_topic, admin.rules_topic):
         assert read_all(admin, topic) == [], topic
     assert not redis_client.keys(f"{env['REDIS_KEY_PREFIX']}*"), "nothing stored in Redis"
@@ -420,6 +432,8 @@ def test_refusals_are_one_line_and_write_nothing(kafka, registry, redis_url, tmp
     assert read_all(admin, admin.transactions_topic) == []
 
 
+@pytest.mark.broker
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "problem", [
         pytest.param("password", id="wrong-password"),
@@ -454,4 +468,5 @@ def test_wrong_credentials_stop_worker_and_cli_at_start_with_78(kafka, redis_url
     assert worker.stderr.count("\n") == 1 and expected in worker.stderr, worker.stderr
     assert env["KAFKA_SASL_PASSWORD"] not in worker.stderr + worker.stdout
     assert cli.returncode == 78, cli.stderr
+    assert env["KAFKA_SASL_PASSWORD"] not in cli.stderr
     assert cli.stderr.count("\n") == 1 and cli.stderr.startswith("error: Kafka broker"), cli.stderr
