@@ -12,7 +12,10 @@ mode-streaming, whose behaviour changes without notice between releases:
   ``set_fetch_max_wait`` (Faust's ``AIOKafkaConsumerThread._create_worker_consumer``
   and aiokafka's ``Fetcher._get_actions_per_node``: the fetch wait adapts to lag) and
   ``register_tables_at_once`` (Faust's ``TableManager.on_start`` without its fixed
-  one-second wait).
+  one-second wait), ``keep_root_logger_level`` (Faust's
+  ``Worker._setup_spinner_handler`` without its root logger at DEBUG) and
+  ``limit_timer_overlap_warnings`` (mode's ``Timer.tick`` warning, once a minute per
+  timer).
 - :mod:`app.offsets`: table recovery's end offsets (Faust's
   ``Recovery._highwaters``/``_build_highwaters`` path and aiokafka's ``end_offsets``).
 - :mod:`app.tables`: ``PartitionedTable`` (Faust's choice of the changelog partition
