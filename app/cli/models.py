@@ -425,7 +425,7 @@ def list_command(
     table.add_column("test window", no_wrap=True)
     if len(sources) > 1:
         table.add_column("data", max_width=14, overflow="ellipsis", no_wrap=True)
-    for col in ("AUC", "AP", "CP@100", "thresh", "runtime", "status"):
+    for col in ("AUC", "AP", "CP@100", "thresh", "status"):
         table.add_column(col, overflow="fold")
     for c in cards:
         active = "+".join(
@@ -438,7 +438,7 @@ def list_command(
         table.add_row(
             c.version, window, *([escape(c.data.source)] if len(sources) > 1 else []),
             _fmt(c.metrics.roc_auc), _fmt(c.metrics.average_precision),
-            _fmt(c.metrics.card_precision_at_100), f"{c.alert_threshold:g}", c.engine, active,
+            _fmt(c.metrics.card_precision_at_100), f"{c.alert_threshold:g}", active,
         )
     # piped (no terminal width), a wide table rather than folded figures
     (console if console.is_terminal else Console(width=120)).print(table)
