@@ -46,6 +46,7 @@ __all__ = [
     "check_broker",
     "start_on_topic",
     "true_end_offsets",
+    "probe_true_end_offsets",
     "fix_recovery_end_offsets",
 ]
 
@@ -517,13 +518,48 @@ async def true_end_offsets(
     return ends
 
 
+#: Fetch wait of the probe's own consumer, in ms. Its first fetch goes out at the end of
+#: the partitions (before the probe's seek) and a broker holds such a fetch for its
+#: whole wait: aiokafka's 500 ms default was most of a probe's time on both brokers.
+PROBE_FETCH_WAIT_MS = 20
+
+
+async def probe_true_end_offsets(
+    client_options: dict[str, Any], partitions: Iterable[TopicPartition]
+) -> dict[TopicPartition, int]:
+    """:func:`true_end_offsets` with a short-lived consumer of its own (no group).
+
+    Parameters
+    ----------
+    client_options : dict
+        aiokafka connection options, as :func:`client_options` gives.
+    partitions : iterable of TopicPartition
+
+    Returns
+    -------
+    dict of TopicPartition to int
+        The offset after each partition's last record.
+    """
+    probe = AIOKafkaConsumer(
+        **client_options, group_id=None, enable_auto_commit=False,
+        fetch_max_wait_ms=PROBE_FETCH_WAIT_MS,
+    )
+    await probe.start()
+    try:
+        return await true_end_offsets(probe, partitions)
+    finally:
+        await probe.stop()
+
+
 def fix_recovery_end_offsets(client_options: dict[str, Any]) -> None:
     """Make Faust's table recovery read changelogs up to their true end.
 
     Wraps ``faust.tables.recovery.Recovery._build_highwaters`` (the one place recovery
     asks for end offsets, active and standby): after Faust's answer, each changelog
     partition's true end is probed with a short-lived consumer (no group) and the
-    larger value kept. Idempotent.
+    larger value kept (:func:`probe_true_end_offsets`). On a broker that answers the
+    true end (Apache Kafka) the probe moves nothing and costs one short-lived consumer
+    per recovery round (docs/broker-behaviour.md). Idempotent.
 
     Parameters
     ----------
@@ -541,14 +577,9 @@ def fix_recovery_end_offsets(client_options: dict[str, Any]) -> None:
         await original(self, consumer, tps, destination, title)
         if not tps:
             return
-        probe = AIOKafkaConsumer(**client_options, group_id=None, enable_auto_commit=False)
-        await probe.start()
-        try:
-            ends = await true_end_offsets(
-                probe, [TopicPartition(tp.topic, tp.partition) for tp in tps]
-            )
-        finally:
-            await probe.stop()
+        ends = await probe_true_end_offsets(
+            client_options, [TopicPartition(tp.topic, tp.partition) for tp in tps]
+        )
         for tp in tps:
             true_last = ends[TopicPartition(tp.topic, tp.partition)] - 1
             if true_last > destination.get(tp, -1):

@@ -422,7 +422,9 @@ def test_restart_restores_full_table_after_multi_record_batches(
     """Changelog written in large producer batches, worker restarted: it must restore
     every account and recognise every replayed transaction as a duplicate. Tansu
     reports a partition's end offset as its last batch's base offset + 1; the worker's
-    recovery probes the true end (``app/offsets.py``), without which this fails."""
+    recovery probes the true end (``app/offsets.py``), without which this fails on
+    Tansu (Kafka answers the true end: it passes there without the probe and without
+    the offset-gap re-fetch, docs/broker-behaviour.md)."""
     env = worker_env(
         broker.url, redis_url, tmp_path,
         PRODUCER_MAX_BATCH_SIZE="1048576",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import faust
+import pytest
 from faust.types import Message
 
 from app.streaming import ProcessedOnlyEvent
@@ -134,8 +135,9 @@ def test_the_worker_consumer_gets_the_configured_fetch_wait(monkeypatch):
         set_fetch_max_wait(0.2, 0.5)  # the caught-up wait is the shorter one
 
 
+@pytest.mark.both_brokers
 def test_fetch_wait_is_short_only_while_caught_up(broker, make_topic):
-    """On a real broker (Tansu): an aiokafka consumer marked as the worker's builds its
+    """On both brokers: an aiokafka consumer marked as the worker's builds its
     fetch requests with the long wait until it has fetched every partition to its end,
     then with the short one; a record written while it is caught up is received."""
     import asyncio
