@@ -28,9 +28,9 @@ def _preflight(argv: list[str]) -> None:
 
         settings = get_settings()
     except ValidationError as exc:
-        err = exc.errors(include_url=False)[0]
-        where = ".".join(str(x) for x in err["loc"]).upper()
-        _fail(f"setting {where}: {err['msg']} (got {err.get('input')!r})", 2)
+        from .config import settings_error_line
+
+        _fail(settings_error_line(exc), 2)
     from .compat import require_verified_versions
     from .exceptions import UnverifiedVersionError
 

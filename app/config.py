@@ -15,10 +15,15 @@ from pathlib import Path
 from typing import Literal
 
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "get_settings", "check_broker_url", "read_secret_file", "PROJECT_ROOT"]
+__all__ = [
+    "Settings", "get_settings", "check_broker_url", "read_secret_file", "settings_error_line",
+    "PROJECT_ROOT",
+]
 
 _HOST_PORT = re.compile(r"^(kafka://)?[A-Za-z0-9_.\-]+:\d{1,5}$")
 
@@ -62,6 +67,21 @@ def read_secret_file(path: Path, setting: str) -> str:
         raise ValueError(f"{setting}={path}: {exc.strerror or exc}") from None
     return text[:-1] if text.endswith("\n") else text
 
+
+def settings_error_line(exc: ValidationError) -> str:
+    """One line for the first error of a :class:`Settings` validation, without secrets.
+
+    Returns ``setting NAME: message (got value)``; the value is left out when the error
+    is about the settings as a whole (pydantic's input is then every setting read, the
+    secrets among them) or about a secret setting.
+    """
+    err = exc.errors(include_url=False)[0]
+    name = ".".join(str(x) for x in err["loc"])
+    line = f"setting {name.upper() or 'settings'}: {err['msg']}"
+    field = Settings.model_fields.get(str(err["loc"][0])) if err["loc"] else None
+    if field is not None and "SecretStr" not in str(field.annotation):
+        line += f" (got {err.get('input')!r})"
+    return line
 
 
 class Settings(BaseSettings):

@@ -220,6 +220,21 @@ def test_a_lead_may_reopen_and_a_request_without_a_session_is_refused(console, p
     _wait(browser, lambda b: b.current_url == console.url + "/cases/card-B")
 
 
+def test_after_sign_in_the_browser_stays_on_the_console(console, provider, browser):
+    """A link to /login naming another site as the page to return to (a tab Chromium drops
+    from the URL, a backslash it reads as a slash) brings the analyst back to the queue."""
+    from selenium.webdriver.common.by import By
+
+    for nxt in ("/%09/example.invalid/x", "/%5Cexample.invalid/x", "//example.invalid/x"):
+        browser.delete_all_cookies()
+        browser.get(console.url + "/login?next=" + nxt)
+        browser.find_element(By.NAME, "username").send_keys("u-ann-1")
+        browser.find_element(By.NAME, "claims").send_keys(json.dumps({"name": "Ann", "groups": []}))
+        browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+        _wait(browser, lambda b: b.find_elements(By.ID, "who") or "example.invalid" in b.current_url)
+        assert browser.current_url == console.url + "/", (nxt, browser.current_url)
+
+
 def test_the_console_keeps_its_secrets_out_of_logs_and_answers(console):
     key = open(console.env["REVIEW_SESSION_KEY_FILE"]).read().strip()
     answers = []

@@ -208,3 +208,26 @@ def test_a_secret_file_others_may_read_is_refused_at_start(tmp_path, setting, co
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "others may read it (mode 0644)" in lines[0], result.stderr
     assert OIDC_SECRET not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("command", [
+    pytest.param(["-m", "app", "worker"], id="worker"),
+    pytest.param(["-c", "from app.cli import main; main()", "models", "list"], id="cli"),
+])
+def test_a_refused_secret_file_shows_no_other_secret(tmp_path, command):
+    """The refusal names the file, not the other settings read: a password given in the
+    environment beside it stays out of stderr."""
+    secret = tmp_path / "secret"
+    secret.write_text(OIDC_SECRET)
+    secret.chmod(0o644)
+    env = {**worker_env("kafka://127.0.0.1:9", f"redis://fraud-worker:{REDIS_SECRET}@127.0.0.1:9/0",
+                        tmp_path),
+           "KAFKA_SASL_USERNAME": "worker", "KAFKA_SASL_PASSWORD": KAFKA_SECRET,
+           "REVIEW_SESSION_KEY_FILE": str(secret)}
+    result = subprocess.run([sys.executable, *command], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "REVIEW_SESSION_KEY_FILE" in lines[0], result.stderr
+    for value in (OIDC_SECRET, REDIS_SECRET, KAFKA_SECRET):
+        assert value not in result.stderr + result.stdout

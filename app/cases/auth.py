@@ -44,7 +44,7 @@ from ..metrics import ReviewMetrics
 from ..security import is_loopback_host
 from .roles import Analyst, role_of
 
-__all__ = ["Auth", "Analyst", "LOCAL_ANALYST", "check_auth_settings"]
+__all__ = ["Auth", "Analyst", "LOCAL_ANALYST", "check_auth_settings", "local_path"]
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,19 @@ def check_auth_settings(s: Settings, public_url: str) -> None:
                 ipaddress.ip_network(net, strict=False)
             except ValueError:
                 raise ConfigError(f"REVIEW_TRUSTED_PROXIES: {net!r} is no address or network") from None
+
+
+def local_path(value: str) -> str:
+    """``value`` if a browser reads it as a path of this site, else ``"/"``.
+
+    Browsers drop tabs and newlines from a URL and read ``\\`` as ``/``, so
+    ``/<tab>/evil.example`` or ``/\\evil.example`` would lead to another site after the
+    sign-in: anything but a plain path (printable ASCII, one leading ``/``) is refused.
+    """
+    if (not value.startswith("/") or value.startswith("//") or "\\" in value
+            or any(not 0x20 < ord(ch) < 0x7F for ch in value)):
+        return "/"
+    return value
 
 
 @dataclass
@@ -283,9 +296,7 @@ class Auth:
         except Exception as exc:  # httpx errors, bad JSON: the provider is not reachable
             log.warning("identity provider unreachable: %s", exc)
             raise web.HTTPServiceUnavailable(text="the identity provider is unreachable; try again") from None
-        nxt = request.query.get("next", "/")
-        if not nxt.startswith("/") or nxt.startswith("//") or "\\" in nxt:  # no other site
-            nxt = "/"
+        nxt = local_path(request.query.get("next", "/"))
         verifier, state, nonce = generate_token(64), generate_token(32), generate_token(32)
         async with self._client() as client:
             url, _ = client.create_authorization_url(

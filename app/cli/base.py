@@ -195,9 +195,9 @@ def run(args: list[str] | None = None) -> None:
         _print_error(str(exc))
         sys.exit(exc.exit_code)
     except ValidationError as exc:  # a bad environment setting (Settings)
-        err = exc.errors(include_url=False)[0]
-        where = ".".join(str(x) for x in err["loc"]).upper() or "settings"
-        _print_error(f"setting {where}: {err['msg']} (got {err.get('input')!r})")
+        from app.config import settings_error_line
+
+        _print_error(settings_error_line(exc))
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
