@@ -80,6 +80,7 @@ def test_bench_smoke_run_has_every_result_and_the_right_counts(broker, redis_url
     r = json.loads(files[0].read_text())
 
     assert r["machine"]["cpus"] >= 1 and r["data"]["rows_loaded"] >= N
+    assert r["broker"] == "external"  # a running broker's URL: not one the run started
     tp = r["throughput"]
     assert tp["n"] == N and tp["produce"]["transactions"] == N
     for name in ("bare_aiokafka", "bare_faust", "faust_table", "worker"):
@@ -138,3 +139,22 @@ def test_bench_smoke_run_has_every_result_and_the_right_counts(broker, redis_url
         assert not list(client.scan_iter(match=f"{r['tag']}:*"))
     finally:
         client.close()
+
+
+def test_bench_starts_an_apache_kafka_of_its_own_and_names_it(redis_url, tmp_path):
+    """``--broker kafka``: a one-node Apache Kafka of the run's own, started, measured
+    on and stopped; the results say ``"broker": "kafka"``."""
+    out_dir = tmp_path / "results"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "bench", "--n", str(N), "--phases", "throughput", "--broker", "kafka",
+            "--redis-url", redis_url, "--results-dir", str(out_dir),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    (file,) = out_dir.glob("*.json")
+    r = json.loads(file.read_text())
+    assert r["broker"] == "kafka"
+    assert r["throughput"]["worker"]["events"] == N
+    assert "error" not in r["throughput"], r["throughput"]

@@ -19,12 +19,15 @@ import typer
 from rich.table import Table
 
 from ..config import PROJECT_ROOT, check_broker_url, get_settings
-from .base import broker_option, cli, console, err_console, fail, settings_epilog
+from ..exceptions import StackError
+from .base import cli, console, err_console, fail, settings_epilog
 
 __all__ = ["bench", "results_table", "DEFAULT_REDIS_URL"]
 
 #: Redis of the harness's workers when ``REDIS_URL`` is unset: the machine's, database 7.
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/7"
+#: ``--broker`` values that start a broker of the run's own.
+OWN_BROKERS = ("kafka", "tansu")
 #: The phases of the harness (``bench.harness.PHASES``).
 PHASE_NAMES = ("throughput", "profile", "latency", "memory", "scaleout")
 
@@ -38,6 +41,26 @@ def _harness():
     from bench import harness
 
     return harness
+
+
+def _start_own_kafka():
+    """A one-node Apache Kafka on free ports under ``.run/bench/``, started and ready.
+
+    Raises
+    ------
+    StackError
+        No Java, the jars cannot be fetched, or the node does not start.
+    """
+    from bench.procs import free_port
+
+    from ..kafka_cluster import KafkaCluster, fetch_kafka
+
+    libs = fetch_kafka(get_settings())
+    port, controller_port = free_port(), free_port()
+    cluster = KafkaCluster(libs, PROJECT_ROOT / ".run" / "bench" / f"kafka-{port}",
+                           [(port, controller_port)])
+    cluster.start()
+    return cluster
 
 
 def _ints(text: str, name: str) -> tuple[int, ...]:
@@ -195,7 +218,18 @@ def bench(
     data: Optional[Path] = typer.Option(
         None, help="Handbook-format data; default: the shared file, else simulated."
     ),
-    broker: Optional[str] = broker_option(),
+    broker: Optional[str] = typer.Option(
+        None,
+        "--broker",
+        metavar="kafka|tansu|HOST:PORT",
+        help=(
+            "kafka: start a one-node Apache Kafka of the run's own (KRaft, from its "
+            "jars); tansu: start a Tansu of the run's own (as --own-broker); else a "
+            "running broker's host:port or kafka:// URL (default: KAFKA_BROKER_URL). "
+            "The results name the broker (\"broker\")."
+        ),
+        show_default=False,
+    ),
     own_broker: bool = typer.Option(
         False, help="Start a Tansu of the run's own on a free port (stopped at the end)."
     ),
@@ -221,7 +255,9 @@ def bench(
 
     chosen = tuple(p.strip() for p in phases.split(",") if p.strip())
     redis_url = redis_url or os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
-    broker_url = broker if broker else get_settings().kafka_broker_url
+    kind = broker if broker in OWN_BROKERS else ("tansu" if own_broker else None)
+    own_broker = kind is not None
+    broker_url = broker if broker and not kind else get_settings().kafka_broker_url
     if "://" not in broker_url:
         broker_url = f"kafka://{broker_url}"
     check_broker_url(broker_url)
@@ -244,9 +280,9 @@ def bench(
         host_port = broker_url.split("://", 1)[1].split(";")[0].split(",")[0]
         if not stack.kafka_ready(host_port):
             fail(f"no Kafka broker answers at {broker_url}: `fraudctl stack up` or --own-broker")
-    started_broker = None
+    started_broker = started_cluster = None
     try:
-        if own_broker:
+        if kind == "tansu":
             from bench.procs import free_port
 
             port = free_port()
@@ -255,6 +291,9 @@ def bench(
             started_broker = stack.spawn(stack.tansu_command(binary, "127.0.0.1", port), log)
             stack.wait_for_kafka(f"127.0.0.1:{port}", 20.0, process=started_broker)
             config = dataclasses.replace(config, broker_url=f"kafka://127.0.0.1:{port}")
+        elif kind == "kafka":
+            started_cluster = _start_own_kafka()
+            config = dataclasses.replace(config, broker_url=started_cluster.url)
         run = harness.Harness(
             config, say=lambda msg: err_console.print(f"[dim]{msg}[/]", highlight=False)
         )
@@ -262,9 +301,14 @@ def bench(
             f"bench {run.tag}: broker {config.broker_url}, logs {run.dir}", highlight=False
         )
         results = run.run()
+    except StackError as exc:
+        fail(str(exc))
     finally:
         if started_broker is not None:
             stack.stop_process(started_broker.pid, 5.0)
+        if started_cluster is not None:
+            started_cluster.stop()
+    results["broker"] = kind or "external"
     out_dir = results_dir or harness.RESULTS_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}.json"
