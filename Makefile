@@ -45,6 +45,7 @@ test-full: install  ## the long variants: parity on every card, fault tests on 1
 	PARITY_CARD_SAMPLE=1 FAULT_SLICE=2018-04-01,14,1 $(BIN)/python -m pytest tests/test_parity.py tests/test_faults.py $(PYTEST_ARGS)
 	ROLLING_RESTART_RUNS=10 $(BIN)/python -m pytest -s tests/test_operations.py -k rolling_restart $(PYTEST_ARGS)
 	FLOW_RESTART_SHAPES=all FLOW_RESTART_RUNS=5 $(BIN)/python -m pytest -s tests/test_operations.py -k membership_changes $(PYTEST_ARGS)
+	CATCHUP_DAYS=21 $(BIN)/python -m pytest -s tests/test_operations.py -k catch_up $(PYTEST_ARGS)
 	KILL_BOTH_RUNS=5 $(BIN)/python -m pytest -s tests/test_alert_faults.py $(PYTEST_ARGS)
 	BROKER_FAULTS=all BROKER_FAULT_RUNS=$(BROKER_FAULT_RUNS) $(BIN)/python -m pytest -s tests/test_broker_faults.py $(PYTEST_ARGS)
 
