@@ -120,6 +120,15 @@ def test_paysim_style_step_hours_and_generated_ids():
         pytest.param(lambda t: t.replace("\n12,", "\n11,", 1),
                      "row 3, column ref (TRANSACTION_ID): 11 appears twice (first at row 2)",
                      id="duplicate-id"),
+        pytest.param(lambda t: t.replace(",1250,N,", ",99999999999999999999999999,N,", 1),
+                     "row 3, column amount_cents (TX_AMOUNT): 99999999999999999999999999 is not "
+                     "an amount <= 10,000,000,000", id="amount-beyond-the-stream"),
+        pytest.param(lambda t: t.replace(",M8,", ",M99999999999999999999999,", 1),
+                     "row 3, column merchant (TERMINAL_ID): '99999999999999999999999' is not an "
+                     "integer >= 0", id="id-beyond-int64"),
+        pytest.param(lambda t: t.replace(",C2,", ",Cxyz,", 1),
+                     "row 2, column card (CUSTOMER_ID): 'Cxyz' is not an id with digits",
+                     id="id-without-digits"),
         pytest.param(lambda t: t.replace("merchant", "shop", 1),
                      "the mapping names column 'merchant' for TERMINAL_ID", id="missing-column"),
     ],

@@ -15,7 +15,8 @@ TX_FRAUD       0 or 1                    1: the transaction is fraud, as known t
 TX_FRAUD_SCENARIO integer, optional      how the fraud was made (0 genuine); default 0
 ============== ========================= =============================================
 
-``TX_TIME_SECONDS`` and ``TX_TIME_DAYS`` of the handbook's files are optional: they are
+Ids are below 2**63 (int64) and amounts at most 10 billion (the stream's
+``MAX_AMOUNT_MINOR``). ``TX_TIME_SECONDS`` and ``TX_TIME_DAYS`` of the handbook's files are optional: they are
 derived from ``TX_DATETIME`` when missing. ``TX_FRAUD`` is the label as known when the
 file was exported; training assumes it became known ``DEFAULT_DELAY_DAYS`` (7) days after
 the transaction (chargebacks), the gap between the train and test windows.
@@ -48,6 +49,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ..events import MAX_AMOUNT_MINOR
 from ..exceptions import DataError
 
 __all__ = [
@@ -73,12 +75,12 @@ class ColumnSpec:
 
 
 CONTRACT: tuple[ColumnSpec, ...] = (
-    ColumnSpec("TRANSACTION_ID", "integer >= 0, unique", "-", True, "the transaction"),
+    ColumnSpec("TRANSACTION_ID", "integer 0 <= id < 2**63, unique", "-", True, "the transaction"),
     ColumnSpec("TX_DATETIME", "date-time", "UTC, no zone in the file", True,
                "event time: when the card was used"),
-    ColumnSpec("CUSTOMER_ID", "integer >= 0", "-", True, "the card (account) that paid"),
-    ColumnSpec("TERMINAL_ID", "integer >= 0", "-", True, "the terminal that was paid"),
-    ColumnSpec("TX_AMOUNT", "decimal >= 0", "currency units (EUR)", True, "amount"),
+    ColumnSpec("CUSTOMER_ID", "integer 0 <= id < 2**63", "-", True, "the card (account) that paid"),
+    ColumnSpec("TERMINAL_ID", "integer 0 <= id < 2**63", "-", True, "the terminal that was paid"),
+    ColumnSpec("TX_AMOUNT", "decimal 0..10,000,000,000", "currency units (EUR)", True, "amount"),
     ColumnSpec("TX_FRAUD", "0 or 1", "-", True,
                "1: fraud, as known at export; assumed known 7 days after the transaction"),
     ColumnSpec("TX_FRAUD_SCENARIO", "integer >= 0", "-", False,
@@ -90,6 +92,11 @@ CONTRACT: tuple[ColumnSpec, ...] = (
 )
 REQUIRED_COLUMNS = tuple(c.name for c in CONTRACT if c.required)
 _ID_COLUMNS = ("TRANSACTION_ID", "CUSTOMER_ID", "TERMINAL_ID")
+#: Ids are int64: 2**63 and above would wrap around silently.
+_ID_LIMIT = 2.0**63
+#: Largest amount in currency units: the stream's ``amount_minor`` limit, in cents.
+_MAX_AMOUNT = MAX_AMOUNT_MINOR / 100
+_TOO_LARGE = f"an amount <= {_MAX_AMOUNT:,.0f} (the stream's largest, amount_minor)"
 #: Column order of a checked frame (the handbook files' order).
 _ORDER = ("TRANSACTION_ID", "TX_DATETIME", "CUSTOMER_ID", "TERMINAL_ID", "TX_AMOUNT",
           "TX_TIME_SECONDS", "TX_TIME_DAYS", "TX_FRAUD", "TX_FRAUD_SCENARIO")
@@ -256,7 +263,12 @@ def apply_mapping(df: pd.DataFrame, mapping: DataMapping | None, source: str = "
     if m.ids == "digits":
         for col in _ID_COLUMNS:
             if col in out.columns and not pd.api.types.is_numeric_dtype(out[col]):
-                out[col] = out[col].astype(str).str.replace(r"\D", "", regex=True)
+                digits = out[col].astype(str).str.replace(r"\D", "", regex=True)
+                bad = (digits == "").to_numpy()
+                if bad.any():  # named as written in the file, not as the empty digits
+                    i = int(np.argmax(bad))
+                    raise _fail(source, i, col, out[col].iloc[i], "an id with digits")
+                out[col] = digits
     if mapping is not None:
         out["TX_DATETIME"] = _times(out["TX_DATETIME"], m.time, source,
                                     _named("TX_DATETIME", names))
@@ -275,6 +287,10 @@ def apply_mapping(df: pd.DataFrame, mapping: DataMapping | None, source: str = "
                 i = int(np.argmax(bad))
                 raise _fail(source, i, "TX_AMOUNT", out["TX_AMOUNT"].iloc[i],
                             "a finite amount >= 0")
+            big = (amounts * m.amount.scale > _MAX_AMOUNT).to_numpy()
+            if big.any():
+                i = int(np.argmax(big))
+                raise _fail(source, i, "TX_AMOUNT", out["TX_AMOUNT"].iloc[i], _TOO_LARGE)
             out["TX_AMOUNT"] = amounts * m.amount.scale
     return out
 
@@ -363,7 +379,8 @@ def check_frame(df: pd.DataFrame, source: str = "data",
         if col not in out.columns:
             continue
         values = pd.to_numeric(out[col], errors="coerce")
-        bad = (values.isna() | (values != values.round()) | (values < 0)).to_numpy()
+        bad = (values.isna() | (values != values.round()) | (values < 0)
+               | (values >= _ID_LIMIT)).to_numpy()
         if col == "TX_FRAUD":
             bad = bad | ~values.isin([0, 1]).to_numpy()
         if bad.any():
@@ -376,6 +393,10 @@ def check_frame(df: pd.DataFrame, source: str = "data",
     if bad.any():
         i = int(np.argmax(bad))
         raise _fail(source, i, "TX_AMOUNT", out["TX_AMOUNT"].iloc[i], "a finite amount >= 0")
+    big = (amounts > _MAX_AMOUNT).to_numpy()
+    if big.any():
+        i = int(np.argmax(big))
+        raise _fail(source, i, "TX_AMOUNT", out["TX_AMOUNT"].iloc[i], _TOO_LARGE)
     out["TX_AMOUNT"] = amounts.astype(float)
     dup = out["TRANSACTION_ID"].duplicated().to_numpy()
     if dup.any():
