@@ -16,7 +16,9 @@ TX_FRAUD_SCENARIO integer, optional      how the fraud was made (0 genuine); def
 ============== ========================= =============================================
 
 Ids are below 2**63 (int64) and amounts at most 10 billion (the stream's
-``MAX_AMOUNT_MINOR``). ``TX_TIME_SECONDS`` and ``TX_TIME_DAYS`` of the handbook's files are optional: they are
+``MAX_AMOUNT_MINOR``).
+
+``TX_TIME_SECONDS`` and ``TX_TIME_DAYS`` of the handbook's files are optional: they are
 derived from ``TX_DATETIME`` when missing. ``TX_FRAUD`` is the label as known when the
 file was exported; training assumes it became known ``DEFAULT_DELAY_DAYS`` (7) days after
 the transaction (chargebacks), the gap between the train and test windows.
