@@ -20,6 +20,7 @@ from app.cli import cli
 from app.data.contract import DataMapping, apply_mapping, check_frame
 from app.data.handbook import read_handbook
 from app.data.simulate import simulate, write_handbook_csv
+from app.exceptions import DataError
 from app.scoring.compare import read_comparisons
 from app.scoring.registry import active_file_version, list_models
 
@@ -228,3 +229,19 @@ def test_a_parquet_export_passes_data_check_with_its_mapping(bank_export, tmp_pa
     got, want = json.loads(r.stdout), json.loads(from_csv.stdout)
     assert {k: v for k, v in got.items() if k != "path"} == {
         k: v for k, v in want.items() if k != "path"}
+
+
+@pytest.mark.parametrize(("ambiguous", "utc"), [("summer", "2018-10-28 00:30:00"),
+                                                ("winter", "2018-10-28 01:30:00")])
+def test_the_hour_the_autumn_dst_change_repeats_reads_as_the_mapping_says(ambiguous, utc):
+    local = pd.DataFrame({"TRANSACTION_ID": [1, 2], "TX_DATETIME": ["28/10/2018 02:30:00",
+                                                                    "28/10/2018 12:00:00"],
+                          "CUSTOMER_ID": [1, 1], "TERMINAL_ID": [2, 2], "TX_AMOUNT": [5, 6],
+                          "TX_FRAUD": [0, 0]})
+    time = {"format": "%d/%m/%Y %H:%M:%S", "timezone": "Europe/Brussels"}
+    with pytest.raises(DataError, match="row 1, column TX_DATETIME: '28/10/2018 02:30:00' is "
+                       "not a time that exists once in Europe/Brussels"):
+        apply_mapping(local, DataMapping.model_validate({"time": time}), "x.csv")
+    mapping = DataMapping.model_validate({"time": {**time, "ambiguous": ambiguous}})
+    got = apply_mapping(local, mapping, "x.csv")["TX_DATETIME"].astype(str).tolist()
+    assert got == [utc, "2018-10-28 11:00:00"]

@@ -116,6 +116,10 @@ class TimeMapping(_Strict):
     unit: Literal["seconds", "minutes", "hours", "days"] | None = Field(
         None, description="The column holds numbers: offsets in this unit from `origin`.")
     origin: str | None = Field(None, description="UTC date-time of offset 0 (with `unit`).")
+    ambiguous: Literal["refuse", "summer", "winter"] = Field(
+        "refuse", description="A local time the autumn DST change repeats (02:00-02:59 in "
+        "Europe/Brussels): refuse it, or read it as the first (summer time) or the second "
+        "(winter time) pass.")
 
     @field_validator("timezone")
     @classmethod
@@ -314,12 +318,15 @@ def _times(values: pd.Series, t: TimeMapping, source: str, column: str) -> pd.Se
         raise _error(source, i, column, values.iloc[i],
                     f"a date-time{' as ' + t.format if t.format else ''}")
     if t.timezone != "UTC":
-        parsed = parsed.dt.tz_localize(t.timezone, ambiguous="NaT", nonexistent="NaT")
+        ambiguous = ("NaT" if t.ambiguous == "refuse"
+                     else np.full(len(parsed), t.ambiguous == "summer"))
+        parsed = parsed.dt.tz_localize(t.timezone, ambiguous=ambiguous, nonexistent="NaT")
         bad = parsed.isna()
         if bad.any():
             i = int(np.argmax(bad.to_numpy()))
             raise _error(source, i, column, values.iloc[i],
-                        f"a time that exists once in {t.timezone} (DST change)")
+                        f"a time that exists once in {t.timezone} (DST change; a repeated "
+                        "hour: time.ambiguous summer|winter)")
         parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
     return parsed
 
