@@ -245,3 +245,26 @@ def test_the_hour_the_autumn_dst_change_repeats_reads_as_the_mapping_says(ambigu
     mapping = DataMapping.model_validate({"time": {**time, "ambiguous": ambiguous}})
     got = apply_mapping(local, mapping, "x.csv")["TX_DATETIME"].astype(str).tolist()
     assert got == [utc, "2018-10-28 11:00:00"]
+
+
+def test_times_with_their_own_offsets_across_a_dst_change_read_as_utc(tmp_path, bank_export):
+    """ISO times whose offset changes with DST (+01:00 then +02:00), in a CSV or as a
+    tz-aware Parquet column: converted to UTC, the mapping's zone not applied again."""
+    _, mapping = bank_export
+    export = pd.DataFrame({"ref": [1, 2], "booked_at": ["2018-03-20T10:00:00+01:00",
+                                                        "2018-04-20T10:00:00+02:00"],
+                           "card": ["C1", "C1"], "merchant": ["M2", "M2"],
+                           "amount_cents": [500, 600], "chargeback": ["N", "Y"]})
+    csv = tmp_path / "iso.csv"
+    export.to_csv(csv, index=False)
+    iso = tmp_path / "iso.yaml"
+    iso.write_text("\n".join(line for line in MAPPING.splitlines()
+                             if not line.startswith("time:")))
+    parquet = tmp_path / "aware.parquet"
+    export.assign(booked_at=pd.to_datetime(export["booked_at"], utc=True)
+                  .dt.tz_convert("Europe/Brussels")).to_parquet(parquet)
+    for data, m in ((csv, iso), (parquet, iso), (parquet, mapping)):
+        got = read_handbook(data, mapping=m)["TX_DATETIME"].astype(str).tolist()
+        assert got == ["2018-03-20 09:00:00", "2018-04-20 08:00:00"], (data, m)
+        r = CliRunner().invoke(cli, ["data", "check", str(data), "--mapping", str(m)])
+        assert r.exit_code == 0 and "2 transactions" in r.stdout, r.output

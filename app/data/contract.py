@@ -311,13 +311,13 @@ def _times(values: pd.Series, t: TimeMapping, source: str, column: str) -> pd.Se
         origin = pd.Timestamp(t.origin or "1970-01-01")
         return origin + pd.to_timedelta(offsets, unit={"seconds": "s", "minutes": "min",
                                                        "hours": "h", "days": "D"}[t.unit])
-    parsed = pd.to_datetime(values, format=t.format or "mixed", errors="coerce")
+    parsed, aware = _parse_times(values, t.format)
     bad = parsed.isna()
     if bad.any():
         i = int(np.argmax(bad.to_numpy()))
         raise _error(source, i, column, values.iloc[i],
                     f"a date-time{' as ' + t.format if t.format else ''}")
-    if t.timezone != "UTC":
+    if t.timezone != "UTC" and not aware:  # times with their own offset need no zone
         ambiguous = ("NaT" if t.ambiguous == "refuse"
                      else np.full(len(parsed), t.ambiguous == "summer"))
         parsed = parsed.dt.tz_localize(t.timezone, ambiguous=ambiguous, nonexistent="NaT")
@@ -329,6 +329,20 @@ def _times(values: pd.Series, t: TimeMapping, source: str, column: str) -> pd.Se
                         "hour: time.ambiguous summer|winter)")
         parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
     return parsed
+
+
+def _parse_times(values: pd.Series, fmt: str | None) -> tuple[pd.Series, bool]:
+    """Naive times, unparseable ones NaT; True when the values carried their own UTC
+    offset (ISO ``+02:00``, a tz-aware Parquet column), then converted to UTC."""
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        return values.dt.tz_convert("UTC").dt.tz_localize(None), True
+    try:
+        parsed = pd.to_datetime(values, format=fmt or "mixed", errors="coerce")
+    except ValueError:  # offsets that differ, e.g. across a DST change
+        parsed = pd.to_datetime(values, format=fmt or "mixed", errors="coerce", utc=True)
+    if getattr(parsed.dt, "tz", None) is not None:
+        return parsed.dt.tz_convert("UTC").dt.tz_localize(None), True
+    return parsed, False
 
 
 def check_frame(df: pd.DataFrame, source: str = "data",
@@ -375,9 +389,7 @@ def check_frame(df: pd.DataFrame, source: str = "data",
         return _error(source, index, _named(column, names), value, expected)
 
     out = df.copy()
-    times = pd.to_datetime(out["TX_DATETIME"], format="mixed", errors="coerce")
-    if getattr(times.dt, "tz", None) is not None:
-        times = times.dt.tz_convert("UTC").dt.tz_localize(None)
+    times, _ = _parse_times(out["TX_DATETIME"], None)
     bad = times.isna().to_numpy()
     if bad.any():
         i = int(np.argmax(bad))
