@@ -126,7 +126,7 @@ def test_paysim_style_step_hours_and_generated_ids():
                      "an amount <= 10,000,000,000", id="amount-beyond-the-stream"),
         pytest.param(lambda t: t.replace(",M8,", ",M99999999999999999999999,", 1),
                      "row 3, column merchant (TERMINAL_ID): '99999999999999999999999' is not an "
-                     "integer >= 0", id="id-beyond-int64"),
+                     "integer >= 0 and < 2**63", id="id-beyond-int64"),
         pytest.param(lambda t: t.replace(",C2,", ",Cxyz,", 1),
                      "row 2, column card (CUSTOMER_ID): 'Cxyz' is not an id with digits",
                      id="id-without-digits"),

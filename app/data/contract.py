@@ -407,7 +407,7 @@ def check_frame(df: pd.DataFrame, source: str = "data",
         if bad.any():
             i = int(np.argmax(bad))
             raise _fail(source, i, col, out[col].iloc[i],
-                        "0 or 1" if col == "TX_FRAUD" else "an integer >= 0")
+                        "0 or 1" if col == "TX_FRAUD" else "an integer >= 0 and < 2**63")
         out[col] = values.astype("int64")
     amounts = pd.to_numeric(out["TX_AMOUNT"], errors="coerce")
     bad = ~np.isfinite(amounts.to_numpy(dtype=float)) | (amounts < 0).to_numpy()
