@@ -161,6 +161,10 @@ def test_without_mapping_the_contract_names_are_required(bank_export, tmp_path):
     r = CliRunner().invoke(cli, ["data", "check", str(data), "--mapping", str(bad_mapping)])
     assert r.exit_code == 2
     assert "columns: Value error, ['CARD'] are no contract columns" in _one_line(r.stderr)
+    bad_mapping.write_text("columns: {CUSTOMER_ID: card, TERMINAL_ID: card}\n")
+    r = CliRunner().invoke(cli, ["data", "check", str(data), "--mapping", str(bad_mapping)])
+    assert r.exit_code == 2
+    assert "CUSTOMER_ID and TERMINAL_ID both read column 'card'" in _one_line(r.stderr)
 
 
 @pytest.mark.slow

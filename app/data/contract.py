@@ -173,6 +173,11 @@ class DataMapping(_Strict):
         unknown = sorted(set(value) - known)
         if unknown:
             raise ValueError(f"{unknown} are no contract columns (one of {sorted(known)})")
+        seen: dict[str, str] = {}
+        for ours, theirs in value.items():
+            if theirs in seen:
+                raise ValueError(f"{seen[theirs]} and {ours} both read column {theirs!r}")
+            seen[theirs] = ours
         return value
 
 
