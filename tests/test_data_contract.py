@@ -20,6 +20,7 @@ from app.cli import cli
 from app.data.contract import DataMapping, apply_mapping, check_frame
 from app.data.handbook import read_handbook
 from app.data.simulate import simulate, write_handbook_csv
+from app.exceptions import DataError
 from app.scoring.compare import read_comparisons
 from app.scoring.registry import active_file_version, list_models
 
@@ -120,6 +121,15 @@ def test_paysim_style_step_hours_and_generated_ids():
         pytest.param(lambda t: t.replace("\n12,", "\n11,", 1),
                      "row 3, column ref (TRANSACTION_ID): 11 appears twice (first at row 2)",
                      id="duplicate-id"),
+        pytest.param(lambda t: t.replace(",1250,N,", ",99999999999999999999999999,N,", 1),
+                     "row 3, column amount_cents (TX_AMOUNT): 99999999999999999999999999 is not "
+                     "an amount <= 10,000,000,000", id="amount-beyond-the-stream"),
+        pytest.param(lambda t: t.replace(",M8,", ",M99999999999999999999999,", 1),
+                     "row 3, column merchant (TERMINAL_ID): '99999999999999999999999' is not an "
+                     "integer >= 0 and < 2**63", id="id-beyond-int64"),
+        pytest.param(lambda t: t.replace(",C2,", ",Cxyz,", 1),
+                     "row 2, column card (CUSTOMER_ID): 'Cxyz' is not an id with digits",
+                     id="id-without-digits"),
         pytest.param(lambda t: t.replace("merchant", "shop", 1),
                      "the mapping names column 'merchant' for TERMINAL_ID", id="missing-column"),
     ],
@@ -151,6 +161,10 @@ def test_without_mapping_the_contract_names_are_required(bank_export, tmp_path):
     r = CliRunner().invoke(cli, ["data", "check", str(data), "--mapping", str(bad_mapping)])
     assert r.exit_code == 2
     assert "columns: Value error, ['CARD'] are no contract columns" in _one_line(r.stderr)
+    bad_mapping.write_text("columns: {CUSTOMER_ID: card, TERMINAL_ID: card}\n")
+    r = CliRunner().invoke(cli, ["data", "check", str(data), "--mapping", str(bad_mapping)])
+    assert r.exit_code == 2
+    assert "CUSTOMER_ID and TERMINAL_ID both read column 'card'" in _one_line(r.stderr)
 
 
 @pytest.mark.slow
@@ -219,3 +233,42 @@ def test_a_parquet_export_passes_data_check_with_its_mapping(bank_export, tmp_pa
     got, want = json.loads(r.stdout), json.loads(from_csv.stdout)
     assert {k: v for k, v in got.items() if k != "path"} == {
         k: v for k, v in want.items() if k != "path"}
+
+
+@pytest.mark.parametrize(("ambiguous", "utc"), [("summer", "2018-10-28 00:30:00"),
+                                                ("winter", "2018-10-28 01:30:00")])
+def test_the_hour_the_autumn_dst_change_repeats_reads_as_the_mapping_says(ambiguous, utc):
+    local = pd.DataFrame({"TRANSACTION_ID": [1, 2], "TX_DATETIME": ["28/10/2018 02:30:00",
+                                                                    "28/10/2018 12:00:00"],
+                          "CUSTOMER_ID": [1, 1], "TERMINAL_ID": [2, 2], "TX_AMOUNT": [5, 6],
+                          "TX_FRAUD": [0, 0]})
+    time = {"format": "%d/%m/%Y %H:%M:%S", "timezone": "Europe/Brussels"}
+    with pytest.raises(DataError, match="row 1, column TX_DATETIME: '28/10/2018 02:30:00' is "
+                       "not a time that exists once in Europe/Brussels"):
+        apply_mapping(local, DataMapping.model_validate({"time": time}), "x.csv")
+    mapping = DataMapping.model_validate({"time": {**time, "ambiguous": ambiguous}})
+    got = apply_mapping(local, mapping, "x.csv")["TX_DATETIME"].astype(str).tolist()
+    assert got == [utc, "2018-10-28 11:00:00"]
+
+
+def test_times_with_their_own_offsets_across_a_dst_change_read_as_utc(tmp_path, bank_export):
+    """ISO times whose offset changes with DST (+01:00 then +02:00), in a CSV or as a
+    tz-aware Parquet column: converted to UTC, the mapping's zone not applied again."""
+    _, mapping = bank_export
+    export = pd.DataFrame({"ref": [1, 2], "booked_at": ["2018-03-20T10:00:00+01:00",
+                                                        "2018-04-20T10:00:00+02:00"],
+                           "card": ["C1", "C1"], "merchant": ["M2", "M2"],
+                           "amount_cents": [500, 600], "chargeback": ["N", "Y"]})
+    csv = tmp_path / "iso.csv"
+    export.to_csv(csv, index=False)
+    iso = tmp_path / "iso.yaml"
+    iso.write_text("\n".join(line for line in MAPPING.splitlines()
+                             if not line.startswith("time:")))
+    parquet = tmp_path / "aware.parquet"
+    export.assign(booked_at=pd.to_datetime(export["booked_at"], utc=True)
+                  .dt.tz_convert("Europe/Brussels")).to_parquet(parquet)
+    for data, m in ((csv, iso), (parquet, iso), (parquet, mapping)):
+        got = read_handbook(data, mapping=m)["TX_DATETIME"].astype(str).tolist()
+        assert got == ["2018-03-20 09:00:00", "2018-04-20 08:00:00"], (data, m)
+        r = CliRunner().invoke(cli, ["data", "check", str(data), "--mapping", str(m)])
+        assert r.exit_code == 0 and "2 transactions" in r.stdout, r.output

@@ -236,3 +236,18 @@ def test_compare_from_a_live_shadow_counts_overlap_and_precision_from_labels(
     assert (got["transactions"], got["alerts_both"], got["alerts_only_champion"],
             got["alerts_only_challenger"], got["labelled"]) == (4, 1, 1, 1, 3)
     assert (got["champion_alert_precision"], got["challenger_alert_precision"]) == (0.5, 1.0)
+
+
+def test_a_comparison_on_the_challengers_own_training_days_does_not_pass_the_gate(champion):
+    """A model scored on the rows it was fitted on looks better than it is: such a
+    comparison is no evidence, even when it is recent and favours the challenger."""
+    newer = _variant(champion, "v2-august", ("2018-07-25", "2018-07-31"))
+    fit = newer.data.test.model_copy(update={"start": date(2018, 7, 1),
+                                              "end": date(2018, 7, 31)})
+    fitted = newer.data.model_copy(update={"source": "bank.csv", "fit": fit})
+    newer = newer.model_copy(update={"data": fitted})
+    leaky = _comparison(champion.version, "v2-august", 0.3, 0.35, "2018-07-31")
+    verdict = promotion_gate(champion, newer, [leaky])
+    assert not verdict.allowed and "no evaluation on one same window" in verdict.reasons[0]
+    elsewhere = leaky.model_copy(update={"data_source": "other-bank.csv"})
+    assert promotion_gate(champion, newer, [elsewhere]).allowed

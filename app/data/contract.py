@@ -15,6 +15,9 @@ TX_FRAUD       0 or 1                    1: the transaction is fraud, as known t
 TX_FRAUD_SCENARIO integer, optional      how the fraud was made (0 genuine); default 0
 ============== ========================= =============================================
 
+Ids are below 2**63 (int64) and amounts at most 10 billion (the stream's
+``MAX_AMOUNT_MINOR``).
+
 ``TX_TIME_SECONDS`` and ``TX_TIME_DAYS`` of the handbook's files are optional: they are
 derived from ``TX_DATETIME`` when missing. ``TX_FRAUD`` is the label as known when the
 file was exported; training assumes it became known ``DEFAULT_DELAY_DAYS`` (7) days after
@@ -48,6 +51,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ..events import MAX_AMOUNT_MINOR
 from ..exceptions import DataError
 
 __all__ = [
@@ -73,12 +77,12 @@ class ColumnSpec:
 
 
 CONTRACT: tuple[ColumnSpec, ...] = (
-    ColumnSpec("TRANSACTION_ID", "integer >= 0, unique", "-", True, "the transaction"),
+    ColumnSpec("TRANSACTION_ID", "integer 0 <= id < 2**63, unique", "-", True, "the transaction"),
     ColumnSpec("TX_DATETIME", "date-time", "UTC, no zone in the file", True,
                "event time: when the card was used"),
-    ColumnSpec("CUSTOMER_ID", "integer >= 0", "-", True, "the card (account) that paid"),
-    ColumnSpec("TERMINAL_ID", "integer >= 0", "-", True, "the terminal that was paid"),
-    ColumnSpec("TX_AMOUNT", "decimal >= 0", "currency units (EUR)", True, "amount"),
+    ColumnSpec("CUSTOMER_ID", "integer 0 <= id < 2**63", "-", True, "the card (account) that paid"),
+    ColumnSpec("TERMINAL_ID", "integer 0 <= id < 2**63", "-", True, "the terminal that was paid"),
+    ColumnSpec("TX_AMOUNT", "decimal 0..10,000,000,000", "currency units (EUR)", True, "amount"),
     ColumnSpec("TX_FRAUD", "0 or 1", "-", True,
                "1: fraud, as known at export; assumed known 7 days after the transaction"),
     ColumnSpec("TX_FRAUD_SCENARIO", "integer >= 0", "-", False,
@@ -90,6 +94,11 @@ CONTRACT: tuple[ColumnSpec, ...] = (
 )
 REQUIRED_COLUMNS = tuple(c.name for c in CONTRACT if c.required)
 _ID_COLUMNS = ("TRANSACTION_ID", "CUSTOMER_ID", "TERMINAL_ID")
+#: Ids are int64: 2**63 and above would wrap around silently.
+_ID_LIMIT = 2.0**63
+#: Largest amount in currency units: the stream's ``amount_minor`` limit, in cents.
+_MAX_AMOUNT = MAX_AMOUNT_MINOR / 100
+_TOO_LARGE = f"an amount <= {_MAX_AMOUNT:,.0f} (the stream's largest, amount_minor)"
 #: Column order of a checked frame (the handbook files' order).
 _ORDER = ("TRANSACTION_ID", "TX_DATETIME", "CUSTOMER_ID", "TERMINAL_ID", "TX_AMOUNT",
           "TX_TIME_SECONDS", "TX_TIME_DAYS", "TX_FRAUD", "TX_FRAUD_SCENARIO")
@@ -107,6 +116,10 @@ class TimeMapping(_Strict):
     unit: Literal["seconds", "minutes", "hours", "days"] | None = Field(
         None, description="The column holds numbers: offsets in this unit from `origin`.")
     origin: str | None = Field(None, description="UTC date-time of offset 0 (with `unit`).")
+    ambiguous: Literal["refuse", "summer", "winter"] = Field(
+        "refuse", description="A local time the autumn DST change repeats (02:00-02:59 in "
+        "Europe/Brussels): refuse it, or read it as the first (summer time) or the second "
+        "(winter time) pass.")
 
     @field_validator("timezone")
     @classmethod
@@ -160,6 +173,11 @@ class DataMapping(_Strict):
         unknown = sorted(set(value) - known)
         if unknown:
             raise ValueError(f"{unknown} are no contract columns (one of {sorted(known)})")
+        seen: dict[str, str] = {}
+        for ours, theirs in value.items():
+            if theirs in seen:
+                raise ValueError(f"{seen[theirs]} and {ours} both read column {theirs!r}")
+            seen[theirs] = ours
         return value
 
 
@@ -256,7 +274,12 @@ def apply_mapping(df: pd.DataFrame, mapping: DataMapping | None, source: str = "
     if m.ids == "digits":
         for col in _ID_COLUMNS:
             if col in out.columns and not pd.api.types.is_numeric_dtype(out[col]):
-                out[col] = out[col].astype(str).str.replace(r"\D", "", regex=True)
+                digits = out[col].astype(str).str.replace(r"\D", "", regex=True)
+                bad = (digits == "").to_numpy()
+                if bad.any():  # named as written in the file, not as the empty digits
+                    i = int(np.argmax(bad))
+                    raise _fail(source, i, col, out[col].iloc[i], "an id with digits")
+                out[col] = digits
     if mapping is not None:
         out["TX_DATETIME"] = _times(out["TX_DATETIME"], m.time, source,
                                     _named("TX_DATETIME", names))
@@ -275,6 +298,10 @@ def apply_mapping(df: pd.DataFrame, mapping: DataMapping | None, source: str = "
                 i = int(np.argmax(bad))
                 raise _fail(source, i, "TX_AMOUNT", out["TX_AMOUNT"].iloc[i],
                             "a finite amount >= 0")
+            big = (amounts * m.amount.scale > _MAX_AMOUNT).to_numpy()
+            if big.any():
+                i = int(np.argmax(big))
+                raise _fail(source, i, "TX_AMOUNT", out["TX_AMOUNT"].iloc[i], _TOO_LARGE)
             out["TX_AMOUNT"] = amounts * m.amount.scale
     return out
 
@@ -289,21 +316,38 @@ def _times(values: pd.Series, t: TimeMapping, source: str, column: str) -> pd.Se
         origin = pd.Timestamp(t.origin or "1970-01-01")
         return origin + pd.to_timedelta(offsets, unit={"seconds": "s", "minutes": "min",
                                                        "hours": "h", "days": "D"}[t.unit])
-    parsed = pd.to_datetime(values, format=t.format or "mixed", errors="coerce")
+    parsed, aware = _parse_times(values, t.format)
     bad = parsed.isna()
     if bad.any():
         i = int(np.argmax(bad.to_numpy()))
         raise _error(source, i, column, values.iloc[i],
                     f"a date-time{' as ' + t.format if t.format else ''}")
-    if t.timezone != "UTC":
-        parsed = parsed.dt.tz_localize(t.timezone, ambiguous="NaT", nonexistent="NaT")
+    if t.timezone != "UTC" and not aware:  # times with their own offset need no zone
+        ambiguous = ("NaT" if t.ambiguous == "refuse"
+                     else np.full(len(parsed), t.ambiguous == "summer"))
+        parsed = parsed.dt.tz_localize(t.timezone, ambiguous=ambiguous, nonexistent="NaT")
         bad = parsed.isna()
         if bad.any():
             i = int(np.argmax(bad.to_numpy()))
             raise _error(source, i, column, values.iloc[i],
-                        f"a time that exists once in {t.timezone} (DST change)")
+                        f"a time that exists once in {t.timezone} (DST change; a repeated "
+                        "hour: time.ambiguous summer|winter)")
         parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
     return parsed
+
+
+def _parse_times(values: pd.Series, fmt: str | None) -> tuple[pd.Series, bool]:
+    """Naive times, unparseable ones NaT; True when the values carried their own UTC
+    offset (ISO ``+02:00``, a tz-aware Parquet column), then converted to UTC."""
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        return values.dt.tz_convert("UTC").dt.tz_localize(None), True
+    try:
+        parsed = pd.to_datetime(values, format=fmt or "mixed", errors="coerce")
+    except ValueError:  # offsets that differ, e.g. across a DST change
+        parsed = pd.to_datetime(values, format=fmt or "mixed", errors="coerce", utc=True)
+    if getattr(parsed.dt, "tz", None) is not None:
+        return parsed.dt.tz_convert("UTC").dt.tz_localize(None), True
+    return parsed, False
 
 
 def check_frame(df: pd.DataFrame, source: str = "data",
@@ -350,9 +394,7 @@ def check_frame(df: pd.DataFrame, source: str = "data",
         return _error(source, index, _named(column, names), value, expected)
 
     out = df.copy()
-    times = pd.to_datetime(out["TX_DATETIME"], format="mixed", errors="coerce")
-    if getattr(times.dt, "tz", None) is not None:
-        times = times.dt.tz_convert("UTC").dt.tz_localize(None)
+    times, _ = _parse_times(out["TX_DATETIME"], None)
     bad = times.isna().to_numpy()
     if bad.any():
         i = int(np.argmax(bad))
@@ -363,19 +405,24 @@ def check_frame(df: pd.DataFrame, source: str = "data",
         if col not in out.columns:
             continue
         values = pd.to_numeric(out[col], errors="coerce")
-        bad = (values.isna() | (values != values.round()) | (values < 0)).to_numpy()
+        bad = (values.isna() | (values != values.round()) | (values < 0)
+               | (values >= _ID_LIMIT)).to_numpy()
         if col == "TX_FRAUD":
             bad = bad | ~values.isin([0, 1]).to_numpy()
         if bad.any():
             i = int(np.argmax(bad))
             raise _fail(source, i, col, out[col].iloc[i],
-                        "0 or 1" if col == "TX_FRAUD" else "an integer >= 0")
+                        "0 or 1" if col == "TX_FRAUD" else "an integer >= 0 and < 2**63")
         out[col] = values.astype("int64")
     amounts = pd.to_numeric(out["TX_AMOUNT"], errors="coerce")
     bad = ~np.isfinite(amounts.to_numpy(dtype=float)) | (amounts < 0).to_numpy()
     if bad.any():
         i = int(np.argmax(bad))
         raise _fail(source, i, "TX_AMOUNT", out["TX_AMOUNT"].iloc[i], "a finite amount >= 0")
+    big = (amounts > _MAX_AMOUNT).to_numpy()
+    if big.any():
+        i = int(np.argmax(big))
+        raise _fail(source, i, "TX_AMOUNT", out["TX_AMOUNT"].iloc[i], _TOO_LARGE)
     out["TX_AMOUNT"] = amounts.astype(float)
     dup = out["TRANSACTION_ID"].duplicated().to_numpy()
     if dup.any():

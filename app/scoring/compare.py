@@ -140,7 +140,8 @@ def promotion_gate(champion: ModelCard | None, challenger: ModelCard,
     -------
     GateVerdict
         Refused when the challenger's test window ends before the champion's, or when
-        on one same window (see the module doc) its :data:`PRIMARY_METRIC` under
+        on one same window (see the module doc; a comparison on days either version was
+        fitted on, in the same data, does not count) its :data:`PRIMARY_METRIC` under
         :data:`PRIMARY_RULE` is lower or unknown, or when no same window exists. Two
         cards of one window without figures under :data:`PRIMARY_RULE` are compared
         under the champion's own rule.
@@ -162,7 +163,9 @@ def promotion_gate(champion: ModelCard | None, challenger: ModelCard,
     evidence = ""
     for c in reversed(list(comparisons)):
         a, b = c.result(champion.version), c.result(challenger.version)
-        if a is not None and b is not None and c.test_end >= old:
+        if a is not None and b is not None and c.test_end >= old and not (
+            _fitted_on(champion, c) or _fitted_on(challenger, c)
+        ):
             pair = (a.card_precision_at_100, b.card_precision_at_100)
             evidence = (f"comparison of {c.created_at[:19]}Z on {c.test_start}..{c.test_end} "
                         f"of {c.data_source}")
@@ -189,6 +192,14 @@ def promotion_gate(champion: ModelCard | None, challenger: ModelCard,
             f"{_fmt(pair[0])} for the active {champion.version} ({evidence})"
         )
     return GateVerdict(allowed=not reasons, reasons=reasons, evidence=evidence)
+
+
+def _fitted_on(card: ModelCard, c: Comparison) -> bool:
+    """True when ``c``'s window overlaps the days of ``c``'s data ``card`` was fitted on:
+    its figures there score its own training rows and count for nothing."""
+    fit = card.data.fit or card.data.train
+    return (card.data.source == c.data_source and c.test_start <= fit.end
+            and c.test_end >= fit.start)
 
 
 def gate_text(verdict: GateVerdict) -> str:
