@@ -136,6 +136,12 @@ class KafkaBroker:
     def log_path(self) -> Path:
         return self.cluster.nodes[0].log_path
 
+    @property
+    def pid(self) -> int:
+        """The first node's JVM (the only one of a one-node cluster): what a test
+        freezes (SIGSTOP) or kills to fault the broker."""
+        return self.cluster.nodes[0].pid
+
     def stop(self) -> None:
         """Stop every node."""
         self.cluster.stop()

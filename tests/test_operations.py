@@ -183,20 +183,28 @@ FLOW_RATE = float(os.environ.get("FLOW_RATE", "120"))
 async def _group_progress(bootstrap: str, group: str, topic: str) -> dict[int, tuple[int, int]]:
     """{partition: (committed offset, true end offset)} of ``group`` on ``topic``."""
     from aiokafka import AIOKafkaConsumer
+    from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.structs import TopicPartition
 
     from app.offsets import true_end_offsets
 
-    # the group's committed offsets without joining it (an OffsetFetch of assigned
-    # partitions), then the true end offsets with a consumer of no group
+    # the topic's partitions from the broker (a consumer subscribed to nothing has no
+    # metadata of it), the group's committed offsets without joining it (an OffsetFetch
+    # of assigned partitions), then the true end offsets with a consumer of no group
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    tps = [TopicPartition(topic, p["partition"]) for p in described.get("partitions") or ()]
+    tps.sort()
+    assert tps, f"no partitions of {topic!r} in the broker's metadata: {described}"
     member = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
     reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await member.start()
     await reader.start()
     try:
-        await reader.topics()  # metadata of every topic: the consumer subscribes to none
-        tps = [TopicPartition(topic, p) for p in sorted(reader.partitions_for_topic(topic) or ())]
-        assert tps, f"no partitions of {topic!r} in the broker's metadata"
         member.assign(tps)
         committed = {tp: await member.committed(tp) for tp in tps}
         ends = await true_end_offsets(reader, tps)
