@@ -12,7 +12,6 @@ import struct
 from bisect import bisect_right
 from dataclasses import dataclass, field
 
-import numpy as np
 import orjson
 
 from ..events import Transaction
@@ -169,7 +168,10 @@ class AccountState:
         wide = high > _U32
         if self.revised:
             ids += "|" + ",".join(self.revised)
-        # numpy packs the arrays in C: the cost per transaction held is a few ns
+        # numpy packs the arrays in C: the cost per transaction held is a few ns (imported
+        # here: the CLI imports this package and must start without numpy)
+        import numpy as np
+
         return b"".join((
             _HEADER.pack(_VERSION, 8 if wide else 4, n, base),
             (np.array(self.times_ms, dtype=np.int64) - base).astype("<u4").tobytes(),
@@ -200,6 +202,8 @@ class AccountState:
         off = _HEADER.size
         if len(raw) < off + (4 + width) * n:
             raise ValueError(f"account state: {len(raw)} bytes for {n} transactions")
+        import numpy as np  # here, not at import: see to_bytes
+
         times = (np.frombuffer(raw, "<u4", n, off).astype(np.int64) + base).tolist()
         off += 4 * n
         amounts = np.frombuffer(raw, "<u8" if width == 8 else "<u4", n, off).tolist()

@@ -86,6 +86,18 @@ def render_section(card: ModelCard) -> str:
         f"Alert threshold when `ALERT_THRESHOLD` is unset: {card.alert_threshold:.3f} "
         f"({card.threshold_rationale}).",
     ]
+    rt = getattr(card, "runtime", None)
+    if rt is not None and rt.engine == "onnxruntime" and rt.artifact_sha256:
+        lines += [
+            "",
+            f"It serves in ONNX Runtime {rt.engine_version}: its card's `runtime` names "
+            f"`{rt.artifact}`, sha256 `{rt.artifact_sha256}`, checked against scikit-learn "
+            f"on {rt.rows_checked:,} rows (largest score difference "
+            f"{rt.max_score_difference:.0e}, "
+            f"{'identical' if rt.decisions_identical else 'differing'} decisions).",
+        ]
+    elif rt is not None:
+        lines += ["", f"It serves in scikit-learn ({rt.note or 'no compiled form'})."]
     return "\n".join(lines)
 
 
