@@ -154,8 +154,19 @@ def test_an_analyst_confirms_a_case_in_chromium_and_its_labels_reach_the_stream(
     browser.find_element(By.ID, "comment").send_keys(comment)
     browser.find_element(By.CSS_SELECTOR, "button[value=confirm]").click()
 
-    badge = browser.find_element(By.CSS_SELECTOR, "h2 .badge")
-    assert badge.text == "confirmed fraud"
+    # the form posts, then the browser follows the redirect to the case page: wait for it
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def confirmed(b) -> bool:
+        return b.find_element(By.CSS_SELECTOR, "h2 .badge").text == "confirmed fraud"
+
+    try:
+        WebDriverWait(
+            browser, 30, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)
+        ).until(confirmed)
+    except Exception:  # noqa: BLE001 - say what the page shows instead
+        raise AssertionError(f"case page not confirmed: {browser.page_source[:1500]}") from None
     history = browser.find_element(By.ID, "history")
     last = history.find_elements(By.CSS_SELECTOR, "tbody tr")[-1].text
     assert "confirmed fraud" in last and "Ann Analyst" in last and comment in last
