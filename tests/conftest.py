@@ -291,12 +291,44 @@ def _redis_reachable() -> str:
     return TEST_REDIS_URL
 
 
+#: key of the test database naming the pytest process that flushes it
+_REDIS_CLAIM_KEY = "pytest:flushed-by"
+
+
+def _claim_redis_db(client: redis.Redis) -> None:
+    """Fail if another live pytest process uses the test database: its flushes would
+    wipe this run's alert marks and reservations mid-test (a transaction processed
+    again would then alert twice), and this run's flushes would wipe its."""
+    owner = client.get(_REDIS_CLAIM_KEY)
+    if owner is not None:
+        pid_text, _, when = owner.decode().partition(":")
+        pid = int(pid_text) if pid_text.isdigit() else 0
+        recent = time.time() - float(when or 0) < 7200  # an older claim is a dead run's
+        if pid and pid != os.getpid() and recent:
+            try:
+                os.kill(pid, 0)  # PermissionError: alive, another user's
+                alive = True
+            except ProcessLookupError:
+                alive = False
+            except PermissionError:
+                alive = True
+            if alive:
+                pytest.fail(
+                    f"Redis database {TEST_REDIS_URL} is in use by another test run (pid "
+                    f"{pid}); give this one its own with TEST_REDIS_DB=<0-15>",
+                    pytrace=False,
+                )
+
+
 @pytest.fixture
 def redis_url(_redis_reachable: str) -> str:
-    """``redis://127.0.0.1:6379/15``, flushed before the test."""
+    """``redis://127.0.0.1:6379/15``, flushed before the test (refused while another
+    pytest process uses the same database)."""
     client = redis.Redis.from_url(_redis_reachable)
     try:
+        _claim_redis_db(client)
         client.flushdb()
+        client.set(_REDIS_CLAIM_KEY, f"{os.getpid()}:{time.time():.0f}")
     finally:
         client.close()
     return _redis_reachable

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import signal
 import socket
@@ -25,8 +26,11 @@ def free_port() -> int:
 
 
 def worker_env(broker_url: str, redis_url: str, tmp: Path, **extra: str) -> dict[str, str]:
-    """Environment of a worker with its own app id, topics and data dir."""
-    tag = tmp.name.replace("_", "-")[-40:]
+    """Environment of a worker with its own app id, topics, Redis key prefix and data
+    dir (named after ``tmp``: its name, and a digest of its whole path, so that runs in
+    directories of the same name, as one test on two brokers, share no Redis keys)."""
+    digest = hashlib.sha1(str(tmp.resolve()).encode()).hexdigest()[:8]
+    tag = f"{tmp.name.replace('_', '-')[-31:]}-{digest}"
     env = dict(os.environ)
     env.update(
         KAFKA_BROKER_URL=broker_url,

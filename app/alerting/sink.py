@@ -21,6 +21,7 @@ failure raises, and the caller exits without acknowledging the batch.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from typing import Awaitable, Callable, Sequence
@@ -33,6 +34,7 @@ __all__ = ["raise_alerts", "AlertReservationError", "WORKER_TOKEN"]
 
 #: Identifies this worker process in its reservations.
 WORKER_TOKEN = uuid.uuid4().hex[:16]
+log = logging.getLogger(__name__)
 #: Rounds of deciding before giving up (each waits at most the in-flight bound).
 _MAX_ROUNDS = 8
 
@@ -114,6 +116,17 @@ async def raise_alerts(
                 [(i, raw[i][1]) for i in missing], value, ttl  # the value as read
             )
             resent = [i for i, ok in zip(missing, taken) if ok]
+            now = _now_ms()
+            log.info(
+                "worker %s looked up reservations of other workers on %s: %s",
+                WORKER_TOKEN, rt.settings.alerts_topic,
+                ", ".join(
+                    f"{i} (by {states[i].reservation.owner}, "
+                    f"{(now - states[i].reservation.reserved_ms) / 1000:.1f} s ago): "
+                    + ("found" if i in result.found else "sent again" if i in resent else "taken by another")
+                    for i in plan.look_up
+                ),
+            )
             m.alert_reservations_resolved.labels(outcome="resent").inc(len(resent))
             ours += resent
             again += [i for i, ok in zip(missing, taken) if not ok]  # someone else took it
@@ -130,12 +143,20 @@ async def raise_alerts(
             f"rounds (e.g. {pending[:3]})"
         )
     m.alerts_suppressed.inc(suppressed)
+    sent_ms = _now_ms()
     futures = [(await send(by_id[i][0]), *by_id[i]) for i in ours]
     for fut, a, received in futures:
         await fut
         m.alert_latency.observe(max(0.0, time.time() - received / 1000))
         m.alerts.labels(model_version=a.model_version).inc()
     await store.mark_alerted(ours, ttl)
+    took_ms = _now_ms() - sent_ms
+    if ours and took_ms > in_flight_ms:
+        log.warning(
+            "worker %s: %d alerts took %.1f s from the send to the mark, longer than "
+            "ALERT_RESERVATION_IN_FLIGHT_SECONDS (%g s): %s",
+            WORKER_TOKEN, len(ours), took_ms / 1000, in_flight_ms / 1000, ", ".join(ours[:5]),
+        )
     sent = [a for _, a, _ in futures]
     observe_alerts(m, sent)
     return sent
