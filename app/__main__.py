@@ -59,9 +59,9 @@ def _preflight(argv: list[str]) -> None:
                 )
     import asyncio
 
-    from . import runtime
+    from .stream import runtime
     from .exceptions import FraudError
-    from .offsets import check_broker, ensure_worker_topics
+    from .stream.offsets import check_broker, ensure_worker_topics
 
     async def check() -> None:
         rt = runtime.get_runtime()
@@ -84,7 +84,7 @@ def main() -> None:
     """Check the worker's prerequisites, then hand the command line to Faust."""
     if len(sys.argv) > 1 and sys.argv[1] == "worker":
         _preflight(sys.argv[2:])
-    from .main import app
+    from .stream.main import app
 
     app.main()
 

@@ -44,7 +44,7 @@ async def _client(settings: Settings):
     from aiokafka.client import AIOKafkaClient
     from aiokafka.errors import KafkaError
 
-    from .offsets import broker_error, client_options
+    from .stream.offsets import broker_error, client_options
 
     client = AIOKafkaClient(**client_options(settings), request_timeout_ms=10_000)
     try:

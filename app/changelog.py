@@ -8,7 +8,7 @@ number, so batch records never overwrite each other in a compacted topic. Its va
 :func:`pack_changes` of the ``{key bytes: value bytes}`` changes, the key and value
 bytes exactly as a single-key record of the same table would carry them, so a table
 unpacks a batch record into the single-key changes it stands for
-(:meth:`app.tables.PartitionedTable.apply_changelog_batch`) and old single-key records
+(:meth:`app.stream.tables.PartitionedTable.apply_changelog_batch`) and old single-key records
 and batch records can be mixed in one changelog.
 
 Value layout (version 1), all integers big-endian::

@@ -3,7 +3,7 @@
 Three modules replace or wrap *private* methods of faust-streaming, aiokafka and
 mode-streaming, whose behaviour changes without notice between releases:
 
-- :mod:`app.streaming`: ``ProcessedOnlyEvent`` (Faust's ``Event.ack``), and
+- :mod:`app.stream.streaming`: ``ProcessedOnlyEvent`` (Faust's ``Event.ack``), and
   ``guard_offset_gaps`` (Faust's ``Consumer._new_offset`` and its gap handling, the
   stream queues Faust clears on resume, aiokafka's ``seek_to_committed``),
   ``hand_over_on_wait_empty`` (Faust's ``Consumer.wait_empty``: held work is handed
@@ -16,9 +16,9 @@ mode-streaming, whose behaviour changes without notice between releases:
   ``Worker._setup_spinner_handler`` without its root logger at DEBUG) and
   ``limit_timer_overlap_warnings`` (mode's ``Timer.tick`` warning, once a minute per
   timer).
-- :mod:`app.offsets`: table recovery's end offsets (Faust's
+- :mod:`app.stream.offsets`: table recovery's end offsets (Faust's
   ``Recovery._highwaters``/``_build_highwaters`` path and aiokafka's ``end_offsets``).
-- :mod:`app.tables`: ``PartitionedTable`` (Faust's choice of the changelog partition
+- :mod:`app.stream.tables`: ``PartitionedTable`` (Faust's choice of the changelog partition
   and of the RocksDB database from ``current_event``).
 
 Each was verified, by the fault tests (``tests/test_faults.py``) and the broker-defect
@@ -61,7 +61,7 @@ VERIFIED_VERSIONS: dict[str, str] = {
     "mode-streaming": "0.7.1",
 }
 #: The modules holding the corrections, for messages.
-CORRECTION_MODULES = ("app/streaming.py", "app/offsets.py", "app/tables.py")
+CORRECTION_MODULES = ("app/stream/streaming.py", "app/stream/offsets.py", "app/stream/tables.py")
 
 
 def installed_versions(names: Iterable[str] = VERIFIED_VERSIONS) -> dict[str, str]:

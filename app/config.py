@@ -220,8 +220,9 @@ class Settings(BaseSettings):
         description=(
             "ALLOW_UNVERIFIED_VERSIONS: start a worker although the installed "
             "faust-streaming, aiokafka or mode-streaming differ from the versions the "
-            "corrections of app/streaming.py, app/offsets.py and app/tables.py were "
-            "verified against (app/compat.py). Only while re-verifying them."
+            "corrections of app/stream/streaming.py, app/stream/offsets.py and "
+            "app/stream/tables.py were verified against (app/compat.py). Only while "
+            "re-verifying them."
         ),
     )
     broker_session_timeout_seconds: float = Field(

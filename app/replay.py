@@ -38,7 +38,7 @@ import pandas as pd
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from .offsets import broker_error, client_options, ensure_topics
+from .stream.offsets import broker_error, client_options, ensure_topics
 from pydantic import ValidationError
 
 from .config import Settings

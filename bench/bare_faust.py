@@ -3,7 +3,7 @@
 Run as ``python -m bench.bare_faust worker -l warn`` with the worker's environment
 (``KAFKA_BROKER_URL``, ``APP_ID``, ``TRANSACTIONS_TOPIC``, ``WEB_PORT`` ...: the same
 :class:`app.config.Settings` the project's worker reads). The consumer, producer and
-group settings are those of :func:`app.main.create_app`, so the only difference from the
+group settings are those of :func:`app.stream.main.create_app`, so the only difference from the
 project's worker is the work done per event. With ``BENCH_FAUST_TABLE=1`` the agent also
 increments one table entry per event (each increment is a changelog record).
 
@@ -12,7 +12,7 @@ agent forwards every transaction to ``<APP_ID>-hop`` (keyed as it came), a secon
 forwards every record of that topic to ``SCORED_TOPIC`` wrapped as
 ``{"transaction": <value>}`` (so the latency phase matches it to its transaction): the
 two consumer hops every transaction takes in the worker, through Faust's streams and
-producer, with the worker's fetch waits (:func:`app.streaming.set_fetch_max_wait`),
+producer, with the worker's fetch waits (:func:`app.stream.streaming.set_fetch_max_wait`),
 and nothing else. Its ``bench_events_done_total`` counts the second hop.
 
 ``GET /metrics`` serves two Prometheus counters: ``bench_events_consumed_total`` and
@@ -27,14 +27,14 @@ import os
 import faust
 
 from app.config import get_settings
-from app.streaming import set_fetch_max_wait
+from app.stream.streaming import set_fetch_max_wait
 
 __all__ = ["app", "iterate", "COUNTERS", "DONE"]
 
 _s = get_settings()
 _TABLE = os.environ.get("BENCH_FAUST_TABLE", "0") == "1"
 _RELAY = os.environ.get("BENCH_FAUST_RELAY", "0") == "1"
-if _RELAY:  # the worker's consumer fetch waits (app.main.create_app)
+if _RELAY:  # the worker's consumer fetch waits (app.stream.main.create_app)
     set_fetch_max_wait(*_s.broker_fetch_waits_seconds)
 
 app = faust.App(

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 
 from app.config import Settings  # noqa: E402
-from app.stack import resolve_tansu_bin  # noqa: E402
+from app.stream.stack import resolve_tansu_bin  # noqa: E402
 from tests.conftest import _create_topics, start_tansu  # noqa: E402
 
 PARTITIONS = 4

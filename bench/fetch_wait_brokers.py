@@ -7,7 +7,7 @@ on free ports, as the tests start them) and each fetch wait in ``--waits`` (ms):
   ``--seconds``, a consumer at the end of the topic reads them; receive delay (read
   time - the record's timestamp) at p50/p95/p99/max, in ms.
 * ``end_offset_probe`` (phase ``probe``): what table recovery's end-offset probe
-  (:func:`app.offsets.probe_true_end_offsets`, ``FIX_END_OFFSETS``) adds to each
+  (:func:`app.stream.offsets.probe_true_end_offsets`, ``FIX_END_OFFSETS``) adds to each
   recovery round on 8 changelog-like partitions written in batches of 100 records:
   seconds of a probe (its consumer started, the probe, the consumer stopped), median
   and max of ``--probe-runs``, and how many partitions' reported end it moved; the same
@@ -48,7 +48,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
 from aiokafka.consumer.fetcher import Fetcher  # noqa: E402
 
 from app.config import Settings  # noqa: E402
-from app.stack import resolve_tansu_bin  # noqa: E402
+from app.stream.stack import resolve_tansu_bin  # noqa: E402
 from bench.fetch_wait import PARTITIONS, one_hop  # noqa: E402
 from tests.conftest import _create_topics, start_kafka, start_tansu  # noqa: E402
 
@@ -87,11 +87,11 @@ async def idle_fetches(bootstrap: str, topic: str, wait_ms: int, seconds: float)
 
 async def end_offset_probe(bootstrap: str, topic: str, runs: int) -> dict:
     """Seconds of one recovery round's end-offset probe on 8 partitions: as the worker
-    makes it (:func:`app.offsets.probe_true_end_offsets`), with aiokafka's default fetch
+    makes it (:func:`app.stream.offsets.probe_true_end_offsets`), with aiokafka's default fetch
     wait, and the floor of any probe (a consumer started, asked the end offsets, stopped)."""
     from aiokafka import AIOKafkaProducer
 
-    from app.offsets import probe_true_end_offsets, true_end_offsets
+    from app.stream.offsets import probe_true_end_offsets, true_end_offsets
 
     partitions = 8
     await _create_topics(bootstrap, [topic], partitions)

@@ -52,7 +52,7 @@ from aiokafka.partitioner import DefaultPartitioner  # noqa: E402
 from app.changelog import BATCH_KEY_PREFIX, pack_changes  # noqa: E402
 from app.config import Settings  # noqa: E402
 from app.features import AccountState  # noqa: E402
-from app.stack import resolve_tansu_bin  # noqa: E402
+from app.stream.stack import resolve_tansu_bin  # noqa: E402
 from tests.conftest import _create_topics, start_tansu  # noqa: E402
 from tests.worker_utils import Worker, worker_env  # noqa: E402
 
@@ -155,10 +155,11 @@ async def _fill_batches(
 
 async def _read_all(bootstrap: str, topic: str) -> dict:
     """The ceiling: a bare aiokafka consumer (no group, no decoding) reading every
-    record of ``topic`` from the beginning to its true end (:func:`app.offsets.true_end_offsets`)."""
+    record of ``topic`` from the beginning to its true end
+    (:func:`app.stream.offsets.true_end_offsets`)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from app.offsets import true_end_offsets
+    from app.stream.offsets import true_end_offsets
 
     probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await probe.start()

@@ -38,7 +38,7 @@ from aiokafka import AIOKafkaProducer  # noqa: E402
 
 from app.config import Settings  # noqa: E402
 from app.events import Alert, Reason, ScoredTransaction, Transaction, encode  # noqa: E402
-from app.stack import resolve_tansu_bin, stop_process  # noqa: E402
+from app.stream.stack import resolve_tansu_bin, stop_process  # noqa: E402
 from tests.conftest import _create_topics, start_tansu  # noqa: E402
 from tests.worker_utils import free_port, worker_env  # noqa: E402
 

@@ -24,9 +24,9 @@ import signal
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from app.config import Settings
-from app.offsets import client_options
+from app.stream.offsets import client_options
 from app.replay import ensure_topics
-from app.streaming import adapt_fetch_wait
+from app.stream.streaming import adapt_fetch_wait
 
 __all__ = ["relay", "hop_topic"]
 
@@ -41,7 +41,7 @@ async def _hop(settings: Settings, src: str, dst: str, wrap: bool, stop: asyncio
         **client_options(settings), group_id=None, enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
-    # the worker's fetch waits (app.main.create_app)
+    # the worker's fetch waits (app.stream.main.create_app)
     waits_ms = (max(1, round(w * 1000)) for w in settings.broker_fetch_waits_seconds)
     adapt_fetch_wait(consumer, *waits_ms)
     producer = AIOKafkaProducer(

@@ -6,7 +6,7 @@
   ``Settings``, ``.kind`` is ``"tansu"`` or ``"kafka"``. A module or test marked
   ``both_brokers`` runs once on each kind (ids ``[tansu]`` and ``[kafka]``): Tansu, the
   quick embedded broker, and Apache Kafka in KRaft mode from its official jars
-  (``app/kafka_cluster.py``). Others run on Tansu. ``TEST_BROKERS=tansu`` (or
+  (``app/stream/kafka_cluster.py``). Others run on Tansu. ``TEST_BROKERS=tansu`` (or
   ``kafka``) limits the kinds.
 * ``fresh_broker`` (function): a factory of further brokers of the test's kind, each
   killed after the test, for tests that need a broker of their own.
@@ -36,8 +36,8 @@ import redis
 
 from app.config import Settings
 from app.exceptions import StackError
-from app.kafka_cluster import KafkaCluster, ListenerSecurity, fetch_kafka
-from app.stack import resolve_tansu_bin, spawn, stop_process, tansu_command, wait_for_kafka
+from app.stream.kafka_cluster import KafkaCluster, ListenerSecurity, fetch_kafka
+from app.stream.stack import resolve_tansu_bin, spawn, stop_process, tansu_command, wait_for_kafka
 
 #: The broker kinds ``both_brokers`` tests run on (``TEST_BROKERS``, comma-separated).
 BROKER_KINDS = [

@@ -4,7 +4,7 @@ The test makes its own CA and broker certificate with the ``openssl`` command:
 ``ca.pem`` (the CA's certificate, what clients trust) and ``broker-keystore.pem`` (the
 broker's key and its certificate for ``127.0.0.1``/``localhost``, signed by the CA, a
 PEM keystore as Kafka reads them). :func:`start_secure_kafka` starts the cluster of
-:mod:`app.kafka_cluster` with :func:`app.kafka_cluster.sasl_ssl_listener`.
+:mod:`app.stream.kafka_cluster` with :func:`app.stream.kafka_cluster.sasl_ssl_listener`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.config import Settings
-from app.kafka_cluster import sasl_ssl_listener
+from app.stream.kafka_cluster import sasl_ssl_listener
 
 from .conftest import KafkaBroker, start_kafka
 

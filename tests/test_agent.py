@@ -35,13 +35,14 @@ def agents(monkeypatch, redis_url, tmp_path):
     monkeypatch.setenv("REDIS_URL", redis_url)
     monkeypatch.setenv("REDIS_KEY_PREFIX", f"agent-test:{tmp_path.name}:")
     monkeypatch.setenv("LABEL_WAIT_MAX_SECONDS", "0")
-    from app import config, runtime
+    from app import config
+    from app.stream import runtime
 
     config.get_settings.cache_clear()
     runtime._runtime = None
-    from app import agents as mod
-    from app import topics
-    from app.main import app
+    from app.stream import agents as mod
+    from app.stream import topics
+    from app.stream.main import app
 
     mod._aligner = None  # built from this test's settings
     mod._stage1_progress.clear()
@@ -68,7 +69,7 @@ def agents(monkeypatch, redis_url, tmp_path):
         topics.by_terminal_topic,
     ):
         monkeypatch.setattr(t, "send", capture(t))
-    from app.tables import account_states, terminal_states
+    from app.stream.tables import account_states, terminal_states
 
     for table in (account_states, terminal_states):
         monkeypatch.setattr(table.changelog_topic, "send", capture(table.changelog_topic))
@@ -89,7 +90,7 @@ def agents(monkeypatch, redis_url, tmp_path):
         return fut
 
     async def produce_many(_app, topic, records):
-        from app.streaming import ProducedBatch
+        from app.stream.streaming import ProducedBatch
 
         batches = []
         for key, value, partition, *headers in records:
@@ -98,7 +99,7 @@ def agents(monkeypatch, redis_url, tmp_path):
                 headers=headers[0] if headers else None)))
         return batches
 
-    from app import tables as tables_module
+    from app.stream import tables as tables_module
 
     monkeypatch.setattr(mod, "produce", produce)
     monkeypatch.setattr(mod, "produce_many", produce_many)
@@ -131,7 +132,7 @@ async def _drive(agent, records, until, topics_of=None):
 def test_featurize_accounts_validates_and_forwards(agents):
     mod, topics, sent = agents
     from app.features import AccountState
-    from app.tables import account_states
+    from app.stream.tables import account_states
 
     good = [_tx(i) for i in range(5)]
     records = [(t.account_id.encode(), encode(t)) for t in good[:3]]
@@ -184,7 +185,7 @@ def test_account_changes_reach_the_changelog_as_batch_or_single_records(
     mod, topics, sent = agents
     from app import config
     from app.changelog import is_batch_key, unpack_changes
-    from app.tables import account_states
+    from app.stream.tables import account_states
 
     monkeypatch.setenv("CHANGELOG_BATCH_RECORDS", str(batch_records).lower())
     config.get_settings.cache_clear()
@@ -229,7 +230,7 @@ def test_labels_then_scoring_alert_on_a_known_compromised_terminal(agents, monke
     from app.features import TerminalState
     from app.pipeline import Enriched
     from app.features import AccountState, extract_account
-    from app.tables import terminal_states
+    from app.stream.tables import terminal_states
 
     # a fraud on terminal m1 eight days ago, its label arrived yesterday
     lbl = Label(transaction_id="old", account_id="a0", terminal_id="m1", is_fraud=True,

@@ -18,7 +18,7 @@ from app.alerting.plan import Reservation
 from app.config import Settings
 from app.metrics import Metrics
 from app.redis_store import RedisStore
-from app.runtime import Runtime
+from app.stream.runtime import Runtime
 
 from .test_alerts_cli import make_alert
 

@@ -12,7 +12,7 @@ restarts loses the updates written in the last multi-record batch. With
 ``producer_max_batch_size=1`` (bytes: every batch holds one record) the watermark is
 right and the table is restored whole, at a cost in throughput. The service's
 workaround instead: recovery probes the true end (read from the reported end − 1, the
-last batch's base offset; its last record + 1 is the end), :mod:`app.offsets`; then
+last batch's base offset; its last record + 1 is the end), :mod:`app.stream.offsets`; then
 producers batch normally and the table is restored whole too.
 
 This module is also the worker of the Faust tests: ``python test_broker_defect.py CONFIG``
@@ -73,7 +73,7 @@ def _worker_main(config: dict) -> None:
     import faust
 
     if config.get("fix_end_offsets"):
-        from app.offsets import fix_recovery_end_offsets
+        from app.stream.offsets import fix_recovery_end_offsets
 
         fix_recovery_end_offsets({"bootstrap_servers": config["broker_url"].split("://", 1)[-1]})
     started = time.monotonic()
@@ -242,12 +242,12 @@ def test_end_offset_after_multi_record_batches(broker, make_topic):
 
 @pytest.mark.broker
 def test_true_end_offsets_after_multi_record_batches(broker, make_topic):
-    """:func:`app.offsets.true_end_offsets` finds the offset after the last record on
+    """:func:`app.stream.offsets.true_end_offsets` finds the offset after the last record on
     both brokers: past Tansu's short answer, Kafka's answer unchanged; an empty
     partition stays at 0."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-    from app.offsets import true_end_offsets
+    from app.stream.offsets import true_end_offsets
 
     topic = make_topic("defect-true-end", partitions=2)
     tps = [TopicPartition(topic, 0), TopicPartition(topic, 1)]
@@ -360,7 +360,7 @@ def test_restarted_faust_worker_recovers_table(
     """A worker counts 100 events in a table and stops; a new one restores the count.
 
     The service's workaround is the third case: producers batch normally and
-    :func:`app.offsets.fix_recovery_end_offsets` makes recovery read each changelog
+    :func:`app.stream.offsets.fix_recovery_end_offsets` makes recovery read each changelog
     partition to its true end. On Kafka the second case restores every event too."""
     if broker.kind == "kafka":  # Kafka refuses a session under group.min.session.timeout.ms
         settings = {**settings, "broker_session_timeout": 6.0}

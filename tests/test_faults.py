@@ -201,7 +201,7 @@ def test_restart_before_the_scoring_stage_committed_anything(
     """The first worker holds every transaction in the scoring stage, so nothing of it
     is scored there, and is killed; a normal worker starts. Faust's commit passed a held
     micro-batch record as soon as the records behind it were acknowledged (its
-    ``_new_offset`` off-by-one, see ``app/streaming.py``), so the new worker never read
+    ``_new_offset`` off-by-one, see ``app/stream/streaming.py``), so the new worker never read
     it: 1,104 of 4,791 transactions were lost here before the correction (and 325-436
     in 3 of 7 runs of ``test_redis_gone_longer_than_the_budget…``, once in CI).
 
@@ -431,7 +431,7 @@ def test_restart_restores_full_table_after_multi_record_batches(
     """Changelog written in large producer batches, worker restarted: it must restore
     every account and recognise every replayed transaction as a duplicate. Tansu
     reports a partition's end offset as its last batch's base offset + 1; the worker's
-    recovery probes the true end (``app/offsets.py``), without which this fails on
+    recovery probes the true end (``app/stream/offsets.py``), without which this fails on
     Tansu (Kafka answers the true end: it passes there without the probe and without
     the offset-gap re-fetch, docs/broker-behaviour.md)."""
     env = worker_env(

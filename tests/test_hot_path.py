@@ -71,14 +71,14 @@ def test_cached_partitioner_is_kafkas_default():
 def test_root_logger_keeps_the_workers_level_under_the_spinner():
     from faust.worker import Worker
 
-    import app.main
+    import app.stream.main
 
     root = logging.getLogger()
     before = (root.level, list(root.handlers))
     try:
         if not root.handlers:
             root.addHandler(logging.NullHandler())
-        worker = Worker(app.main.app, loglevel="warn")
+        worker = Worker(app.stream.main.app, loglevel="warn")
         assert worker.spinner is not None
         worker.on_setup_root_logger(root, logging.WARNING)
         assert root.level == logging.WARNING

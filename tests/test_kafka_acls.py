@@ -34,7 +34,7 @@ from aiokafka.errors import GroupAuthorizationFailedError, TopicAuthorizationFai
 from app.acls import COMPONENTS, acl_grants, allowed, bindings, markdown_table
 from app.config import Settings
 from app.exceptions import BrokerAuthorizationError, ConfigError
-from app.offsets import client_options, ensure_topics
+from app.stream.offsets import client_options, ensure_topics
 
 from .secure_kafka import SecureKafka, start_secure_kafka
 from .worker_utils import ROOT, Worker, worker_env

@@ -1,6 +1,6 @@
 """Model lifecycle: verification, planners, alert budget, and the control plane against the
 real broker and the real Redis (``fraudctl models promote|rollback|shadow``,
-``fraudctl rules apply|show``, :class:`app.control.ControlFollower`)."""
+``fraudctl rules apply|show``, :class:`app.stream.control.ControlFollower`)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from app.cli import cli
 from app.config import Settings, get_settings
-from app.control import ControlFollower
+from app.stream.control import ControlFollower
 from app.decisions import Controller
 from app.exceptions import ModelError, ModelIntegrityError
 from app.features import FEATURE_NAMES
@@ -227,7 +227,7 @@ def test_promote_shadow_rollback_reach_a_follower_and_tampering_is_refused(
     assert redis_client.get(f"{s.redis_key_prefix}model:active") == b"v2-test"
     # ... and a worker refuses one changed after publishing, keeping its model (v3-test is
     # loaded already as a shadow, verified when it was loaded: take one it must load)
-    from app.control import CONTROL_KEY, publish
+    from app.stream.control import CONTROL_KEY, publish
     from app.events import ModelControl, encode
     tamper(models, "v4-test")
     publish(s, s.control_topic, CONTROL_KEY, encode(ModelControl(
@@ -283,7 +283,7 @@ def test_a_starting_worker_builds_its_controller_from_redis(control_env, redis_c
     from app.decisions.controller import ApplyResult
     from app.metrics import Metrics
     from app.redis_store import RedisStore
-    from app.runtime import Runtime
+    from app.stream.runtime import Runtime
 
     models, base = make_registry(tmp_path)
     s = control_env.model_copy(update={"models_dir": models})

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from app.config import Settings
-from app.control import CONTROL_KEY, publish
+from app.stream.control import CONTROL_KEY, publish
 from app.events import Alert, ModelControl, ScoredTransaction, encode
 from app.replay import replay_frame
 from app.scoring.registry import load_model, save_model

@@ -8,7 +8,7 @@ import logging
 from prometheus_client import CollectorRegistry
 
 from app.metrics import LATENCY_BUCKETS_SECONDS, Metrics
-from app.streaming import limit_timer_overlap_warnings
+from app.stream.streaming import limit_timer_overlap_warnings
 
 
 def test_a_backlog_of_minutes_is_a_number_not_inf():

@@ -186,7 +186,7 @@ async def _group_progress(bootstrap: str, group: str, topic: str) -> dict[int, t
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.structs import TopicPartition
 
-    from app.offsets import true_end_offsets
+    from app.stream.offsets import true_end_offsets
 
     # the topic's partitions from the broker (a consumer subscribed to nothing has no
     # metadata of it), the group's committed offsets without joining it (an OffsetFetch

@@ -1,4 +1,4 @@
-"""``app.stack`` and ``fraudctl stack``: real Tansu and Redis processes on free ports."""
+"""``app.stream.stack`` and ``fraudctl stack``: real Tansu and Redis processes on free ports."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from app import stack
 from app.config import PROJECT_ROOT, Settings
 from app.exceptions import StackError
+from app.stream import stack
 
 pytestmark = pytest.mark.broker
 

@@ -6,7 +6,7 @@ import faust
 import pytest
 from faust.types import Message
 
-from app.streaming import ProcessedOnlyEvent
+from app.stream.streaming import ProcessedOnlyEvent
 
 
 def _event() -> ProcessedOnlyEvent:
@@ -30,13 +30,13 @@ def test_reading_the_value_marks_the_event_handed_on():
 
 
 def test_the_worker_app_uses_it():
-    from app.main import app
+    from app.stream.main import app
 
     assert app.conf.Event is ProcessedOnlyEvent
 
 
 class _AppWithProducer:
-    """What :func:`app.streaming.produce` uses of a Faust app: ``app.producer`` with
+    """What :func:`app.stream.streaming.produce` uses of a Faust app: ``app.producer`` with
     ``_ensure_producer()`` (the aiokafka producer) and Faust's ``send`` signature."""
 
     def __init__(self, producer) -> None:
@@ -59,7 +59,7 @@ def _stall_then_produce(bootstrap: str, tag: str) -> tuple[bool, bool]:
     from aiokafka import AIOKafkaProducer
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-    from app.streaming import produce
+    from app.stream.streaming import produce
 
     async def run(use_produce: bool) -> bool:
         old, new = f"{tag}-old-{use_produce}", f"{tag}-new-{use_produce}"
@@ -108,7 +108,7 @@ def test_the_worker_consumer_gets_the_configured_fetch_wait(monkeypatch):
     import pytest
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
-    from app.streaming import set_fetch_max_wait
+    from app.stream.streaming import set_fetch_max_wait
 
     class _Client:
         pass
@@ -145,7 +145,7 @@ def test_fetch_wait_is_short_only_while_caught_up(broker, make_topic):
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
     from aiokafka.consumer.fetcher import Fetcher
 
-    from app.streaming import adapt_fetch_wait
+    from app.stream.streaming import adapt_fetch_wait
 
     topic = make_topic("fetchwait", partitions=2)
     waits: list[tuple[int, int]] = []  # (records received so far, wait of the request)
@@ -205,7 +205,7 @@ def test_tables_are_registered_without_a_fixed_wait():
 
     from faust.tables.manager import TableManager
 
-    from app.streaming import register_tables_at_once
+    from app.stream.streaming import register_tables_at_once
 
     calls: list[str] = []
 

@@ -83,7 +83,7 @@ def test_sigterm_during_a_catch_up_stops_the_worker(broker, redis_url, tmp_path)
     """SIGTERM while thousands of records are fetched but not processed yet (a backlog,
     labels included): the worker leaves cleanly (exit 0) instead of waiting forever for
     the events its streams skipped (a fresh-clone review found it hanging; skipped
-    events are neither acknowledged nor waited for, see ``app/streaming.py``)."""
+    events are neither acknowledged nor waited for, see ``app/stream/streaming.py``)."""
     import asyncio
     import signal
 
@@ -141,7 +141,7 @@ def test_worker_creates_its_missing_topics(broker, redis_url, tmp_path):
     import asyncio
 
     from app.config import Settings
-    from app.offsets import ensure_worker_topics
+    from app.stream.offsets import ensure_worker_topics
 
     from .worker_utils import worker_env
 
@@ -167,9 +167,9 @@ def test_worker_creates_its_missing_topics(broker, redis_url, tmp_path):
 
 def test_worker_tables_are_the_ones_whose_changelogs_the_start_check_creates():
     """The start check creates the changelog of every table of the app."""
-    from app.main import app  # the app first: app.tables registers on it
-    from app.offsets import WORKER_TABLES
-    from app.tables import account_states, terminal_states
+    from app.stream.main import app  # the app first: app.stream.tables registers on it
+    from app.stream.offsets import WORKER_TABLES
+    from app.stream.tables import account_states, terminal_states
 
     assert {account_states.name, terminal_states.name} == set(WORKER_TABLES)
     assert set(app.tables) == set(WORKER_TABLES)

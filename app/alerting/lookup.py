@@ -8,7 +8,7 @@ reservation time (:func:`app.alerting.plan.lookup_start_ms`). That offset comes 
 without a timestamp, as Tansu gives for a time past its last record) is read from the
 partition's beginning instead (counted by ``source`` in
 ``fraud_alert_topic_lookups_total``). Reading stops at the partition's *true* end
-(:func:`app.offsets.true_end_offsets`: Tansu reports too low an end offset), taken
+(:func:`app.stream.offsets.true_end_offsets`: Tansu reports too low an end offset), taken
 when the search starts: the record looked for, if acknowledged, is below it.
 """
 
@@ -27,7 +27,7 @@ from aiokafka.structs import TopicPartition
 
 from ..config import Settings
 from ..exceptions import BrokerUnavailableError
-from ..offsets import client_options, true_end_offsets
+from ..stream.offsets import client_options, true_end_offsets
 
 __all__ = ["AlertTopicLookup", "LookupResult", "alert_partition"]
 

@@ -58,7 +58,7 @@ async def raise_alerts(
 
     Parameters
     ----------
-    rt : app.runtime.Runtime
+    rt : app.stream.runtime.Runtime
         Settings, metrics, the Redis store and the alert topic lookup.
     alerts : sequence of app.events.Alert
         The batch's alerts (one per transaction).

@@ -29,8 +29,8 @@ from ..config import Settings
 from ..events import Alert, CaseEvent, encode
 from ..exceptions import BrokerUnavailableError
 from ..metrics import ReviewMetrics
-from ..offsets import client_options, true_end_offsets
-from ..offsets import ensure_topics
+from ..stream.offsets import client_options, true_end_offsets
+from ..stream.offsets import ensure_topics
 from ..exceptions import CaseError
 from .activity import CardActivity, from_scored_json
 from .model import (
@@ -374,7 +374,7 @@ class CaseService:
         """Add a confirmed card to the block list of the rule set in force, as
         ``fraudctl rules apply`` does (rules topic, then Redis)."""
         from ..cli.rules import get_rules_in_redis, set_rules_in_redis
-        from ..control import publish_async
+        from ..stream.control import publish_async
         from ..decisions import parse_rule_set
 
         s = self.settings

@@ -230,7 +230,7 @@ async def _consume(
 ) -> None:
     from aiokafka import AIOKafkaConsumer
     from aiokafka.errors import KafkaError
-    from ..offsets import start_on_topic, true_end_offsets
+    from ..stream.offsets import start_on_topic, true_end_offsets
     from ..replay import client_options
 
     consumer = AIOKafkaConsumer(

@@ -53,7 +53,7 @@ def _start_own_kafka():
     """
     from bench.procs import free_port
 
-    from ..kafka_cluster import KafkaCluster, fetch_kafka
+    from ..stream.kafka_cluster import KafkaCluster, fetch_kafka
 
     libs = fetch_kafka(get_settings())
     port, controller_port = free_port(), free_port()
@@ -248,10 +248,10 @@ def bench(
     """Measure throughput (bare aiokafka, bare Faust, the worker), latency at a steady rate
     (and through two bare hops), memory per account and scale-out (throughput and CPU per
     transaction); print a table and write bench/results/<time>.json."""
-    from ..stack import redact_url
+    from ..stream.stack import redact_url
 
     harness = _harness()
-    from .. import stack
+    from ..stream import stack
 
     chosen = tuple(p.strip() for p in phases.split(",") if p.strip())
     redis_url = redis_url or os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL

@@ -69,7 +69,7 @@ async def _read(settings: Settings, topic: str) -> list[DeadLetterEntry]:
     from aiokafka import AIOKafkaConsumer
     from aiokafka.errors import KafkaError
 
-    from ..offsets import client_options, start_on_topic, true_end_offsets
+    from ..stream.offsets import client_options, start_on_topic, true_end_offsets
 
     consumer = AIOKafkaConsumer(**client_options(settings), group_id=None, enable_auto_commit=False)
     try:
@@ -314,7 +314,7 @@ async def _send(settings: Settings, dlq_topic: str, entries: list[DeadLetterEntr
     from aiokafka import AIOKafkaProducer
     from aiokafka.errors import KafkaError
 
-    from ..offsets import client_options
+    from ..stream.offsets import client_options
 
     producer = AIOKafkaProducer(
         **client_options(settings), acks="all", enable_idempotence=False, max_request_size=4 * 2**20

@@ -176,7 +176,7 @@ def demo(
 
     The worker's topics, APP_ID and REDIS_KEY_PREFIX are the demo's own.
     """
-    from .. import stack
+    from ..stream import stack
 
     # SIGTERM stops the demo like Ctrl-C: its worker and stack are stopped, keys deleted
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -311,7 +311,7 @@ _STALL_SECONDS = 180.0
 
 
 async def _run(ctx: _Context) -> dict:
-    from ..offsets import ensure_topics
+    from ..stream.offsets import ensure_topics
 
     s = ctx.settings
     await ensure_topics(s, [s.transactions_topic, s.labels_topic, s.scored_topic, s.alerts_topic])
@@ -502,7 +502,7 @@ async def _live(ctx: _Context) -> LiveRun:
     import orjson
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from ..offsets import client_options, true_end_offsets
+    from ..stream.offsets import client_options, true_end_offsets
     from ..replay import Pacer, replay_frame
     from .alerts import decode_alert
 

@@ -126,7 +126,7 @@ async def read_scored(settings: Settings, topic: str,
     from aiokafka import AIOKafkaConsumer
     from aiokafka.errors import KafkaError
     from ..replay import client_options
-    from ..offsets import start_on_topic, true_end_offsets
+    from ..stream.offsets import start_on_topic, true_end_offsets
 
     consumer = AIOKafkaConsumer(
         **client_options(settings), group_id=None, enable_auto_commit=False,

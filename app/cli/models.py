@@ -3,7 +3,7 @@
 Training, the registry and the lifecycle planners are pure (:mod:`app.scoring`); this
 module adds a progress bar, tables, the Redis keys ``{REDIS_KEY_PREFIX}model:active`` and
 ``model:shadows`` (written with redis-py directly, synchronously), and the
-``fraud-control`` message that tells running workers to switch (:mod:`app.control`).
+``fraud-control`` message that tells running workers to switch (:mod:`app.stream.control`).
 
 ``promote``, ``rollback`` and ``shadow`` first verify every version they name (card,
 feature names, sha256s, and the compiled form compiled if the card names no runtime yet
@@ -556,7 +556,7 @@ def apply_lifecycle(new: Lifecycle, settings: Settings, models_dir: Path, redis_
     RedisUnavailableError
         Published (workers switch) but Redis not written: run the command again.
     """
-    from ..control import CONTROL_KEY, publish
+    from ..stream.control import CONTROL_KEY, publish
     from ..redis_store import RedisUnavailableError
     from ..scoring.registry import activate, ensure_compiled
     from ..scoring.lifecycle import write_lifecycle

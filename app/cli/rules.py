@@ -3,7 +3,7 @@
 ``rules apply FILE`` validates a rule set (:func:`app.decisions.load_rule_set`), refuses
 one that is not newer than the rule set of the same id in force, publishes it on
 ``RULES_TOPIC`` (key: rule-set id; every worker applies it from its next batch, see
-:mod:`app.control`) and stores it in Redis (``{REDIS_KEY_PREFIX}rules:current``).
+:mod:`app.stream.control`) and stores it in Redis (``{REDIS_KEY_PREFIX}rules:current``).
 
 ``threshold --budget N`` picks the lowest alert threshold that keeps a model's alerts
 within N a day on a window of data scored offline with the stream's feature code
@@ -133,7 +133,7 @@ def apply_command(
     broker: Optional[str] = broker_option(),
 ) -> None:
     """Validate a rule set, publish it to every worker (next batch) and store it in Redis."""
-    from ..control import publish
+    from ..stream.control import publish
     from ..decisions import load_rule_set, parse_rule_set
     from ..features import FEATURE_NAMES
     from .replay import with_broker

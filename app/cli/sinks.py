@@ -70,7 +70,7 @@ def build_sinks(settings: Settings, names: tuple[str, ...]) -> list["AlertSink"]
 
 
 async def _run_all(settings: Settings, sinks: list["AlertSink"], metrics: "SinkMetrics") -> None:
-    from ..offsets import client_options
+    from ..stream.offsets import client_options
     from ..sinks.runner import SinkRunner, consumer_group
 
     stop = asyncio.Event()

@@ -11,7 +11,7 @@ from ..config import get_settings
 from .base import cli, console, settings_epilog
 
 if TYPE_CHECKING:  # imported where used: `fraudctl --help` loads none of them
-    from .. import stack as local_stack
+    from ..stream import stack as local_stack
 
 __all__ = ["stack_app"]
 
@@ -77,7 +77,7 @@ def up(
     ),
 ) -> None:
     """Start a broker and Redis unless they already answer; create the service topics."""
-    from .. import stack as local_stack
+    from ..stream import stack as local_stack
     from ..exceptions import StackError
 
     if broker not in ("tansu", "kafka"):
@@ -105,7 +105,7 @@ def up(
 @stack_app.command("fetch-kafka", epilog=settings_epilog("KAFKA_CACHE_DIR"))
 def fetch_kafka() -> None:
     """Fetch Apache Kafka's jars (ops/kafka/pom.xml) and check their sha256 (ops/kafka/jars.sha256)."""
-    from ..kafka_cluster import fetch_kafka as fetch, kafka_version
+    from ..stream.kafka_cluster import fetch_kafka as fetch, kafka_version
 
     libs = fetch(get_settings())
     console.print(f"Apache Kafka {kafka_version()}: {libs}", highlight=False)
@@ -118,7 +118,7 @@ def down(
     ),
 ) -> None:
     """Stop what `stack up` started; leave anything else running."""
-    from .. import stack as local_stack
+    from ..stream import stack as local_stack
 
     settings = get_settings()
     stopped = local_stack.down(settings, timeout_seconds=timeout)
@@ -131,6 +131,6 @@ def down(
 @stack_app.command("status", epilog=settings_epilog("KAFKA_BROKER_URL", "REDIS_URL", "RUN_DIR"))
 def status() -> None:
     """Show whether the broker and Redis answer, and which were started by `stack up`."""
-    from .. import stack as local_stack
+    from ..stream import stack as local_stack
 
     console.print(_table(local_stack.status(get_settings()), "stack"))

@@ -112,7 +112,7 @@ async def _find(settings, transaction_id: str, account: str | None) -> list:
     from aiokafka.errors import KafkaError
 
     from ..exceptions import BrokerUnavailableError
-    from ..offsets import client_options
+    from ..stream.offsets import client_options
     from ..story import FoundRecord, dead_letter_mentions, transaction_pattern
     from ..tracing import from_headers
 
@@ -134,7 +134,7 @@ async def _find(settings, transaction_id: str, account: str | None) -> list:
 
     async def scan(wanted: dict[Any, str]) -> None:
         """Read the partitions of ``wanted`` (partition -> kind) to their end."""
-        from ..offsets import true_end_offsets
+        from ..stream.offsets import true_end_offsets
 
         if not wanted:
             return

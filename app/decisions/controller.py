@@ -13,7 +13,7 @@ validate is refused the same way, and so is one whose version is not newer than 
 served one of the same id (a replayed or reordered message).
 
 Nothing here imports Faust, Kafka or Redis: the listener that feeds messages in lives
-in :mod:`app.control`. :meth:`Controller.apply` may load models (seconds): call it off
+in :mod:`app.stream.control`. :meth:`Controller.apply` may load models (seconds): call it off
 the event loop (``await asyncio.to_thread(controller.apply, message)``); it is
 thread-safe.
 

@@ -1,6 +1,6 @@
 """Pure feature code: per-account and per-terminal state and feature extraction.
 
-Nothing here imports Faust, Redis or Kafka. The stream (``app.agents``) and training
+Nothing here imports Faust, Redis or Kafka. The stream (``app.stream.agents``) and training
 (``app.features.offline``) both call the same ``update_one`` / ``label_one`` /
 ``extract_*`` functions, so the features served equal the features trained on.
 """

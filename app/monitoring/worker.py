@@ -156,7 +156,7 @@ async def watch_partitions(
         ``{"lag": set, "stalled": set}``: the series set by the previous call.
     position_of : callable
         ``position_of(consumer, tp)``: offset of the next record the worker hands on
-        (:func:`app.streaming.next_offset_of`), None when unknown.
+        (:func:`app.stream.streaming.next_offset_of`), None when unknown.
     now : float
         A monotonic time, in seconds.
 

@@ -51,7 +51,7 @@ class SinkRunner:
     group_id : str
         Its consumer group (:func:`consumer_group`).
     client_options : dict
-        aiokafka connection keywords (:func:`app.offsets.client_options`).
+        aiokafka connection keywords (:func:`app.stream.offsets.client_options`).
     metrics : SinkMetrics
     batch_max_records : int, default=100
     retry_initial_delay_seconds, retry_max_delay_seconds : float, default=0.5, 30.0

@@ -1,6 +1,6 @@
 """The one :class:`faust.App` of the service, built from :class:`app.config.Settings`.
 
-Run a worker with ``python -m app worker -l info`` (or ``faust -A app.main worker``);
+Run a worker with ``python -m app worker -l info`` (or ``faust -A app.stream.main worker``);
 several workers on one machine need distinct ``--web-port`` values.
 """
 
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import faust
 
-from .config import get_settings
+from ..config import get_settings
+from ..security import kafka_ssl_context
 from .offsets import client_options, fix_recovery_end_offsets
-from .security import kafka_ssl_context
 from .streaming import (
     ProcessedOnlyEvent,
     guard_offset_gaps,
@@ -56,16 +56,16 @@ def create_app() -> faust.App:
 
     The settings that matter on the Tansu development broker: table recovery probes
     the true end of each changelog partition (``FIX_END_OFFSETS``, see
-    :mod:`app.offsets`), and short session/rebalance timeouts let a restarted worker
+    :mod:`app.stream.offsets`), and short session/rebalance timeouts let a restarted worker
     rejoin its consumer group quickly.
     """
     s = get_settings()
     if s.fix_end_offsets:
         fix_recovery_end_offsets(client_options(s))
     # the stream's source topics have contiguous offsets: a skipped range is fetched
-    # again (app/streaming.py)
+    # again (app/stream/streaming.py)
     guard_offset_gaps((s.transactions_topic, s.labels_topic, s.by_terminal_topic))
-    register_tables_at_once()  # every table is declared at import (app/tables.py)
+    register_tables_at_once()  # every table is declared at import (app/stream/tables.py)
     keep_root_logger_level()  # no DEBUG records built under Faust's spinner
     limit_timer_overlap_warnings()  # one "Timer ... is overlapping" a minute per timer
     set_fetch_max_wait(*s.broker_fetch_waits_seconds)
@@ -106,7 +106,7 @@ def create_app() -> faust.App:
         web_in_thread=False,
         key_serializer="raw",
         value_serializer="raw",
-        # a skipped event (rebalance, shutdown) is not acknowledged: see app/streaming.py
+        # a skipped event (rebalance, shutdown) is not acknowledged: see app/stream/streaming.py
         Event=ProcessedOnlyEvent,
     )
 

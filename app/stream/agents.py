@@ -33,16 +33,36 @@ from functools import partial
 from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .alerting.sink import raise_alerts
-from .alignment import EventTimeAligner
-from .config import get_settings
+from ..alerting.sink import raise_alerts
+from ..alignment import EventTimeAligner
+from ..config import get_settings
+from ..deadletters import carried_headers
+from ..encoding import ENCODING_HEADER, encoding_of
+from ..events import encode
+from ..features import AccountState, TerminalState
+from ..features.state import DAY_MS
+from ..features.terminal import DEFAULT_DELAY_DAYS
+from ..monitoring.stall import PartitionWatch
+from ..monitoring.worker import (
+    MetricsSensor,
+    count_label_verdicts,
+    count_produced,
+    observe_scored,
+    sample_gauges,
+    watch_partitions,
+)
+from ..pipeline import (
+    RawRecord,
+    Watermark,
+    featurize_accounts,
+    forward_records,
+    receive_terminal_records,
+    score_enriched,
+)
+from ..partitioning import key_partition
+from ..tracing import continue_from, from_headers, headers_with
+from ..tracing import new as new_traceparent
 from .control import ControlFollower
-from .deadletters import carried_headers
-from .encoding import ENCODING_HEADER, encoding_of
-from .events import encode
-from .features import AccountState, TerminalState
-from .features.state import DAY_MS
-from .features.terminal import DEFAULT_DELAY_DAYS
 from .main import app
 from .streaming import (
     abandon,
@@ -52,28 +72,8 @@ from .streaming import (
     produce_many,
     take_events_adaptive,
 )
-from .monitoring.stall import PartitionWatch
-from .monitoring.worker import (
-    MetricsSensor,
-    count_label_verdicts,
-    count_produced,
-    observe_scored,
-    sample_gauges,
-    watch_partitions,
-)
-from .pipeline import (
-    RawRecord,
-    Watermark,
-    featurize_accounts,
-    forward_records,
-    receive_terminal_records,
-    score_enriched,
-)
 from .runtime import Runtime, get_runtime
-from .partitioning import key_partition
 from .tables import account_states, terminal_states
-from .tracing import continue_from, from_headers, headers_with
-from .tracing import new as new_traceparent
 from .topics import (
     alerts_topic,
     by_terminal_topic,
@@ -160,7 +160,7 @@ async def _produce(
     topic: str, value: bytes, key: bytes | None = None, partition: int | None = None,
     headers: list[tuple[str, bytes]] | None = None,
 ):
-    """:func:`app.streaming.produce`, counted in ``fraud_messages_produced_total``.
+    """:func:`app.stream.streaming.produce`, counted in ``fraud_messages_produced_total``.
 
     ``headers`` default to a ``traceparent`` that starts a trace (every record the
     worker produces carries one)."""
@@ -172,7 +172,7 @@ async def _produce(
 
 
 async def _produce_many(topic: str, records: list) -> list:
-    """:func:`app.streaming.produce_many` (one future per partition and batch), counted
+    """:func:`app.stream.streaming.produce_many` (one future per partition and batch), counted
     in ``fraud_messages_produced_total``."""
     m = get_runtime().metrics
     futures = []

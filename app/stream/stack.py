@@ -41,9 +41,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from .config import Settings, get_settings
-from .exceptions import StackError
-from .security import is_loopback_host
+from ..config import Settings, get_settings
+from ..exceptions import StackError
+from ..security import is_loopback_host
 
 __all__ = [
     "COMPONENTS",
@@ -643,7 +643,7 @@ def up(
         Also create the service topics (``TRANSACTIONS_TOPIC`` ...) with
         ``TOPIC_PARTITIONS`` partitions when the broker is on this machine.
     broker : {"tansu", "kafka"}, default="tansu"
-        Tansu (embedded, quick) or Apache Kafka in KRaft mode (:mod:`app.kafka_cluster`;
+        Tansu (embedded, quick) or Apache Kafka in KRaft mode (:mod:`app.stream.kafka_cluster`;
         needs Java 17+, and Maven the first time, to fetch its jars).
     brokers : int, default=1
         Nodes of the Kafka cluster (1 to 5; 3 gives replication factor 3,

@@ -28,8 +28,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
-from .config import Settings
-from .exceptions import (
+from ..config import Settings
+from ..exceptions import (
     BrokerAuthenticationError,
     BrokerAuthorizationError,
     BrokerUnavailableError,
@@ -69,7 +69,7 @@ def client_options(settings: Settings) -> dict[str, Any]:
     options: dict[str, Any] = {"bootstrap_servers": hosts}
     ssl_context = None
     if settings.kafka_ssl:
-        from .security import kafka_ssl_context
+        from ..security import kafka_ssl_context
 
         ssl_context = kafka_ssl_context(settings)
         options.update(security_protocol="SSL", ssl_context=ssl_context)
@@ -216,7 +216,7 @@ async def _wait_for_metadata(settings: Settings, timeout_seconds: float, deadlin
 
     from aiokafka.admin import AIOKafkaAdminClient
 
-    from .exceptions import BrokerUnavailableError
+    from ..exceptions import BrokerUnavailableError
 
     last: BaseException | None = None
     while True:
@@ -317,7 +317,7 @@ async def ensure_topics(
         await admin.close()
 
 
-#: The worker's tables (``app/tables.py``): their changelogs are created at start.
+#: The worker's tables (``app/stream/tables.py``): their changelogs are created at start.
 WORKER_TABLES = ("account_states", "terminal_states")
 
 

@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import PROJECT_ROOT, Settings
-from .exceptions import StackError
+from ..config import PROJECT_ROOT, Settings
+from ..exceptions import StackError
 
 __all__ = [
     "KAFKA_POM",

@@ -1,6 +1,6 @@
 """Per-worker runtime objects: settings, metrics, Redis store and the loaded model.
 
-Built lazily once per process, so importing the app (``faust -A app.main``) does not
+Built lazily once per process, so importing the app (``faust -A app.stream.main``) does not
 touch Redis or the model registry.
 """
 
@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
-from .config import Settings, get_settings
-from .logsummary import OutageLog, RateLimitedLog
-from .metrics import Metrics
-from .monitoring.drift import DriftMonitor
-from .redis_store import RedisStore, redis_client_options, redis_url_of
+from ..config import Settings, get_settings
+from ..logsummary import OutageLog, RateLimitedLog
+from ..metrics import Metrics
+from ..monitoring.drift import DriftMonitor
+from ..redis_store import RedisStore, redis_client_options, redis_url_of
 
 __all__ = ["Runtime", "get_runtime"]
 
@@ -27,8 +27,8 @@ log = logging.getLogger(__name__)
 def _load_scorer(version: str, models_dir):
     """``Scorer(load_model(version, models_dir))``, its imports included (run in a
     thread by :meth:`Runtime.load_model`)."""
-    from .scoring.model import Scorer
-    from .scoring.registry import load_model
+    from ..scoring.model import Scorer
+    from ..scoring.registry import load_model
 
     return Scorer(load_model(version, models_dir))
 
@@ -85,7 +85,7 @@ class Runtime:
 
     async def _active_version(self) -> tuple[str, str]:
         """The active model version and where it came from ("redis" or "settings")."""
-        from .scoring.registry import default_version
+        from ..scoring.registry import default_version
 
         s = self.settings
         version = await self.store.active_model_version()
@@ -110,7 +110,7 @@ class Runtime:
         ModelError, ModelIntegrityError, ModelVersionError
             As :func:`app.scoring.registry.verify_model`.
         """
-        from .scoring.registry import verify_model
+        from ..scoring.registry import verify_model
 
         version, _ = await self._active_version()
         verify_model(version, self.settings.models_dir)
@@ -137,10 +137,10 @@ class Runtime:
     async def _build_controller(self):
         s = self.settings
         active = self.scorer or await self.load_model()
-        from .decisions import Controller, parse_rule_set
-        from .decisions.cold_start import ColdStartRule
-        from .exceptions import FraudError
-        from .scoring.model import Scorer
+        from ..decisions import Controller, parse_rule_set
+        from ..decisions.cold_start import ColdStartRule
+        from ..exceptions import FraudError
+        from ..scoring.model import Scorer
 
         shadows = []
         for version in await self.store.shadow_model_versions():
@@ -174,7 +174,7 @@ class Runtime:
         """The worker's :class:`app.alerting.lookup.AlertTopicLookup`, created on first
         use (only a worker that meets a reserved, unmarked alert id needs one)."""
         if self._alert_lookup is None:
-            from .alerting.lookup import AlertTopicLookup
+            from ..alerting.lookup import AlertTopicLookup
 
             self._alert_lookup = AlertTopicLookup(self.settings)
         return self._alert_lookup
@@ -187,7 +187,7 @@ class Runtime:
             await lookup.close()
 
     def on_control(self, result) -> None:
-        """After a control message (the :class:`app.control.ControlFollower` callback):
+        """After a control message (the :class:`app.stream.control.ControlFollower` callback):
         count it and, when applied, name the models and rules now in use."""
         self.metrics.observe_control(result)
         if result.applied and self.controller is not None:

@@ -18,8 +18,8 @@ import faust
 from faust.stores.memory import Store as MemoryStore
 from faust.streams import _current_event, current_event
 
-from .config import get_settings
-from .changelog import BATCH_KEY_PREFIX, is_batch_key, pack_changes, unpack_changes
+from ..config import get_settings
+from ..changelog import BATCH_KEY_PREFIX, is_batch_key, pack_changes, unpack_changes
 from .main import app
 from .streaming import produce_many
 
@@ -96,7 +96,7 @@ class PartitionedTable(faust.Table):
         at once (each key in the RocksDB database of its partition) and the batch
         records, keys and values serialized as Faust serializes a single-key record's,
         are built with aiokafka's batch API and handed straight to the worker's
-        producer (:func:`app.streaming.produce_many`, not Faust's topic layer). When
+        producer (:func:`app.stream.streaming.produce_many`, not Faust's topic layer). When
         the broker has a producer batch, the offset of its last record is recorded as
         Faust records a changelog write's (a RocksDB store keeps it to know which
         changelog records it holds) and ``on_sent`` is called with its future, once

@@ -29,9 +29,9 @@ from typing import Callable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from .config import Settings
-from .decisions.controller import ApplyResult, Controller
-from .exceptions import BrokerUnavailableError
+from ..config import Settings
+from ..decisions.controller import ApplyResult, Controller
+from ..exceptions import BrokerUnavailableError
 from .offsets import client_options
 
 __all__ = ["CONTROL_KEY", "publish", "publish_async", "ensure_control_topics", "ControlFollower"]

@@ -72,7 +72,7 @@ __all__ = [
 class ProcessedOnlyEvent(faust.Event):
     """A Faust event that can be acknowledged only once a stream handed its value on.
 
-    Used as the app's ``Event`` class (:func:`app.main.create_app`).
+    Used as the app's ``Event`` class (:func:`app.stream.main.create_app`).
     """
 
     def __init__(self, app: Any, key: Any, value: Any, headers: Any, message: Any) -> None:
@@ -557,7 +557,7 @@ def register_tables_at_once() -> None:
     channels and starts recovery, to give tables that agents create while starting
     time to appear; every worker start (and the restart of a RocksDB worker, whose
     restore itself takes a fraction of a second) paid it. The service declares all its
-    tables when :mod:`app.tables` is imported, before the worker starts, so the tables
+    tables when :mod:`app.stream.tables` is imported, before the worker starts, so the tables
     are registered at once. A table created after that still fails as in Faust ("Too
     late to add tables at this point").
 

@@ -9,7 +9,7 @@ have the same partition count."""
 
 from __future__ import annotations
 
-from .config import get_settings
+from ..config import get_settings
 from .main import DEAD_LETTER_MAX_BYTES, app
 
 __all__ = [
