@@ -11,8 +11,10 @@
   while it restores its tables; a worker SIGKILLed during a rebalance. Each: every
   transaction scored, each alert once (equal to an uninterrupted run), and every
   partition of the transactions topic read to its end (the group's committed offset
-  equals its end offset). ``FLOW_RESTART_RUNS`` repeats each shape, ``FLOW_RESTART_SHAPES``
-  picks them (``all`` in ``make test-full``).
+  equals its end offset), and no partition of it idle for more than 30 s while it has
+  records (sampled from outside every second: the group's committed offset standing
+  still below the end offset). ``FLOW_RESTART_RUNS`` repeats each shape,
+  ``FLOW_RESTART_SHAPES`` picks them (``all`` in ``make test-full``).
 * A partition the worker stops fetching (``DEBUG_PAUSE_PARTITION``) is found by the
   stall watch, told once, counted and read again without a restart.
 * A catch-up of about 100,000 transactions (200,000 in ``make test-full``,
@@ -34,6 +36,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -135,6 +138,7 @@ def _rolling_restart_once(broker, redis_url, tmp: Path, df, ids, baseline) -> di
         stops["c"] = _stop_timed(c)
         stops["a2"] = _stop_timed(a2)
     finally:
+        watch._done.set()
         for w in workers.values():
             w.stop(signal.SIGKILL)
     summary = run.summary(ids, baseline)
@@ -220,6 +224,86 @@ async def _group_progress(bootstrap: str, group: str, topic: str) -> dict[int, t
                 pass
 
 
+#: a partition whose committed offset stands still this long while records are beyond
+#: it is left behind (the membership tests fail on it)
+IDLE_LIMIT_SECONDS = 30.0
+
+
+class _IdleWatch(threading.Thread):
+    """Samples, every ``interval`` seconds from outside the workers, the consumer group's
+    committed offset and the true end offset of every partition of ``topics``; keeps,
+    per topic, the longest time a partition's committed offset stood still while
+    records were beyond it (idle while it has records), in seconds."""
+
+    def __init__(self, bootstrap: str, group: str, topics: list[str], interval: float = 1.0):
+        super().__init__(name="idle-watch", daemon=True)
+        self.bootstrap, self.group, self.topics, self.interval = bootstrap, group, topics, interval
+        self.longest: dict[str, float] = {t: 0.0 for t in topics}
+        self.samples = 0
+        self.error: BaseException | None = None
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        try:
+            asyncio.run(self._watch())
+        except BaseException as exc:  # noqa: BLE001 - reported by stop()
+            self.error = exc
+
+    def stop(self) -> dict[str, float]:
+        """Stop sampling; the longest idle time per topic (seconds)."""
+        self._done.set()
+        self.join(timeout=30)
+        if self.error is not None:
+            raise AssertionError(f"the idle watch failed: {self.error!r}")
+        assert self.samples > 0, "the idle watch took no sample"
+        return {t: round(v, 1) for t, v in self.longest.items()}
+
+    async def _watch(self) -> None:
+        from aiokafka import AIOKafkaConsumer
+        from aiokafka.admin import AIOKafkaAdminClient
+        from aiokafka.structs import TopicPartition
+
+        from app.stream.offsets import true_end_offsets
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            described = await admin.describe_topics(self.topics)
+        finally:
+            await admin.close()
+        tps = sorted(
+            TopicPartition(d["topic"], p["partition"]) for d in described for p in d["partitions"]
+        )
+        member = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=self.group, enable_auto_commit=False
+        )
+        reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        await member.start()
+        await reader.start()
+        try:
+            member.assign(tps)  # for OffsetFetch only: it joins no group, commits nothing
+            last: dict = {}
+            since: dict = {}
+            while not self._done.is_set():
+                now = time.monotonic()
+                committed = {tp: await member.committed(tp) for tp in tps}
+                ends = await true_end_offsets(reader, tps)
+                for tp in tps:
+                    c = committed[tp] or 0  # nothing committed: read from the beginning
+                    if c != last.get(tp) or c >= ends[tp]:
+                        last[tp], since[tp] = c, now
+                    else:
+                        self.longest[tp.topic] = max(self.longest[tp.topic], now - since[tp])
+                self.samples += 1
+                await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - now)))
+        finally:
+            for client in (reader, member):
+                try:
+                    await client.stop()
+                except asyncio.CancelledError:
+                    pass
+
+
 def _wait_read_to_end(bootstrap: str, env: dict[str, str], timeout: float = 60.0) -> dict:
     """Wait until the group's committed offset of every transactions partition equals
     its end offset; the last progress seen."""
@@ -237,12 +321,14 @@ def _flow_restart_once(shape: str, broker, redis_url, tmp: Path, df, ids, baseli
     env = worker_env(broker.url, redis_url, tmp)
     workers: dict[str, Worker] = {}
     codes: dict[str, int | None] = {}
+    watch = _IdleWatch(broker.bootstrap, env["APP_ID"], [env["TRANSACTIONS_TOPIC"]])
     try:
         a = workers["a"] = _start(env, tmp, "a")
         b = workers["b"] = _start(env, tmp, "b")
         a.wait_ready()
         b.wait_ready()
         _wait_both_assigned(a, b, env)
+        watch.start()
         flow = fu.BackgroundReplay(df, broker.url, env, rate=FLOW_RATE)
         _wait_sum([a, b], "fraud_transactions_consumed_total", len(df) // 5)
         if shape == "sigterm-at-joiner-ready":
@@ -274,6 +360,7 @@ def _flow_restart_once(shape: str, broker, redis_url, tmp: Path, df, ids, baseli
         flow.join()
         run = fu.collect(broker.bootstrap, env, ids, timeout=300)
         progress = _wait_read_to_end(broker.bootstrap, env)
+        idle = watch.stop()[env["TRANSACTIONS_TOPIC"]]
         survivors = [w for w in workers.values() if w.proc and w.proc.poll() is None]
         stalls = sum(w.metric("fraud_partition_stalls_total") for w in survivors)
     finally:
@@ -281,10 +368,14 @@ def _flow_restart_once(shape: str, broker, redis_url, tmp: Path, df, ids, baseli
             w.stop(signal.SIGKILL)
     summary = run.summary(ids, baseline)
     summary.update(shape=shape, broker=broker.kind, stop_codes=codes, stalls_resumed=stalls,
-                   committed_vs_end=progress)
+                   committed_vs_end=progress, longest_idle_seconds=idle)
     fu.report("flow-restart", summary)
     for name, code in codes.items():
         assert code == 0, f"worker {name} did not stop within {STOP_LIMIT_SECONDS} s (status {code})"
+    assert idle <= IDLE_LIMIT_SECONDS, (
+        f"a transactions partition was idle {idle} s while it had records "
+        f"(its committed offset stood still below the end offset)"
+    )
     fu.assert_same_as(run, baseline, ids)
     return summary
 
@@ -301,6 +392,10 @@ def test_membership_changes_while_records_flow(
         _flow_restart_once(shape, broker, redis_url, tmp, slice_df, replayed_ids, baseline)
 
 
+#: the stalled-partition test's PARTITION_STALL_SECONDS
+STALL_SECONDS = 10
+
+
 def test_a_stalled_partition_is_found_and_read_again(
     broker, redis_url, tmp_path, slice_df, replayed_ids, baseline
 ):
@@ -311,24 +406,33 @@ def test_a_stalled_partition_is_found_and_read_again(
     stalled_env = {
         **env,
         "DEBUG_PAUSE_PARTITION": f"{env['TRANSACTIONS_TOPIC']}:1",
-        "PARTITION_STALL_SECONDS": "4",
+        "PARTITION_STALL_SECONDS": str(STALL_SECONDS),
         "METRICS_INTERVAL_SECONDS": "1",
     }
     w = _start(stalled_env, tmp_path, "a")
+    # the membership tests' idle watch sees this stall too (it is no blind instrument)
+    watch = _IdleWatch(broker.bootstrap, env["APP_ID"], [env["TRANSACTIONS_TOPIC"]])
     try:
         w.wait_ready()
+        watch.start()
         flow = fu.BackgroundReplay(slice_df, broker.url, env, rate=FLOW_RATE * 2)
         _wait_log(w, "DEBUG_PAUSE_PARTITION")
         flow.join()
         run = fu.collect(broker.bootstrap, env, replayed_ids, timeout=300)
         _wait_read_to_end(broker.bootstrap, env)
+        idle = watch.stop()[env["TRANSACTIONS_TOPIC"]]
         stalls = w.metric("fraud_partition_stalls_total", topic=env["TRANSACTIONS_TOPIC"])
         log = w.tail(10_000_000)
     finally:
+        watch._done.set()
         w.stop(signal.SIGKILL)
     told = [line for line in log.splitlines() if "not read for" in line]
-    fu.report("stalled-partition", {"broker": broker.kind, "stalls_resumed": stalls, "told": len(told)})
+    fu.report("stalled-partition", {"broker": broker.kind, "stalls_resumed": stalls,
+                                    "told": len(told), "longest_idle_seconds": idle})
     assert stalls >= 1
+    # the partition's records begin to arrive within a second or two of the worker's
+    # assignment, from which the worker's own watch counts
+    assert idle >= STALL_SECONDS / 2, f"the idle watch saw the stalled partition idle only {idle} s"
     assert len(told) == 1, told
     assert f"{env['TRANSACTIONS_TOPIC']}[1]" in told[0]
     fu.assert_same_as(run, baseline, replayed_ids)
