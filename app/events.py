@@ -22,7 +22,7 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, TypeVar, Union
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
@@ -56,6 +56,7 @@ __all__ = [
     "decode_transaction",
     "decode_label",
     "encode",
+    "construct",
     "MIN_EVENT_TIME_MS",
     "MAX_EVENT_TIME_MS",
     "MAX_AMOUNT_MINOR",
@@ -545,9 +546,83 @@ def decode_label(
     return _decode(Label, raw, max_bytes, unknown_fields, encoding)  # type: ignore[return-value]
 
 
+def construct(model: type[_M], values: dict[str, Any]) -> _M:
+    """A record of ``model`` from trusted values, as ``model.model_construct(**values)``.
+
+    The hot path builds records of values it computed itself (scored transactions,
+    the transactions of its internal topic); pydantic's ``model_construct`` walks every
+    field's aliases and defaults on each call, which costs more than the record's
+    values do. When ``values`` holds exactly the model's fields, in the model's order,
+    the record is made directly (the same ``__dict__`` and fields set as
+    ``model_construct`` gives); otherwise this is ``model_construct``.
+
+    Parameters
+    ----------
+    model : type of pydantic.BaseModel
+        A wire model of this module (no aliases, no private attributes, no
+        ``model_post_init``).
+    values : dict
+        Field name -> value; not validated. The dict becomes the record's ``__dict__``:
+        the caller does not use it afterwards.
+
+    Returns
+    -------
+    pydantic.BaseModel
+        An instance of ``model``.
+    """
+    fields = _CONSTRUCT_FIELDS.get(model)
+    if fields is None:
+        simple = (
+            not model.__pydantic_post_init__
+            and not model.__private_attributes__
+            and all(f.alias is None and f.validation_alias is None
+                    for f in model.__pydantic_fields__.values())
+        )
+        fields = _CONSTRUCT_FIELDS[model] = tuple(model.__pydantic_fields__) if simple else ()
+    if not fields or len(values) != len(fields) or tuple(values) != fields:
+        return model.model_construct(**values)
+    record = model.__new__(model)
+    _set = object.__setattr__
+    _set(record, "__dict__", values)
+    _set(record, "__pydantic_fields_set__", set(fields))
+    _set(record, "__pydantic_extra__", None)
+    _set(record, "__pydantic_private__", None)
+    return record
+
+
+_M = TypeVar("_M", bound=BaseModel)
+#: model -> its field names in order, () when :func:`construct` must not bypass pydantic
+_CONSTRUCT_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
 def encode(record: BaseModel) -> bytes:
-    """Serialise a wire record to compact JSON bytes."""
+    """Serialise a wire record to compact JSON bytes.
+
+    A :class:`ScoredTransaction` (one per transaction) is written from its values
+    directly: its fields are JSON types already (str, int, float, lists and dicts of
+    them, and a :class:`Transaction` of str and int), so the bytes are those of
+    ``orjson.dumps(record.model_dump(mode="json"))``, without pydantic's serializer.
+
+    Parameters
+    ----------
+    record : pydantic.BaseModel
+        A wire record of this module.
+
+    Returns
+    -------
+    bytes
+        Compact JSON, fields in the model's order.
+    """
+    if type(record) is ScoredTransaction:
+        d = record.__dict__
+        tx = d.get("transaction")
+        if type(tx) is Transaction and len(d) == _SCORED_FIELDS and len(tx.__dict__) == _TX_FIELDS:
+            return orjson.dumps({**d, "transaction": tx.__dict__})
     return orjson.dumps(record.model_dump(mode="json"))
+
+
+_SCORED_FIELDS = len(ScoredTransaction.model_fields)
+_TX_FIELDS = len(Transaction.model_fields)
 
 
 def utc_ms(dt: datetime) -> int:

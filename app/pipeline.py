@@ -28,6 +28,7 @@ from .events import (
     Reason,
     ScoredTransaction,
     Transaction,
+    construct,
     decode_label,
     decode_transaction,
 )
@@ -135,7 +136,8 @@ class Enriched:
     def to_dict(self) -> dict:
         """``{"tx": {...}, "f": [...], "r": received_ms}`` (and ``"tp": traceparent``
         when set)."""
-        d = {"tx": self.transaction.model_dump(), "f": self.account_features, "r": self.received_ms}
+        # a Transaction's fields are str and int: its model_dump() is its __dict__
+        d = {"tx": dict(self.transaction.__dict__), "f": self.account_features, "r": self.received_ms}
         if self.traceparent is not None:
             d["tp"] = self.traceparent
         return d
@@ -153,7 +155,7 @@ class Enriched:
         KeyError, TypeError, ValueError
             ``d`` is not such a dict.
         """
-        item = cls(Transaction.model_construct(**d["tx"]), d["f"], d["r"], d.get("tp"))
+        item = cls(construct(Transaction, dict(d["tx"])), d["f"], d["r"], d.get("tp"))
         int(item.transaction.event_time_ms)  # noqa: B018 - present and a number
         return item
 
@@ -635,22 +637,25 @@ def score_enriched(
     out.decisions = d
     scores, hits, reasons, version = d.scores, d.alert_rows, d.reasons, d.model_version
     hit_set = set(hits)
-    for i, item in enumerate(items):
-        out.scored.append(
-            ScoredTransaction.model_construct(
-                transaction=item.transaction,
-                score=float(scores[i]),
-                decision="alert" if i in hit_set else "pass",
-                model_version=version,
-                features=dict(zip(names, X[i].tolist())),
-                scored_time_ms=now_ms,
-                outcome=d.decisions[i].outcome,
-                rules_fired=list(d.decisions[i].rules_fired),
-                rule_set_version=d.rule_set_version,
-                shadow_scores={v: float(sc[i]) for v, sc in d.shadow_scores.items()},
-            )
+    rule_set_version = d.rule_set_version
+    shadows = [(v, np.asarray(sc, dtype=np.float64).tolist()) for v, sc in d.shadow_scores.items()]
+    scored, received = out.scored, out.received_ms
+    for i, (item, row, score, decision) in enumerate(zip(items, X.tolist(), scores.tolist(), d.decisions)):
+        scored.append(
+            construct(ScoredTransaction, {
+                "transaction": item.transaction,
+                "score": score,
+                "decision": "alert" if i in hit_set else "pass",
+                "model_version": version,
+                "features": dict(zip(names, row)),
+                "scored_time_ms": now_ms,
+                "outcome": decision.outcome,
+                "rules_fired": list(decision.rules_fired),
+                "rule_set_version": rule_set_version,
+                "shadow_scores": {v: sc[i] for v, sc in shadows},
+            })
         )
-        out.received_ms.append(item.received_ms)
+        received.append(item.received_ms)
     alerted: set[str] = set()
     for j, i in enumerate(hits):
         tx = items[i].transaction

@@ -17,6 +17,7 @@ metrics, tracing and dead letters: the floor is lower than the worker's real wor
 
 from __future__ import annotations
 
+import gc
 import time
 from typing import Any
 
@@ -38,7 +39,12 @@ from app.replay import plan_records
 __all__ = ["pure_work"]
 
 
-def pure_work(df: pd.DataFrame, settings: Settings, batch_sizes: tuple[int, ...] = (500, 50)) -> dict:
+def pure_work(
+    df: pd.DataFrame,
+    settings: Settings,
+    batch_sizes: tuple[int, ...] = (500, 50),
+    gc_freeze: bool = True,
+) -> dict:
     """CPU seconds per transaction of the worker's pure work, per batch size.
 
     Parameters
@@ -51,12 +57,17 @@ def pure_work(df: pd.DataFrame, settings: Settings, batch_sizes: tuple[int, ...]
         Transactions per batch at each stage: 500 is a catch-up's batch
         (``BATCH_MAX_EVENTS``), 50 about what live traffic of a few hundred per second
         gives.
+    gc_freeze : bool, default=True
+        Move what exists before the runs (the model, the planned records) out of the
+        cyclic garbage collector's reach (``gc.freeze``), as the worker does with what
+        it has built once its models are loaded; False: the collector traverses the
+        harness's own objects at every full collection.
 
     Returns
     -------
     dict
-        ``{"n": n, "model_version": str, "runs": [{"batch": B, "cpu_seconds": s,
-        "us_per_transaction": u, "scored": n}, ...]}``; ``cpu_seconds`` is the process
+        ``{"n": n, "model_version": str, "gc_frozen": bool, "runs": [{"batch": B,
+        "cpu_seconds": s, "us_per_transaction": u, "scored": n}, ...]}``; ``cpu_seconds`` is the process
         CPU time (``time.process_time``) of the run.
 
     Raises
@@ -71,7 +82,21 @@ def pure_work(df: pd.DataFrame, settings: Settings, batch_sizes: tuple[int, ...]
     snapshot = Snapshot.of(scorer, scorer.alert_threshold)
     planned = [r for r in plan_records(df, labels=False) if not r.is_label]
     n_part = settings.topic_partitions
-    out: dict[str, Any] = {"n": len(planned), "model_version": scorer.version, "runs": []}
+    out: dict[str, Any] = {"n": len(planned), "model_version": scorer.version, "runs": [],
+                           "gc_frozen": gc_freeze}
+    if gc_freeze:  # as the worker does once its models are loaded (app.runtime)
+        gc.collect()
+        gc.freeze()
+    try:
+        _runs(planned, n_part, snapshot, batch_sizes, out)
+    finally:
+        if gc_freeze:
+            gc.unfreeze()
+    return out
+
+
+def _runs(planned: list, n_part: int, snapshot: Any, batch_sizes: tuple[int, ...],
+          out: dict[str, Any]) -> None:
     for size in batch_sizes:
         accounts: dict[str, bytes] = {}
         terminals: dict[str, bytes] = {}
@@ -118,7 +143,6 @@ def pure_work(df: pd.DataFrame, settings: Settings, batch_sizes: tuple[int, ...]
             "batch": size, "cpu_seconds": round(cpu, 3), "scored": scored,
             "us_per_transaction": round(cpu / scored * 1e6, 1),
         })
-    return out
 
 
 def main() -> None:

@@ -31,6 +31,7 @@ Examples
 from __future__ import annotations
 
 import threading
+from types import MappingProxyType
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
@@ -97,6 +98,10 @@ class BatchDecisions:
     model_version: str
     rule_set_version: str
     threshold: float
+
+
+#: the features a rule set that reads none is given
+_NO_FEATURES: Mapping[str, float] = MappingProxyType({})
 
 
 @dataclass(frozen=True)
@@ -184,12 +189,19 @@ class Snapshot:
             scores = self.active.score_many(X)
         shadow = {s.version: s.score_many(X) for s in self.shadows if s.version != self.active.version}
         names = list(feature_names)
-        rows = X.tolist()
         thresholds = self.cold_start.thresholds_many(X, names, self.threshold).tolist()
-        decisions = [
-            self.rules.evaluate(tx, dict(zip(names, row)), float(sc), th)
-            for tx, row, sc, th in zip(transactions, rows, scores.tolist(), thresholds)
-        ]
+        evaluate = self.rules.evaluate
+        if self.rules.uses_features:
+            rows = X.tolist()
+            decisions = [
+                evaluate(tx, dict(zip(names, row)), sc, th)
+                for tx, row, sc, th in zip(transactions, rows, scores.tolist(), thresholds)
+            ]
+        else:  # no rule reads a feature: no mapping per row
+            decisions = [
+                evaluate(tx, _NO_FEATURES, sc, th)
+                for tx, sc, th in zip(transactions, scores.tolist(), thresholds)
+            ]
         since = self.alerts_from_ms
         alert_rows = [i for i, d in enumerate(decisions) if d.outcome in alert_outcomes
                       and (since is None or transactions[i].event_time_ms >= since)]

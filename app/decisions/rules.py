@@ -234,6 +234,17 @@ class CompiledRuleSet:
         self._allow_terminals = frozenset(rule_set.allow.terminals)
         self._block_accounts = frozenset(rule_set.block.accounts)
         self._block_terminals = frozenset(rule_set.block.terminals)
+        #: no rule, list or block threshold: the score alone decides (the usual case)
+        self._score_only = not (compiled or self._allow_accounts or self._allow_terminals
+                                or self._block_accounts or self._block_terminals
+                                or bt is not None)
+        self._by_score = (Decision("approve", (), False), Decision(score_outcome, (), True))
+
+    @property
+    def uses_features(self) -> bool:
+        """True when an enabled rule may read the features (else :meth:`evaluate`
+        ignores its ``features`` argument)."""
+        return bool(self._compiled)
 
     @property
     def label(self) -> str:
@@ -265,6 +276,9 @@ class CompiledRuleSet:
         Decision
         """
         rs = self.rule_set
+        if self._score_only:
+            review_at = rs.review_threshold if rs.review_threshold is not None else threshold
+            return self._by_score[score >= review_at]
         allowed = [
             name for name, hit in (
                 (ALLOW_ACCOUNT, tx.account_id in self._allow_accounts),

@@ -101,17 +101,23 @@ def extract_account(state: AccountState, tx: Transaction) -> list[float]:
         prev,
     ]
     largest = 0
+    # windows nest (1 day within 7 within 30): each sum adds the amounts the previous
+    # window did not hold (integer sums, so the same values in any order)
+    total = 0
+    stop = end
     for w in WINDOWS_DAYS:
-        start = bisect_right(times, t - w * DAY_MS, 0, end)
+        start = bisect_right(times, t - w * DAY_MS, 0, stop)
         n = end - start
         if n:
-            window = amounts[start:end]
-            mean = sum(window) / n / 100.0
-            if w == WINDOWS_DAYS[-1]:
-                largest = max(window)
+            if start < stop:
+                total += sum(amounts[start:stop])
+            mean = total / n / 100.0
         else:
             mean = 0.0
-        out += [float(n), mean, amount / mean if mean > 0 else 1.0]
+        stop = start
+        out += (float(n), mean, amount / mean if mean > 0 else 1.0)
+    if end > stop:  # the largest window's amounts
+        largest = max(amounts[stop:end])
     top = largest / 100.0
     out += [top, amount / top if top > 0 else 1.0]
     return out

@@ -246,8 +246,13 @@ def extract_terminal(
     end_t = t - delay_days * DAY_MS
     times, ftimes, flabels = state.times_ms, state.fraud_times_ms, state.fraud_label_times_ms
     hi = bisect_right(times, end_t)
-    fhi = bisect_right(ftimes, end_t)
     out: list[float] = []
+    if not ftimes:  # no fraud known (most terminals): every risk and count is 0
+        for w in TERMINAL_WINDOWS_DAYS:
+            out += (float(hi - bisect_right(times, end_t - w * DAY_MS, 0, hi)), 0.0)
+        out += _NO_KNOWN_FRAUDS
+        return out
+    fhi = bisect_right(ftimes, end_t)
     for w in TERMINAL_WINDOWS_DAYS:
         start_t = end_t - w * DAY_MS
         n = hi - bisect_right(times, start_t, 0, hi)
@@ -259,3 +264,6 @@ def extract_terminal(
         flo = bisect_right(ftimes, t - w * DAY_MS, 0, fhi)
         out.append(float(sum(1 for j in range(flo, fhi) if flabels[j] < t)))
     return out
+
+
+_NO_KNOWN_FRAUDS = (0.0,) * len(KNOWN_FRAUD_WINDOWS_DAYS)

@@ -7,6 +7,7 @@ touch Redis or the model registry.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 from dataclasses import dataclass, field
@@ -132,6 +133,11 @@ class Runtime:
         async with self._controller_lock:
             if self.controller is None:
                 self.controller = await self._build_controller()
+                # what the worker has built by now (modules, the app, the models) lives
+                # as long as the process: out of the cyclic collector's reach, so its
+                # full collections, which the allocations of every batch trigger,
+                # traverse only what came after
+                gc.freeze()
         return self.controller
 
     async def _build_controller(self):
