@@ -84,7 +84,7 @@ def pure_work(
     n_part = settings.topic_partitions
     out: dict[str, Any] = {"n": len(planned), "model_version": scorer.version, "runs": [],
                            "gc_frozen": gc_freeze}
-    if gc_freeze:  # as the worker does once its models are loaded (app.runtime)
+    if gc_freeze:  # as the worker does once its models are loaded (app.stream.runtime)
         gc.collect()
         gc.freeze()
     try:
