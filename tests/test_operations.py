@@ -138,7 +138,6 @@ def _rolling_restart_once(broker, redis_url, tmp: Path, df, ids, baseline) -> di
         stops["c"] = _stop_timed(c)
         stops["a2"] = _stop_timed(a2)
     finally:
-        watch._done.set()
         for w in workers.values():
             w.stop(signal.SIGKILL)
     summary = run.summary(ids, baseline)
@@ -364,6 +363,7 @@ def _flow_restart_once(shape: str, broker, redis_url, tmp: Path, df, ids, baseli
         survivors = [w for w in workers.values() if w.proc and w.proc.poll() is None]
         stalls = sum(w.metric("fraud_partition_stalls_total") for w in survivors)
     finally:
+        watch._done.set()
         for w in workers.values():
             w.stop(signal.SIGKILL)
     summary = run.summary(ids, baseline)
