@@ -220,13 +220,16 @@ def _generate(n: int) -> tuple[bytes, ...]:
     return tuple(out)
 
 
-async def _produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+async def _produce(
+    bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]
+) -> list[tuple[int, int]]:
+    """Send ``records`` in order; the (partition, offset) each got. The worker may append
+    to the same partition meanwhile (a re-keyed record), so offsets are not positions."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=4 * 2**20, linger_ms=20)
     await producer.start()
     try:
         futures = [await producer.send(topic, value, key=key) for key, value in records]
-        for f in futures:
-            await f
+        return [((md := await f).partition, md.offset) for f in futures]
     finally:
         await producer.stop()
 
@@ -264,7 +267,7 @@ def test_worker_survives_generated_payloads(broker, redis_url, tmp_path):
     started = time.monotonic()
     try:
         worker.wait_ready()
-        asyncio.run(_produce(broker.bootstrap, env["TRANSACTIONS_TOPIC"], records))
+        placed = asyncio.run(_produce(broker.bootstrap, env["TRANSACTIONS_TOPIC"], records))
         worker.wait_metric("fraud_events_rejected_total", len(rejected), timeout=300)
         dead_records = asyncio.run(
             fu._read(broker.bootstrap, [env["DEAD_LETTER_TOPIC"]], 3.0, 120.0,
@@ -283,9 +286,11 @@ def test_worker_survives_generated_payloads(broker, redis_url, tmp_path):
     assert 0 < lines <= keys * windows, (lines, keys, windows, len(rejected))
     dead = [DeadLetter.model_validate_json(r.value) for r in dead_records]
     # every rejected payload, in order, with the decoder's reason and its bytes
-    by_offset = {d.offset: d for d in dead}
+    by_offset = {(d.partition, d.offset): d for d in dead}
     assert len(by_offset) == len(dead) == len(rejected)
-    expected = [(2 * i + 1, v) for i, v in enumerate(verdicts) if isinstance(v, str) and v != "rekeyed"]
+    expected = [
+        (placed[2 * i + 1], v) for i, v in enumerate(verdicts) if isinstance(v, str) and v != "rekeyed"
+    ]
     assert [(o, by_offset[o].reason) for o, _ in expected] == expected
     assert sum(d.reason == "future_timestamp" for d in dead) == sum(future)
     assert len(dead) == len(expected) + rekeyed_future
