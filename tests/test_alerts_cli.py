@@ -103,6 +103,7 @@ def test_alert_row_shows_time_ids_amount_score_model_and_reasons():
 
 
 @pytest.mark.broker
+@pytest.mark.both_brokers
 def test_jsonl_prints_each_alert_as_on_the_topic_and_skips_garbage(broker, alerts_topic):
     result = _alerts(broker, alerts_topic, "--from-beginning", "--format", "jsonl")
     assert result.exit_code == 0, result.output
@@ -115,6 +116,7 @@ def test_jsonl_prints_each_alert_as_on_the_topic_and_skips_garbage(broker, alert
 
 
 @pytest.mark.broker
+@pytest.mark.both_brokers
 def test_table_shows_every_alert(broker, alerts_topic):
     result = _alerts(broker, alerts_topic, "--from-beginning", "--format", "table")
     assert result.exit_code == 0, result.output
@@ -126,6 +128,7 @@ def test_table_shows_every_alert(broker, alerts_topic):
 
 
 @pytest.mark.broker
+@pytest.mark.both_brokers
 def test_follow_with_limit_stops_after_n_alerts(broker, alerts_topic):
     result = _alerts(
         broker, alerts_topic, "--from-beginning", "--follow", "--limit", "3", "--format", "jsonl"
@@ -137,6 +140,7 @@ def test_follow_with_limit_stops_after_n_alerts(broker, alerts_topic):
 
 
 @pytest.mark.broker
+@pytest.mark.both_brokers
 def test_latest_shows_no_old_alert_even_when_the_last_batch_holds_several(
     broker, alerts_topic
 ):

@@ -69,6 +69,7 @@ def _fraudctl(env: dict, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.both_brokers
 def test_dead_letters_fixed_and_redriven_are_scored_exactly_once(broker, redis_url, tmp_path):
     env = worker_env(broker.url, redis_url, tmp_path, MAX_EVENT_BYTES="400", ALERT_THRESHOLD="0")
     worker = Worker(env, tmp_path / "worker-1.log").start()

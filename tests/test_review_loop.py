@@ -19,7 +19,7 @@ from .review_utils import Console, run_cli
 from .test_review_console import _produce
 from .worker_utils import Worker, free_port, worker_env
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow]
+pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.both_brokers]
 
 
 def test_a_verdict_reaches_the_worker_and_the_feed_after_it_is_deduplicated(broker, redis_url, tmp_path):

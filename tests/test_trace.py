@@ -22,7 +22,7 @@ from app.features import ACCOUNT_FEATURE_NAMES
 
 from .worker_utils import Worker, read_topic, worker_env
 
-pytestmark = [pytest.mark.broker]
+pytestmark = [pytest.mark.broker, pytest.mark.both_brokers]
 
 T0 = 1_530_662_400_000
 FRAUDCTL = str(Path(sys.executable).parent / "fraudctl")

@@ -27,7 +27,7 @@ from aiokafka.structs import TopicPartition
 
 from ..config import Settings
 from ..exceptions import BrokerUnavailableError
-from ..stream.offsets import client_options, true_end_offsets
+from ..stream.offsets import client_options, topic_partitions, true_end_offsets
 
 __all__ = ["AlertTopicLookup", "LookupResult", "alert_partition"]
 
@@ -93,9 +93,8 @@ class AlertTopicLookup:
 
     async def _partitions(self, consumer: AIOKafkaConsumer) -> list[int]:
         parts = consumer.partitions_for_topic(self.topic)
-        if not parts:
-            await consumer._client.force_metadata_update()
-            parts = consumer.partitions_for_topic(self.topic)
+        if not parts:  # a consumer with no subscription knows no topic (topic_partitions)
+            parts = (await topic_partitions(self.settings, [self.topic])).get(self.topic)
         if not parts:
             raise BrokerUnavailableError(f"alert topic {self.topic!r} has no partitions")
         return sorted(parts)

@@ -29,7 +29,7 @@ from ..config import Settings
 from ..events import Alert, CaseEvent, encode
 from ..exceptions import BrokerUnavailableError
 from ..metrics import ReviewMetrics
-from ..stream.offsets import client_options, true_end_offsets
+from ..stream.offsets import client_options, topic_partitions, true_end_offsets
 from ..stream.offsets import ensure_topics
 from ..exceptions import CaseError
 from .activity import CardActivity, from_scored_json
@@ -152,9 +152,8 @@ class CaseService:
         cases: dict[str, Case] = {}
         try:
             await consumer.start()
-            await consumer.topics()  # metadata of every topic
-            partitions = consumer.partitions_for_topic(topic) or set()
-            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+            partitions = (await topic_partitions(self.settings, [topic])).get(topic, [])
+            tps = [TopicPartition(topic, p) for p in partitions]
             ends = await true_end_offsets(consumer, tps) if tps else {}
             starts = await consumer.beginning_offsets(tps) if tps else {}
             nexts = dict(starts)
@@ -224,11 +223,10 @@ class CaseService:
         consumer = self._consumer(group_id=None)
         try:
             await consumer.start()
-            await consumer.topics()
-            partitions = consumer.partitions_for_topic(topic)
+            partitions = (await topic_partitions(self.settings, [topic])).get(topic)
             if not partitions:
                 return
-            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+            tps = [TopicPartition(topic, p) for p in partitions]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
             while True:

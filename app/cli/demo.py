@@ -502,7 +502,7 @@ async def _live(ctx: _Context) -> LiveRun:
     import orjson
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from ..stream.offsets import client_options, true_end_offsets
+    from ..stream.offsets import client_options, topic_partitions, true_end_offsets
     from ..replay import Pacer, replay_frame
     from .alerts import decode_alert
 
@@ -513,10 +513,8 @@ async def _live(ctx: _Context) -> LiveRun:
     await consumer.start()
     try:
         topics = (s.transactions_topic, s.scored_topic, s.alerts_topic)
-        await consumer.topics()
-        tps = [
-            TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())
-        ]
+        known = await topic_partitions(s, topics)
+        tps = [TopicPartition(t, p) for t in topics for p in known.get(t, ())]
         ends = await true_end_offsets(consumer, tps)  # assigns them: read only what is new
         for tp in tps:
             consumer.seek(tp, ends[tp])

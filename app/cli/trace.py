@@ -112,7 +112,7 @@ async def _find(settings, transaction_id: str, account: str | None) -> list:
     from aiokafka.errors import KafkaError
 
     from ..exceptions import BrokerUnavailableError
-    from ..stream.offsets import client_options
+    from ..stream.offsets import client_options, topic_partitions
     from ..story import FoundRecord, dead_letter_mentions, transaction_pattern
     from ..tracing import from_headers
 
@@ -167,8 +167,7 @@ async def _find(settings, transaction_id: str, account: str | None) -> list:
     try:
         try:
             await consumer.start()
-            for topic in await consumer.topics():
-                partitions[topic] = sorted(consumer.partitions_for_topic(topic) or ())
+            partitions.update(await topic_partitions(settings, await consumer.topics()))
         except KafkaError as exc:
             raise BrokerUnavailableError(
                 f"Kafka broker {settings.kafka_broker_url} is unavailable ({exc})"

@@ -437,6 +437,52 @@ _POLL_MS = 200
 PROBE_SECONDS = 5.0
 
 
+async def topic_partitions(settings: Settings, topics: Iterable[str]) -> dict[str, list[int]]:
+    """The partitions of each of ``topics`` that the broker has, asked by name.
+
+    A consumer that subscribed to nothing knows no topic's partitions: aiokafka's first
+    metadata request names no topic, which Apache Kafka answers with none (Tansu with
+    all), and ``consumer.topics()`` does not keep the metadata it fetches. So the
+    partitions come from a ``DescribeTopics`` of an admin client (public API).
+
+    Parameters
+    ----------
+    settings : Settings
+        The broker connection (:func:`client_options`).
+    topics : iterable of str
+
+    Returns
+    -------
+    dict of str to list of int
+        Partition ids in order, for each topic that exists (a missing one is left out).
+
+    Raises
+    ------
+    aiokafka.errors.KafkaError
+        The broker cannot be reached.
+    """
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    wanted = sorted(set(topics))
+    if not wanted:
+        return {}
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        # only topics the broker lists: a broker that creates topics on demand (Tansu)
+        # would create one a metadata request names
+        listed = set(await admin.list_topics())
+        present = [t for t in wanted if t in listed]
+        described = await admin.describe_topics(present) if present else []
+    finally:
+        await admin.close()
+    return {
+        d["topic"]: sorted(p["partition"] for p in d["partitions"])
+        for d in described
+        if not d.get("error_code") and d.get("partitions")
+    }
+
+
 async def start_on_topic(
     consumer: AIOKafkaConsumer, settings: Settings, topic: str, missing_hint: str = ""
 ) -> list[TopicPartition]:
@@ -469,12 +515,11 @@ async def start_on_topic(
 
     try:
         await consumer.start()
-        await consumer.topics()  # metadata of every topic
+        partitions = (await topic_partitions(settings, [topic])).get(topic)
     except KafkaError as exc:
         raise BrokerUnavailableError(
             f"Kafka broker {settings.kafka_broker_url} is unavailable ({exc})"
         ) from None
-    partitions = consumer.partitions_for_topic(topic)
     if not partitions:
         raise ConfigError(f"topic {topic!r} does not exist on {settings.kafka_broker_url}{missing_hint}")
     return [TopicPartition(topic, p) for p in sorted(partitions)]
