@@ -97,7 +97,7 @@ def up(
         console.print(
             f"workers and fraudctl: KAFKA_BROKER_URL='{';'.join(nodes)}' "
             f"TOPIC_REPLICATION_FACTOR={min(3, len(nodes))}",
-            highlight=False,
+            highlight=False, soft_wrap=True,  # one line to copy, whatever the width
         )
     console.print(_table(local_stack.status(settings), "stack"))
 
