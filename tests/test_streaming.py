@@ -233,3 +233,98 @@ def test_tables_are_registered_without_a_fixed_wait():
     calls.clear()
     asyncio.run(TableManager.on_start(stopping))
     assert calls == []
+
+
+class _FakeConsumer:
+    """What the gap guard reads of a Faust consumer (no broker): the app's flow
+    control, the assignment, and the seeks it makes (recorded)."""
+
+    def __init__(self, tps, flow_active=True):
+        self._tps = set(tps)
+        self.seeks: list = []
+        self.app = type("App", (), {})()
+        self.app.flow_control = type("Flow", (), {"is_active": lambda _self: flow_active})()
+
+    def assignment(self):
+        return self._tps
+
+
+def _guard_over(monkeypatch, fetches):
+    """Install the gap guard over a scripted ``getmany`` (each call yields the next
+    list of ``(tp, message, before)``, calling ``before()`` first when given) and a
+    recording ``seek``; monkeypatch puts Faust's methods (guarded) back afterwards."""
+    from faust.transport.consumer import Consumer
+    from mode.utils.queues import FlowControlEvent
+
+    from app.stream import streaming
+
+    async def getmany(self, timeout):
+        for tp, message, before in fetches.pop(0):
+            if before is not None:
+                before()
+            yield tp, message
+
+    async def seek(self, tp, offset):
+        self.seeks.append((tp.partition, offset))
+
+    for name, value in (("getmany", getmany), ("seek", seek),
+                        ("perform_seek", Consumer.perform_seek),
+                        ("_new_offset", Consumer._new_offset)):
+        monkeypatch.setattr(Consumer, name, value)
+    monkeypatch.setattr(FlowControlEvent, "clear", FlowControlEvent.clear)
+    streaming.guard_offset_gaps(["tx"])
+    return Consumer.getmany
+
+
+def _handed_on(getmany, consumer) -> list[int]:
+    import asyncio
+
+    async def run():
+        return [m.offset async for _tp, m in getmany(consumer, 0.1)]
+
+    return asyncio.run(run())
+
+
+def test_no_record_is_handed_on_before_an_earlier_one_a_stream_skipped(monkeypatch):
+    """A rebalance made the stream skip offset 1 while the fetch in progress still
+    yields offsets 2 and 3: they wait, the partition is sought back to 1, and the next
+    fetch hands on 1, 2, 3 in order (an account's later transaction is never
+    featurized before an earlier one)."""
+    from faust.types import TP
+
+    from app.stream import streaming
+
+    tp = TP("tx", 0)
+    consumer = _FakeConsumer([tp])
+    msg = lambda o: Message("tx", 0, o, 0.0, 0, {}, b"k", b"v", None)  # noqa: E731
+    skip_1 = lambda: streaming._remember_skipped(consumer, tp, 1)  # noqa: E731
+    fetches = [
+        [(tp, msg(0), None), (tp, msg(1), None), (tp, msg(2), skip_1), (tp, msg(3), None)],
+        [(tp, msg(1), None), (tp, msg(2), None), (tp, msg(3), None)],
+    ]
+    getmany = _guard_over(monkeypatch, fetches)
+    first = _handed_on(getmany, consumer)
+    assert first == [0, 1], "a record after the skipped one was handed on before it"
+    assert consumer.seeks == [(0, 1)]
+    assert _handed_on(getmany, consumer) == [1, 2, 3]
+    assert consumer.seeks == [(0, 1)]  # no second seek: the skipped record came again
+
+
+def test_a_record_skipped_at_the_end_of_a_fetch_is_fetched_again_next_time(monkeypatch):
+    """The last record handed on is skipped and nothing arrives after it: the next
+    call seeks back to it (once flow is on), so the partition is not left behind."""
+    from faust.types import TP
+
+    from app.stream import streaming
+
+    tp = TP("tx", 0)
+    consumer = _FakeConsumer([tp])
+    msg = lambda o: Message("tx", 0, o, 0.0, 0, {}, b"k", b"v", None)  # noqa: E731
+    fetches = [[(tp, msg(0), None), (tp, msg(1), None)], [(tp, msg(5), None)], [(tp, msg(1), None)]]
+    getmany = _guard_over(monkeypatch, fetches)
+    assert _handed_on(getmany, consumer) == [0, 1]
+    streaming._remember_skipped(consumer, tp, 1)
+    # this call seeks back to 1 first; what the fetch in progress returns is dropped
+    assert _handed_on(getmany, consumer) == []
+    assert consumer.seeks == [(0, 1)]
+    assert _handed_on(getmany, consumer) == [1]

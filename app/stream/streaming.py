@@ -34,7 +34,9 @@ before Faust's seek and skipped by the stream were not read again: such partitio
 are sought to their beginning. And Faust clears the stream queues when flow control
 resumes, dropping events already handed on (seen in a restarted worker): those, and
 events a stream skipped, are remembered and sought back to once flow is on (at least
-once: records after them may be processed twice).
+once: records after them may be processed twice), and no later record of their
+partition is handed on before them (each partition in offset order: a later
+transaction of an account is never featurized before an earlier one that was skipped).
 
 Verified on the faust-streaming, aiokafka and mode-streaming versions in
 :data:`app.compat.VERIFIED_VERSIONS`; ``python -m app worker`` refuses to start on others.
@@ -127,6 +129,17 @@ def _remember_skipped(consumer: Any, tp: Any, offset: int) -> None:
     if table is None:
         table = _skipped[consumer] = {}
     table[tp] = min(offset, table.get(tp, offset))
+    # and no later record of the partition is handed on before this one: the gap
+    # check of the guarded ``getmany`` drops a later record and seeks back here. A
+    # record handed on before the one skipped behind it (the rest of a fetch in
+    # progress when a rebalance skipped events or Faust cleared its queues) put an
+    # account's transactions out of their order: features of its later transactions
+    # computed without the earlier one, the account state marked "revised".
+    nxt = _next_offsets.get(consumer)
+    if nxt is not None:
+        want = nxt.get(tp)
+        if want is None or offset < want:
+            nxt[tp] = offset
 
 
 def guard_offset_gaps(topics: Iterable[str]) -> None:
@@ -229,7 +242,9 @@ def guard_offset_gaps(topics: Iterable[str]) -> None:
         for tp, offset in list(table.items()):
             del table[tp]
             want = nxt.get(tp)
-            if tp in assigned and want is not None and offset < want:
+            # the next expected offset went back to the skipped one when it was
+            # remembered: seek there (never forward)
+            if tp in assigned and want is not None and offset <= want:
                 log.warning(
                     "%s[%s]: a stream skipped, or Faust cleared from its queue, records "
                     "from %d on (next expected %d); fetching them again",
@@ -248,10 +263,19 @@ def guard_offset_gaps(topics: Iterable[str]) -> None:
             if tp.topic in guarded:
                 want = nxt.get(tp)
                 if want is not None and message.offset > want:
-                    log.warning(
-                        "%s[%s]: consumer skipped offsets %d..%d; fetching them again",
-                        tp.topic, tp.partition, want, message.offset - 1,
-                    )
+                    skipped = _skipped.get(self)
+                    if skipped is not None and skipped.get(tp) == want:
+                        del skipped[tp]  # fetched again now
+                        log.warning(
+                            "%s[%s]: a stream skipped, or Faust cleared from its queue, "
+                            "records from %d on; offset %d waits for them: fetching "
+                            "them again", tp.topic, tp.partition, want, message.offset,
+                        )
+                    else:
+                        log.warning(
+                            "%s[%s]: consumer skipped offsets %d..%d; fetching them again",
+                            tp.topic, tp.partition, want, message.offset - 1,
+                        )
                     stalled.add(tp)
                     await seek(self, tp, want)
                     continue
