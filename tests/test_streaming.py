@@ -328,3 +328,23 @@ def test_a_record_skipped_at_the_end_of_a_fetch_is_fetched_again_next_time(monke
     assert _handed_on(getmany, consumer) == []
     assert consumer.seeks == [(0, 1)]
     assert _handed_on(getmany, consumer) == [1]
+
+
+def test_a_skip_at_the_next_expected_offset_seeks_nothing(monkeypatch):
+    """Nothing after the skipped record was handed on (it is the next expected one):
+    no seek; the next record fetched after it still waits for it (the gap check)."""
+    from faust.types import TP
+
+    from app.stream import streaming
+
+    tp = TP("tx", 0)
+    consumer = _FakeConsumer([tp])
+    msg = lambda o: Message("tx", 0, o, 0.0, 0, {}, b"k", b"v", None)  # noqa: E731
+    fetches = [[(tp, msg(0), None), (tp, msg(1), None)], [], [(tp, msg(3), None)]]
+    getmany = _guard_over(monkeypatch, fetches)
+    assert _handed_on(getmany, consumer) == [0, 1]
+    streaming._remember_skipped(consumer, tp, 2)  # 2 was never handed on
+    assert _handed_on(getmany, consumer) == []
+    assert consumer.seeks == []
+    assert _handed_on(getmany, consumer) == []  # 3 waits for 2
+    assert consumer.seeks == [(0, 2)]

@@ -122,6 +122,9 @@ _next_offsets: "weakref.WeakKeyDictionary[Any, dict[Any, int]]" = weakref.WeakKe
 _start_offsets: "weakref.WeakKeyDictionary[Any, dict[Any, int]]" = weakref.WeakKeyDictionary()
 #: Faust consumer -> {partition: lowest offset a stream skipped since the last seek}
 _skipped: "weakref.WeakKeyDictionary[Any, dict[Any, int]]" = weakref.WeakKeyDictionary()
+#: Faust consumer -> partitions whose next expected offset a skip moved back (records
+#: after the skipped one were handed on: the partition must be sought back)
+_lowered: "weakref.WeakKeyDictionary[Any, set]" = weakref.WeakKeyDictionary()
 
 
 def _remember_skipped(consumer: Any, tp: Any, offset: int) -> None:
@@ -140,6 +143,10 @@ def _remember_skipped(consumer: Any, tp: Any, offset: int) -> None:
         want = nxt.get(tp)
         if want is None or offset < want:
             nxt[tp] = offset
+            lowered = _lowered.get(consumer)
+            if lowered is None:
+                lowered = _lowered[consumer] = set()
+            lowered.add(tp)
 
 
 def guard_offset_gaps(topics: Iterable[str]) -> None:
@@ -202,6 +209,7 @@ def guard_offset_gaps(topics: Iterable[str]) -> None:
                         await seek(self, tp, offset)
         # a new assignment: every uncommitted record, skipped ones included, comes again
         _skipped.pop(self, None)
+        _lowered.pop(self, None)
         starts = _start_offsets.get(self)
         if starts is None:
             starts = _start_offsets[self] = {}
@@ -230,6 +238,9 @@ def guard_offset_gaps(topics: Iterable[str]) -> None:
     async def seek(self: Any, partition: Any, offset: int) -> None:
         await original_seek(self, partition, offset)
         expected(self)[partition] = offset
+        lowered = _lowered.get(self)
+        if lowered is not None:
+            lowered.discard(partition)
 
     async def refetch_skipped(self: Any, nxt: dict, stalled: set) -> None:
         """Seek back to records a stream skipped or Faust cleared from a queue, once flow
@@ -242,9 +253,15 @@ def guard_offset_gaps(topics: Iterable[str]) -> None:
         for tp, offset in list(table.items()):
             del table[tp]
             want = nxt.get(tp)
-            # the next expected offset went back to the skipped one when it was
-            # remembered: seek there (never forward)
-            if tp in assigned and want is not None and offset <= want:
+            # records after the skipped one were handed on (the next expected offset
+            # went back to it when it was remembered): seek back there, never forward.
+            # A skip at the next expected offset with nothing handed on after it needs
+            # no seek (the next record fetched is checked against it); a seek then,
+            # during a worker's recovery, left the partition unread until the stall
+            # watch resumed it (seen 3 times in 8 membership runs).
+            lowered = _lowered.get(self, set())
+            back = want is not None and (offset < want or (offset == want and tp in lowered))
+            if tp in assigned and back:
                 log.warning(
                     "%s[%s]: a stream skipped, or Faust cleared from its queue, records "
                     "from %d on (next expected %d); fetching them again",
