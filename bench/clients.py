@@ -24,7 +24,8 @@ from app.replay import Pacer, client_options, plan_records
 
 from .procs import BenchError, WorkerProcess, cpu_seconds, idle_share, system_cpu_ticks
 
-__all__ = ["bare_aiokafka", "paced_latency", "output_transaction_id", "latency_summary"]
+__all__ = ["bare_aiokafka", "paced_latency", "output_transaction_id", "latency_summary",
+           "topic_records"]
 
 
 async def bare_aiokafka(settings: Settings, n: int, timeout_s: float) -> dict:
@@ -66,6 +67,27 @@ async def bare_aiokafka(settings: Settings, n: int, timeout_s: float) -> dict:
             "events_per_second": round(n / seconds, 1) if seconds > 0 else None,
             "cpu_seconds": round(cpu, 2),
             "events_per_cpu_second": round(n / cpu, 1) if cpu > 0 else None}
+
+
+async def topic_records(settings: Settings, topic: str) -> int:
+    """Records in ``topic`` now: the sum over its partitions of the true end offset
+    minus the beginning offset (what a consumer reading it whole reads); 0 if it does
+    not exist."""
+    from app.stream.offsets import topic_partitions, true_end_offsets
+
+    parts = (await topic_partitions(settings, [topic])).get(topic, [])
+    if not parts:
+        return 0
+    tps = [TopicPartition(topic, p) for p in parts]
+    consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False,
+                                group_id=None)
+    await consumer.start()
+    try:
+        ends = await true_end_offsets(consumer, tps)
+        starts = await consumer.beginning_offsets(tps)
+    finally:
+        await consumer.stop()
+    return int(sum(ends[tp] - starts[tp] for tp in tps))
 
 
 def output_transaction_id(value: bytes) -> str | None:

@@ -64,7 +64,7 @@ import redis
 from app.config import PROJECT_ROOT, Settings
 from app.replay import ensure_topics
 
-from .clients import bare_aiokafka, paced_latency
+from .clients import bare_aiokafka, paced_latency, topic_records
 from .data import load_frame, produce_frame, send_probes, synthetic_accounts_frame
 from .procs import (
     BARE_FAUST,
@@ -73,9 +73,10 @@ from .procs import (
     BenchError,
     Throughput,
     WorkerProcess,
+    cpu_seconds,
     wait_for_count,
 )
-from .pure_work import pure_work
+from .pure_work import held_value_bytes, pure_work
 
 __all__ = ["BenchConfig", "Harness", "PHASES", "RESULTS_DIR", "WORKER_METRICS"]
 
@@ -440,10 +441,13 @@ class Harness:
         runs = [("bare_faust", BARE_FAUST, FAUST_METRICS, {"BENCH_FAUST_TABLE": "0"})]
         if c.faust_table:
             runs.append(("faust_table", BARE_FAUST, FAUST_METRICS, {"BENCH_FAUST_TABLE": "1"}))
+            hold_bytes = held_value_bytes(df)
+            runs.append(("faust_hold", BARE_FAUST, FAUST_METRICS,
+                         {"BENCH_FAUST_TABLE": "hold", "BENCH_HOLD_VALUE_BYTES": str(hold_bytes)}))
         runs.append(("worker", PROJECT_WORKER, WORKER_METRICS, {}))
+        labels = {"bare_faust": "b", "faust_table": "b2", "faust_hold": "b3", "worker": "c"}
         for name, argv, (consumed, done), extra in runs:
-            self.say(f"({'b' if name == 'bare_faust' else 'b2' if name == 'faust_table' else 'c'})"
-                     f" {name}")
+            self.say(f"({labels[name]}) {name}")
             run = s.model_copy(update={"app_id": f"{self.tag}-tp-{name}"})
             w = self._start(run, argv, f"tp-{name}", **extra)
             try:
@@ -456,6 +460,13 @@ class Harness:
                 out[name]["rss_bytes"] = w.rss_bytes()
             finally:
                 self._stop(w)
+        if c.faust_table:
+            out["faust_hold"]["value_bytes"] = hold_bytes
+            for name, extra in (("bare_faust", {"BENCH_FAUST_TABLE": "0"}),
+                                ("faust_hold", {"BENCH_FAUST_TABLE": "hold",
+                                                "BENCH_HOLD_VALUE_BYTES": str(hold_bytes)})):
+                self.say(f"restart of {name}: start to tables recovered")
+                out[name]["restart"] = self._restart(s, name, extra)
         self.say("(p) pure work: the worker's pipeline functions in this process")
         out["pure_work"] = pure_work(df, s)
         a = out["bare_aiokafka"]["events_per_second"]
@@ -472,7 +483,45 @@ class Harness:
             # the same in CPU time, as (p) is measured
             out["ratios"]["c_over_b_ceiling_per_cpu_second"] = round(
                 (1 / cpu_b) / (1 / cpu_b + pure), 6)
+            cpu_h = out.get("faust_hold", {}).get("events_per_cpu_second")
+            if cpu_h:
+                # holding each transaction in a changelogged table (b3 - b per event),
+                # added to the worker's own CPU per transaction
+                hold = 1 / cpu_h - 1 / cpu_b
+                out["ratios"]["held_table_us_per_event"] = round(hold * 1e6, 1)
+                out["ratios"]["c_over_b_with_held_table_per_cpu_second"] = round(
+                    (1 / (1 / cpu_c + hold)) / cpu_b, 4)
         return out
+
+    def _restart(self, s: Settings, name: str, extra: dict[str, str]) -> dict:
+        """Start the bare Faust app of run ``name`` again (same group, same tables, its
+        input all committed): seconds from its start to the end of its table recovery,
+        and the records of its hold table's changelog it had to read."""
+        run = s.model_copy(update={"app_id": f"{self.tag}-tp-{name}"})
+        records = None
+        if extra.get("BENCH_FAUST_TABLE") == "hold":
+            records = asyncio.run(topic_records(run, f"{run.app_id}-bench_held-changelog"))
+        w = self._start(run, BARE_FAUST, f"tp-{name}-restart", **extra)
+        try:
+            deadline = time.monotonic() + self.config.phase_timeout_s
+            while True:
+                w.check_alive()
+                try:
+                    got = w.metrics()
+                except OSError:
+                    got = {}
+                if "bench_recovered_seconds" in got:
+                    cpu = cpu_seconds(w.pid)
+                    break
+                if time.monotonic() > deadline:
+                    raise BenchError(f"{name} restart: tables not recovered")
+                time.sleep(0.1)
+        finally:
+            self._stop(w)
+        return {"recovered_seconds": round(got["bench_recovered_seconds"], 3),
+                "cpu_seconds": round(cpu, 2),
+                "held_entries": int(got.get("bench_held_entries", 0)),
+                "changelog_records": records}
 
     def _phase_profile(self) -> dict:
         from .profiling import record, top_entries

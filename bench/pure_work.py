@@ -36,7 +36,28 @@ from app.pipeline import (
 )
 from app.replay import plan_records
 
-__all__ = ["pure_work"]
+__all__ = ["pure_work", "held_value_bytes"]
+
+
+def held_value_bytes(df: pd.DataFrame, rows: int = 5_000) -> int:
+    """Mean size in bytes of one transaction as the scoring stage holds it for
+    event-time alignment: a by-terminal record of one item
+    (:func:`app.pipeline.forward_records`) of the first ``rows`` rows of ``df`` (a
+    :func:`app.data.handbook.read_handbook` frame), starting from empty account state.
+
+    Raises
+    ------
+    RuntimeError
+        No transaction of those rows passed validation.
+    """
+    planned = [r for r in plan_records(df.head(rows), labels=False) if not r.is_label]
+    records = [RawRecord(r.value, r.key, "transactions", 0, i, received_ms=r.timestamp_ms,
+                         timestamp_ms=r.timestamp_ms) for i, r in enumerate(planned)]
+    enriched = featurize_accounts(records, lambda _a: None).enriched
+    values = [v for _, v in forward_records(enriched, lambda _t: 0, max_items=1)]
+    if not values:
+        raise RuntimeError("no transaction of the frame passed validation")
+    return round(sum(len(v) for v in values) / len(values))
 
 
 def pure_work(

@@ -83,13 +83,22 @@ def test_bench_smoke_run_has_every_result_and_the_right_counts(broker, redis_url
     assert r["broker"] == "external"  # a running broker's URL: not one the run started
     tp = r["throughput"]
     assert tp["n"] == N and tp["produce"]["transactions"] == N
-    for name in ("bare_aiokafka", "bare_faust", "faust_table", "worker"):
+    for name in ("bare_aiokafka", "bare_faust", "faust_table", "faust_hold", "worker"):
         assert tp[name]["events"] == N, name
         assert tp[name]["counted"] >= N, name
         # null when a phase on so few events ended within one poll (no measurable rate)
         rate = tp[name]["events_per_second"]
         assert rate is None or rate > 0, name
     assert tp["worker"]["rss_bytes"] > 0
+    # (b3) held every event in a changelogged table (fewer than its window per partition:
+    # none released), and its restart restored each one from that changelog
+    hold = tp["faust_hold"]
+    assert hold["value_bytes"] > 100
+    assert hold["restart"]["changelog_records"] == N
+    assert hold["restart"]["held_entries"] == N
+    assert hold["restart"]["recovered_seconds"] > 0 and hold["restart"]["cpu_seconds"] > 0
+    assert tp["bare_faust"]["restart"]["changelog_records"] is None
+    assert tp["bare_faust"]["restart"]["recovered_seconds"] > 0
     assert {"c_over_a", "c_over_b", "c_over_b_per_cpu_second", "c_over_b_ceiling"} <= set(tp["ratios"])
     # (p): the worker's pipeline functions scored every transaction, at both batch sizes
     assert [run["batch"] for run in tp["pure_work"]["runs"]] == [500, 50]
