@@ -242,7 +242,7 @@ class _FakeConsumer:
     def __init__(self, tps, flow_active=True):
         self._tps = set(tps)
         self.seeks: list = []
-        self.app = type("App", (), {})()
+        self.app = type("App", (), {"in_recovery": False, "rebalancing": False})()
         self.app.flow_control = type("Flow", (), {"is_active": lambda _self: flow_active})()
 
     def assignment(self):
@@ -348,3 +348,24 @@ def test_a_skip_at_the_next_expected_offset_seeks_nothing(monkeypatch):
     assert consumer.seeks == []
     assert _handed_on(getmany, consumer) == []  # 3 waits for 2
     assert consumer.seeks == [(0, 2)]
+
+
+def test_no_seek_back_while_faust_recovers_tables(monkeypatch):
+    """Queues cleared when flow resumes at the start of a recovery: no seek back then
+    (Faust seeks every stream partition to its committed offset when the recovery
+    ends); once it has ended, the seek back happens."""
+    from faust.types import TP
+
+    from app.stream import streaming
+
+    tp = TP("tx", 0)
+    consumer = _FakeConsumer([tp])
+    msg = lambda o: Message("tx", 0, o, 0.0, 0, {}, b"k", b"v", None)  # noqa: E731
+    fetches = [[(tp, msg(0), None), (tp, msg(1), None)], [], []]
+    getmany = _guard_over(monkeypatch, fetches)
+    assert _handed_on(getmany, consumer) == [0, 1]
+    streaming._remember_skipped(consumer, tp, 0)
+    consumer.app.in_recovery = True
+    assert _handed_on(getmany, consumer) == [] and consumer.seeks == []
+    consumer.app.in_recovery = False
+    assert _handed_on(getmany, consumer) == [] and consumer.seeks == [(0, 0)]

@@ -249,6 +249,12 @@ def guard_offset_gaps(topics: Iterable[str]) -> None:
         table = _skipped.get(self)
         if not table or not self.app.flow_control.is_active():
             return
+        if getattr(self.app, "in_recovery", False) or getattr(self.app, "rebalancing", False):
+            # Faust seeks every stream partition to its committed offset when its
+            # recovery ends (perform_seek, which forgets these): a seek back now, while
+            # the stream partitions are paused for the recovery, was followed by a
+            # partition left unread after that seek until the stall watch resumed it
+            return
         assigned = self.assignment()
         for tp, offset in list(table.items()):
             del table[tp]
