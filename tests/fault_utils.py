@@ -299,5 +299,31 @@ def assert_same_as(run: RunOutput, baseline: RunOutput, replayed_ids: set[str]) 
         assert not diff, (
             f"{name}: {len(diff)} keys differ, e.g. {diff[:5]}; {first!r}: expected "
             f"{(expected.get(first) or b'')[:300]!r}, got {(got.get(first) or b'')[:300]!r}"
+            + _account_differences(name, diff, expected, got)
         )
+
+
+def _account_differences(name: str, keys: list, expected: dict, got: dict) -> str:
+    """For account states: per differing account, the transaction ids each side holds
+    only, and the ids each side marks revised (what tells a lost update from one
+    featurized out of order)."""
+    if not name.startswith("account_states"):
+        return ""
+    from app.features import AccountState
+
+    lines = []
+    for key in keys[:10]:
+        try:
+            e = AccountState.from_bytes(expected[key]) if expected.get(key) else None
+            g = AccountState.from_bytes(got[key]) if got.get(key) else None
+        except Exception as exc:  # noqa: BLE001 - a report, not the assertion
+            lines.append(f"{key!r}: undecodable ({exc})")
+            continue
+        e_ids, g_ids = set(e.ids if e else ()), set(g.ids if g else ())
+        lines.append(
+            f"{key!r}: ids only expected {sorted(e_ids - g_ids)}, only got "
+            f"{sorted(g_ids - e_ids)}; revised expected {e.revised if e else None}, "
+            f"got {g.revised if g else None}; ids {g.ids if g else None}"
+        )
+    return "\n" + "\n".join(lines)
 
