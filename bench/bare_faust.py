@@ -51,8 +51,22 @@ if _TABLE_MODE not in ("0", "1", "hold"):
     raise SystemExit(f"BENCH_FAUST_TABLE must be 0, 1 or hold, got {_TABLE_MODE!r}")
 _TABLE = _TABLE_MODE == "1"
 _HOLD = _TABLE_MODE == "hold"
-_HOLD_WINDOW = int(os.environ.get("BENCH_HOLD_WINDOW", "500"))
-_HOLD_VALUE_BYTES = int(os.environ.get("BENCH_HOLD_VALUE_BYTES", "0"))
+
+
+def _int_env(name: str, default: int, lowest: int) -> int:
+    """An integer setting of this app, at least ``lowest``; else exit with one line."""
+    raw = os.environ.get(name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
+    if value < lowest:
+        raise SystemExit(f"{name} must be >= {lowest}, got {value}")
+    return value
+
+
+_HOLD_WINDOW = _int_env("BENCH_HOLD_WINDOW", 500, 1)
+_HOLD_VALUE_BYTES = _int_env("BENCH_HOLD_VALUE_BYTES", 0, 0)
 _RELAY = os.environ.get("BENCH_FAUST_RELAY", "0") == "1"
 if _RELAY:  # the worker's consumer fetch waits (app.stream.main.create_app)
     set_fetch_max_wait(*_s.broker_fetch_waits_seconds)

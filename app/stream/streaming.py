@@ -251,9 +251,9 @@ def guard_offset_gaps(topics: Iterable[str]) -> None:
             return
         if getattr(self.app, "in_recovery", False) or getattr(self.app, "rebalancing", False):
             # Faust seeks every stream partition to its committed offset when its
-            # recovery ends (perform_seek, which forgets these): a seek back now, while
-            # the stream partitions are paused for the recovery, was followed by a
-            # partition left unread after that seek until the stall watch resumed it
+            # recovery ends (perform_seek, which forgets these); a seek back while the
+            # stream partitions are paused for the recovery can leave a partition
+            # unread after Faust's own seek
             return
         assigned = self.assignment()
         for tp, offset in list(table.items()):
@@ -262,9 +262,7 @@ def guard_offset_gaps(topics: Iterable[str]) -> None:
             # records after the skipped one were handed on (the next expected offset
             # went back to it when it was remembered): seek back there, never forward.
             # A skip at the next expected offset with nothing handed on after it needs
-            # no seek (the next record fetched is checked against it); a seek then,
-            # during a worker's recovery, left the partition unread until the stall
-            # watch resumed it (seen 3 times in 8 membership runs).
+            # no seek: the next record fetched is checked against it.
             lowered = _lowered.get(self, set())
             back = want is not None and (offset < want or (offset == want and tp in lowered))
             if tp in assigned and back:
