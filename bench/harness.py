@@ -442,8 +442,8 @@ class Harness:
         if c.faust_table:
             runs.append(("faust_table", BARE_FAUST, FAUST_METRICS, {"BENCH_FAUST_TABLE": "1"}))
             hold_bytes = held_value_bytes(df)
-            runs.append(("faust_hold", BARE_FAUST, FAUST_METRICS,
-                         {"BENCH_FAUST_TABLE": "hold", "BENCH_HOLD_VALUE_BYTES": str(hold_bytes)}))
+            hold_env = {"BENCH_FAUST_TABLE": "hold", "BENCH_HOLD_VALUE_BYTES": str(hold_bytes)}
+            runs.append(("faust_hold", BARE_FAUST, FAUST_METRICS, hold_env))
         runs.append(("worker", PROJECT_WORKER, WORKER_METRICS, {}))
         labels = {"bare_faust": "b", "faust_table": "b2", "faust_hold": "b3", "worker": "c"}
         for name, argv, (consumed, done), extra in runs:
@@ -463,8 +463,7 @@ class Harness:
         if c.faust_table:
             out["faust_hold"]["value_bytes"] = hold_bytes
             for name, extra in (("bare_faust", {"BENCH_FAUST_TABLE": "0"}),
-                                ("faust_hold", {"BENCH_FAUST_TABLE": "hold",
-                                                "BENCH_HOLD_VALUE_BYTES": str(hold_bytes)})):
+                                ("faust_hold", hold_env)):
                 self.say(f"restart of {name}: start to tables recovered")
                 out[name]["restart"] = self._restart(s, name, extra)
         self.say("(p) pure work: the worker's pipeline functions in this process")
