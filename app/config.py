@@ -645,7 +645,10 @@ class Settings(BaseSettings):
             "PARTITION_STALL_SECONDS: a source partition this worker owns that has "
             "records past its position and has not been read from for this long is "
             "stalled: told once, counted (fraud_partition_stalls_total) and sought back "
-            "to its committed offset. Checked every METRICS_INTERVAL_SECONDS."
+            "to its committed offset. A changelog partition a table recovery has "
+            "received nothing from for this long is sought again; after three tries the "
+            "worker exits with status 75 to be restarted. Checked every "
+            "METRICS_INTERVAL_SECONDS."
         ),
     )
     debug_pause_partition: str | None = Field(
@@ -655,8 +658,9 @@ class Settings(BaseSettings):
             "DEBUG_PAUSE_PARTITION: `topic:partition`, for fault tests only: once the "
             "worker has read from this partition it stops fetching it (as a consumer "
             "that leaves a partition paused after a rebalance), so that the stall watch "
-            "(PARTITION_STALL_SECONDS) can be seen to find and resume it. Unset in "
-            "production."
+            "(PARTITION_STALL_SECONDS) can be seen to find and resume it; a changelog "
+            "partition is paused while a table recovery still has records of it to "
+            "read. Unset in production."
         ),
     )
     metrics_interval_seconds: float = Field(

@@ -20,6 +20,7 @@ __all__ = [
     "BrokerUnavailableError",
     "BrokerAuthenticationError",
     "BrokerAuthorizationError",
+    "RecoveryStalledError",
     "ObservabilityError",
     "RuleSetError",
     "ControlMessageError",
@@ -105,6 +106,15 @@ class BrokerAuthenticationError(BrokerUnavailableError):
 class BrokerAuthorizationError(BrokerUnavailableError):
     """The brokers' ACLs refuse the client's principal an operation (write a topic,
     join a group, create a topic); nothing was written."""
+
+
+class RecoveryStalledError(FraudError):
+    """A worker's table recovery received nothing from a changelog partition through
+    several rounds of resuming and seeking it: the worker exits (status 75) so that its
+    supervisor restarts it; nothing is lost (what it has not processed is not
+    committed)."""
+
+    exit_code = 75
 
 
 class ObservabilityError(FraudError):

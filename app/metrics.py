@@ -328,13 +328,15 @@ class Metrics:
             "fraud_partition_stalled_seconds",
             "Seconds a source partition assigned to this worker has had records past "
             "the worker's position without that position moving (0 while it reads or "
-            "has nothing to read); past PARTITION_STALL_SECONDS the worker seeks it back.",
+            "has nothing to read); past PARTITION_STALL_SECONDS the worker seeks it back. "
+            "During a table recovery, also the changelog partitions it restores.",
             ["topic", "partition"],
             registry=registry,
         )
         self.partition_stalls = Counter(
             "fraud_partition_stalls_total",
-            "Stalled source partitions the worker resumed from their committed offset.",
+            "Stalled source partitions the worker resumed from their committed offset, "
+            "and changelog partitions a table recovery fetched again.",
             ["topic"],
             registry=registry,
         )

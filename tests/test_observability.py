@@ -419,3 +419,67 @@ def test_drift_reference_command_writes_a_valid_card(tmp_path, monkeypatch):
     card = read_card(version, models)  # still a valid card, now with the reference
     assert set(card.drift_reference) == set(FEATURE_NAMES)
     assert all(len(ref.edges) <= 4 for ref in card.drift_reference.values())
+
+
+class _Recovering:
+    """What :func:`watch_recovery` reads of a Faust app whose table recovery waits on
+    changelog partition ``cl[1]`` (offset 5 of high watermark 9), with a consumer that
+    records its resumes and seeks (no broker)."""
+
+    def __init__(self):
+        tp = TP("cl", 1)
+        self.tp = tp
+        self.tables = type("Tables", (), {})()
+        self.tables.recovery = type("Recovery", (), {})()
+        rec = self.tables.recovery
+        rec.in_recovery, rec.active_tps = True, {tp}
+        rec.active_offsets, rec.active_highwaters = {tp: 5}, {tp: 9}
+        self.calls: list = []
+        calls = self.calls
+
+        class Consumer:
+            _paused_partitions = {tp}
+            _read_offset: dict = {}
+
+            def resume_partitions(self, tps):
+                calls.append(("resume", list(tps)))
+
+            async def seek_wait(self, offsets):
+                calls.append(("seek", dict(offsets)))
+
+        self.consumer = Consumer()
+
+
+def test_a_recovery_that_receives_nothing_is_resumed_then_given_up():
+    """A changelog partition whose recovery offset does not move is resumed and sought
+    to that offset again after each ``stall_seconds``; once the tries are spent the
+    watch raises (the worker exits to be restarted); a partition that moves, or a
+    finished recovery, starts the count anew."""
+    from app.exceptions import RecoveryStalledError
+    from app.monitoring.stall import PartitionWatch
+    from app.monitoring.worker import watch_recovery
+
+    app = _Recovering()
+    metrics = Metrics(CollectorRegistry())
+    watch, exported, attempts = PartitionWatch(3.0), {}, {}
+
+    def run(now):
+        return asyncio.run(watch_recovery(app, metrics, watch, exported, now, attempts, max_attempts=2))
+
+    assert run(0.0) == [] and run(2.0) == []
+    assert run(3.0) == [app.tp]
+    assert app.calls == [("resume", [app.tp]), ("seek", {app.tp: 5})]
+    stalled = metrics.partition_stalled.labels("cl", "1")._value.get()
+    assert stalled == 3.0
+    assert metrics.partition_stalls.labels(topic="cl")._value.get() == 1
+    assert run(5.0) == [] and run(6.0) == [app.tp]
+    with pytest.raises(RecoveryStalledError, match=r"cl\[1\].*after 2 seeks"):
+        run(9.0)
+    app.tables.recovery.in_recovery = False
+    assert run(10.0) == [] and attempts == {}
+    assert ("cl", "1") not in exported["recovery"]
+    app.tables.recovery.in_recovery = True
+    app.tables.recovery.active_offsets = {app.tp: -1}  # nothing restored yet: from 0
+    app.calls.clear()
+    assert run(11.0) == [] and run(14.0) == [app.tp]
+    assert app.calls[-1] == ("seek", {app.tp: 0})

@@ -16,7 +16,8 @@
   still below the end offset). ``FLOW_RESTART_RUNS`` repeats each shape,
   ``FLOW_RESTART_SHAPES`` picks them (``all`` in ``make test-full``).
 * A partition the worker stops fetching (``DEBUG_PAUSE_PARTITION``) is found by the
-  stall watch, told once, counted and read again without a restart.
+  stall watch, told once, counted and read again without a restart; so is a changelog
+  partition a table recovery stops receiving (the recovery ends, every account restored).
 * A catch-up of about 100,000 transactions (200,000 in ``make test-full``,
   ``CATCHUP_DAYS=21``) with their labels while two busy-loop
   processes load both cores: every transaction's features and score equal offline
@@ -436,6 +437,67 @@ def test_a_stalled_partition_is_found_and_read_again(
     assert len(told) == 1, told
     assert f"{env['TRANSACTIONS_TOPIC']}[1]" in told[0]
     fu.assert_same_as(run, baseline, replayed_ids)
+
+
+#: tombstones added to one changelog partition so that a table recovery lasts seconds
+RECOVERY_PADDING = 50_000
+
+
+async def _tombstones(bootstrap: str, topic: str, partition: int, n: int) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20)
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(topic, None, key=f'"padding-{i}"'.encode(), partition=partition)
+            for i in range(n)
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+def test_a_stalled_table_recovery_is_found_and_resumed(broker, redis_url, tmp_path, slice_df):
+    """A worker whose table recovery receives nothing from a changelog partition (the
+    partition stops being fetched while records of it remain to be restored): the
+    recovery watch tells it once, counts it and fetches it again; the recovery ends
+    with every account restored, without a restart."""
+    env = worker_env(broker.url, redis_url, tmp_path)
+    a = _start(env, tmp_path, "a")
+    try:
+        a.wait_ready()
+        part = slice_df.head(1500)
+        fu.replay(part, broker.url, env)
+        _wait_sum([a], "fraud_transactions_consumed_total", len(part))
+        deadline = time.monotonic() + 60
+        while (accounts := a.metric("fraud_table_accounts")) < part["CUSTOMER_ID"].nunique():
+            assert time.monotonic() < deadline, f"{accounts} accounts in the table"
+            time.sleep(0.5)
+    finally:
+        a_code = a.stop(signal.SIGTERM)
+    assert a_code == 0
+    changelog = f"{env['APP_ID']}-account_states-changelog"
+    asyncio.run(_tombstones(broker.bootstrap, changelog, 1, RECOVERY_PADDING))
+    b = _start(
+        {**env, "DEBUG_PAUSE_PARTITION": f"{changelog}:1", "PARTITION_STALL_SECONDS": "3",
+         "METRICS_INTERVAL_SECONDS": "0.2"},
+        tmp_path, "b",
+    )
+    try:
+        _wait_log(b, "DEBUG_PAUSE_PARTITION")
+        _wait_log(b, "Worker ready", timeout=120)
+        stalls = b.metric("fraud_partition_stalls_total", topic=changelog)
+        deadline = time.monotonic() + 30
+        while (restored := b.metric("fraud_table_accounts")) != accounts:
+            assert time.monotonic() < deadline, f"{restored} accounts restored of {accounts}"
+            time.sleep(0.5)
+        log = b.tail(10_000_000)
+    finally:
+        b.stop(signal.SIGKILL)
+    told = [line for line in log.splitlines() if "table recovery has received nothing" in line]
+    fu.report("stalled-recovery", {"broker": broker.kind, "stalls_resumed": stalls,
+                                   "told": len(told), "accounts": accounts})
+    assert stalls >= 1
+    assert len(told) == 1 and f"{changelog}[1]" in told[0], told
 
 
 def test_consumer_lag_metric_is_end_minus_committed(broker, redis_url, tmp_path, slice_df):

@@ -9,6 +9,8 @@ consumer and tables). The computations are in :mod:`app.monitoring.lag`,
 - :func:`watch_partitions`: consumer lag (end offset minus committed offset) of every
   assigned source partition, and stalled partitions found, told, counted and sought
   back to their committed offset (:mod:`app.monitoring.stall`); on the same timer.
+- :func:`watch_recovery`: changelog partitions a table recovery waits for and receives
+  nothing from, found, told, counted, resumed and sought again; on the same timer.
 - :func:`observe_scored`: outcomes, rules and drift of a scored batch.
 - :func:`count_label_verdicts`: label verdicts of alerted / not alerted transactions.
 """
@@ -24,6 +26,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from ..events import Label, ScoredTransaction
+from ..exceptions import RecoveryStalledError
 from ..metrics import Metrics
 from .drift import DriftMonitor
 from .lag import consumer_lag
@@ -35,6 +38,7 @@ __all__ = [
     "count_produced",
     "sample_gauges",
     "watch_partitions",
+    "watch_recovery",
     "observe_scored",
     "observe_alerts",
     "parse_labels",
@@ -208,6 +212,98 @@ async def watch_partitions(
         if paused:
             consumer.resume_partitions([tp])
         await consumer.seek(tp, offset)
+        watch.recovered(tp, now)
+        sought.append(tp)
+    return sought
+
+
+async def watch_recovery(
+    app: faust.App,
+    metrics: Metrics,
+    watch: PartitionWatch,
+    exported: dict[str, set],
+    now: float,
+    attempts: dict[Any, int],
+    max_attempts: int = 3,
+) -> list[Any]:
+    """Changelog partitions a table recovery waits for and receives nothing from.
+
+    While Faust recovers this worker's tables it reads every active changelog partition
+    up to the high watermark it measured at the start, and serves nothing until then.
+    A partition whose fetches deliver no record leaves the worker recovering for ever
+    (Faust only logs ``No event received for active tp ... since recovery start``).
+    Each call samples the recovery's offset and high watermark of every active
+    changelog partition into ``watch`` and sets ``fraud_partition_stalled_seconds
+    {topic, partition}`` for them; a partition that has not moved for
+    ``watch.stall_seconds`` while records remain is told once (a warning with the
+    consumer's state of it), counted in ``fraud_partition_stalls_total{topic}``,
+    resumed if paused and sought again to the recovery's offset.
+
+    Parameters
+    ----------
+    app : faust.App
+        A started app.
+    metrics : Metrics
+    watch : PartitionWatch
+        This watch's own instance (positions are changelog offsets).
+    exported : dict
+        ``{"recovery": set}``: the series set by the previous call.
+    now : float
+        A monotonic time, in seconds.
+    attempts : dict
+        Partition to the number of times it was sought again in the current recovery
+        (updated in place; cleared when no recovery runs).
+    max_attempts : int, default 3
+        Seeks of one partition in one recovery before giving up.
+
+    Returns
+    -------
+    list of TP
+        Partitions sought again by this call.
+
+    Raises
+    ------
+    RecoveryStalledError
+        A partition is stalled again after ``max_attempts`` seeks (about
+        ``(max_attempts + 1) * watch.stall_seconds`` without a record).
+    """
+    recovery = app.tables.recovery
+    series = exported.setdefault("recovery", set())
+    if not getattr(recovery, "in_recovery", False):
+        watch.observe(now, {}, {})  # forget the partitions of the last recovery
+        attempts.clear()
+        _set_series(metrics.partition_stalled, {}, series)
+        return []
+    offsets, highwaters = recovery.active_offsets, recovery.active_highwaters
+    positions = {tp: offsets.get(tp) for tp in recovery.active_tps}
+    report = watch.observe(now, positions, {tp: highwaters.get(tp) for tp in positions})
+    _set_series(metrics.partition_stalled, report.waiting_seconds, series)
+    consumer = app.consumer
+    sought = []
+    for tp in report.new:
+        if attempts.get(tp, 0) >= max_attempts:
+            raise RecoveryStalledError(
+                f"{tp.topic}[{tp.partition}]: table recovery received nothing for "
+                f"{report.waiting_seconds.get(tp, 0.0):.0f} s after {max_attempts} seeks "
+                f"(offset {positions.get(tp)}, high watermark {highwaters.get(tp)})"
+            )
+        attempts[tp] = attempts.get(tp, 0) + 1
+        paused = tp in getattr(consumer, "_paused_partitions", set())
+        offset = positions.get(tp)
+        offset = 0 if offset is None or offset < 0 else offset  # as Faust's recovery seeks
+        if tp in report.started:
+            log.warning(
+                "%s[%s]: table recovery has received nothing for %.0f s (offset %s, high "
+                "watermark %s, read offset %s, paused %s); resuming it and seeking it "
+                "to %s again",
+                tp.topic, tp.partition, report.waiting_seconds.get(tp, 0.0),
+                positions.get(tp), highwaters.get(tp),
+                getattr(consumer, "_read_offset", {}).get(tp), paused, offset,
+            )
+        metrics.partition_stalls.labels(topic=tp.topic).inc()
+        if paused:
+            consumer.resume_partitions([tp])
+        await consumer.seek_wait({tp: offset})
         watch.recovered(tp, now)
         sought.append(tp)
     return sought

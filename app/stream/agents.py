@@ -39,6 +39,7 @@ from ..config import get_settings
 from ..deadletters import carried_headers
 from ..encoding import ENCODING_HEADER, encoding_of
 from ..events import encode
+from ..exceptions import RecoveryStalledError
 from ..features import AccountState, TerminalState
 from ..features.state import DAY_MS
 from ..features.terminal import DEFAULT_DELAY_DAYS
@@ -50,6 +51,7 @@ from ..monitoring.worker import (
     observe_scored,
     sample_gauges,
     watch_partitions,
+    watch_recovery,
 )
 from ..pipeline import (
     RawRecord,
@@ -591,6 +593,38 @@ async def follow_control() -> None:
 app.sensors.add(MetricsSensor(lambda: get_runtime().metrics))
 _partition_series: dict[str, set] = {}
 _partition_watch = PartitionWatch(get_settings().partition_stall_seconds)
+_recovery_watch = PartitionWatch(get_settings().partition_stall_seconds)
+_recovery_seeks: dict = {}
+_recovery_watcher: list = []
+
+
+async def _watch_recoveries() -> None:
+    """Every METRICS_INTERVAL_SECONDS: changelog partitions a table recovery receives
+    nothing from are sought again; after three tries the worker exits with status 75
+    to be restarted. A task of its own, started at the first assignment: Faust starts
+    the app's timers only once the first recovery has ended."""
+    interval = get_settings().metrics_interval_seconds
+    while not app.should_stop:
+        await asyncio.sleep(interval)
+        try:
+            _debug_pause()
+            await watch_recovery(
+                app, get_runtime().metrics, _recovery_watch, _partition_series,
+                time.monotonic(), _recovery_seeks,
+            )
+        except RecoveryStalledError as exc:
+            log.error("%s; exiting so that the worker is restarted (nothing is lost)", exc)
+            logging.shutdown()
+            os._exit(exc.exit_code)
+        except Exception:  # noqa: BLE001 - not started or rebalancing: next time
+            log.debug("recovery not watched", exc_info=True)
+
+
+@app.on_partitions_assigned.connect
+async def _start_recovery_watch(app_, assigned, **kwargs) -> None:  # noqa: ANN001
+    """The first assignment starts :func:`_watch_recoveries` (before its recovery)."""
+    if not _recovery_watcher:
+        _recovery_watcher.append(asyncio.ensure_future(_watch_recoveries()))
 
 
 @app.timer(interval=get_settings().metrics_interval_seconds)
@@ -607,7 +641,6 @@ async def sample_worker_gauges():
         await watch_partitions(
             app, m, _partition_watch, _partition_series, next_offset_of, time.monotonic()
         )
-        _debug_pause()
     except Exception:  # noqa: BLE001 - not started or rebalancing: next time
         log.debug("gauges not sampled", exc_info=True)
 
@@ -616,13 +649,24 @@ _debug_paused: list = []
 
 
 def _debug_pause() -> None:
-    """DEBUG_PAUSE_PARTITION (fault tests): stop fetching that partition once, after the
-    worker has read from it while flow is active."""
+    """DEBUG_PAUSE_PARTITION (fault tests): stop fetching that partition once: a source
+    partition after the worker has read from it while flow is active, a changelog
+    partition while a table recovery still has records of it to read."""
     target = get_settings().debug_pause_partition
-    if not target or _debug_paused or not app.flow_control.is_active():
+    if not target or _debug_paused:
         return
     topic, partition = target.rsplit(":", 1)
     tp = TP(topic, int(partition))
+    if topic.endswith("-changelog"):
+        recovery = app.tables.recovery
+        if getattr(recovery, "in_recovery", False) and tp in recovery.active_tps:
+            if recovery.active_highwaters.get(tp, -1) > recovery.active_offsets.get(tp, -1):
+                app.consumer.pause_partitions([tp])
+                _debug_paused.append(tp)
+                log.warning("DEBUG_PAUSE_PARTITION: %s[%s] no longer fetched", topic, partition)
+        return
+    if not app.flow_control.is_active():
+        return
     if tp in app.consumer.assignment() and next_offset_of(app.consumer, tp):
         app.consumer.pause_partitions([tp])
         _debug_paused.append(tp)
