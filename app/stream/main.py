@@ -13,6 +13,7 @@ from ..security import kafka_ssl_context
 from .offsets import client_options, fix_recovery_end_offsets
 from .streaming import (
     ProcessedOnlyEvent,
+    acknowledge_skipped_events,
     guard_offset_gaps,
     keep_root_logger_level,
     limit_timer_overlap_warnings,
@@ -65,6 +66,7 @@ def create_app() -> faust.App:
     # the stream's source topics have contiguous offsets: a skipped range is fetched
     # again (app/stream/streaming.py)
     guard_offset_gaps((s.transactions_topic, s.labels_topic, s.by_terminal_topic))
+    acknowledge_skipped_events()  # so that the guard learns of every skipped event
     register_tables_at_once()  # every table is declared at import (app/stream/tables.py)
     keep_root_logger_level()  # no DEBUG records built under Faust's spinner
     limit_timer_overlap_warnings()  # one "Timer ... is overlapping" a minute per timer

@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "ProcessedOnlyEvent",
     "abandon",
+    "acknowledge_skipped_events",
     "adapt_fetch_wait",
     "caught_up",
     "guard_offset_gaps",
@@ -322,6 +323,31 @@ def guard_offset_gaps(topics: Iterable[str]) -> None:
     Consumer.getmany = getmany  # type: ignore[method-assign]
     Consumer.seek = seek  # type: ignore[method-assign]
     Consumer.perform_seek = perform_seek  # type: ignore[method-assign]
+
+
+def acknowledge_skipped_events() -> None:
+    """Make every Faust stream hand the events it skips to their ``ack``.
+
+    A stream skips an event fetched before a rebalance (its generation is not the
+    consumer's) or taken while flow is suspended. Faust's pure-Python stream iterator
+    acknowledges such an event, which for :class:`ProcessedOnlyEvent` means: left
+    uncommitted and remembered, so that the gap guard (:func:`guard_offset_gaps`) fetches
+    it again before any later record of its partition is handed on. Faust's compiled
+    iterator (``faust._cython.streams.StreamIterator``, used when it is importable)
+    drops a skipped event without calling anything: the event stays uncommitted, but
+    the records after it are handed on and processed, and the skipped ones come again
+    only after the next seek to the committed offset, behind them (an account's
+    earlier transactions featurized after its later ones, its state marked
+    "revised"). This selects the pure-Python iterator, as Faust's own ``NO_CYTHON``
+    environment variable does before Faust is imported.
+
+    Verified against faust-streaming 0.15.3 (``faust/streams.py`` ``Stream.__aiter__``,
+    ``_py_aiter``; ``faust/_cython/streams.pyx`` ``StreamIterator._prepare_event``).
+    Idempotent.
+    """
+    import faust.streams
+
+    faust.streams._CStreamIterator = None
 
 
 def abandon(consumer: Any, messages: Iterable[Any]) -> int:
