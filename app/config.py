@@ -651,6 +651,14 @@ class Settings(BaseSettings):
             "METRICS_INTERVAL_SECONDS."
         ),
     )
+    debug_batch_log: bool = Field(
+        False,
+        description=(
+            "DEBUG_BATCH_LOG: log each batch of the accounts stage: per partition, its "
+            "offsets in the order they were featurized (runs of consecutive offsets), to "
+            "trace that order across hand-overs. A line per batch; off in production."
+        ),
+    )
     debug_pause_partition: str | None = Field(
         None,
         pattern=r"^[A-Za-z0-9._-]+:\d+$",

@@ -211,6 +211,8 @@ async def _accounts_batch(events) -> None:
     s, m = rt.settings, rt.metrics
     records = _records(events)
     m.transactions_consumed.inc(len(records))
+    if s.debug_batch_log:
+        _log_batch(records)
     batch = featurize_accounts(
         records,
         _account,
@@ -254,6 +256,25 @@ async def _accounts_batch(events) -> None:
     for fut in pending:
         await fut
     m.accounts.set(len(account_states))
+
+
+def _log_batch(records: list[RawRecord]) -> None:
+    """DEBUG_BATCH_LOG: one line per accounts-stage batch with, per partition, its
+    offsets in the order handed on (runs of consecutive offsets)."""
+    runs: dict[int, list[list[int]]] = {}
+    for r in records:
+        seq = runs.setdefault(r.partition, [])
+        if seq and r.offset == seq[-1][1] + 1:
+            seq[-1][1] = r.offset
+        else:
+            seq.append([r.offset, r.offset])
+    log.info(
+        "accounts batch: %s",
+        "; ".join(
+            f"[{p}] " + ",".join(f"{a}-{b}" if a != b else str(a) for a, b in seq)
+            for p, seq in sorted(runs.items())
+        ),
+    )
 
 
 def _scoring_partition(terminal_id: str, partitions: list[int]) -> int:
