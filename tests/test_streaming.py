@@ -239,11 +239,18 @@ class _FakeConsumer:
     """What the gap guard reads of a Faust consumer (no broker): the app's flow
     control, the assignment, and the seeks it makes (recorded)."""
 
-    def __init__(self, tps, flow_active=True):
+    def __init__(self, tps, flow_active=True, expected=0):
         self._tps = set(tps)
         self.seeks: list = []
+        self.committed: dict = {}
+        self._read_offset: dict = {}
         self.app = type("App", (), {"in_recovery": False, "rebalancing": False})()
         self.app.flow_control = type("Flow", (), {"is_active": lambda _self: flow_active})()
+        self.app.conf = type("Conf", (), {"consumer_auto_offset_reset": "earliest"})()
+        if expected is not None:  # as after Faust's seek to the committed offsets
+            from app.stream import streaming
+
+            streaming._next_offsets[self] = {tp: expected for tp in tps}
 
     def assignment(self):
         return self._tps
@@ -267,8 +274,14 @@ def _guard_over(monkeypatch, fetches):
     async def seek(self, tp, offset):
         self.seeks.append((tp.partition, offset))
 
+    async def perform_seek(self):  # Faust's: the read offsets become the committed ones
+        self._read_offset.update(self.committed)
+
+    def stop_flow(self):
+        pass
+
     for name, value in (("getmany", getmany), ("seek", seek),
-                        ("perform_seek", Consumer.perform_seek),
+                        ("perform_seek", perform_seek), ("stop_flow", stop_flow),
                         ("_new_offset", Consumer._new_offset)):
         monkeypatch.setattr(Consumer, name, value)
     monkeypatch.setattr(FlowControlEvent, "clear", FlowControlEvent.clear)
@@ -369,6 +382,62 @@ def test_no_seek_back_while_faust_recovers_tables(monkeypatch):
     assert _handed_on(getmany, consumer) == [] and consumer.seeks == []
     consumer.app.in_recovery = False
     assert _handed_on(getmany, consumer) == [] and consumer.seeks == [(0, 0)]
+
+
+def test_nothing_is_handed_on_between_a_rebalance_and_the_seek_to_the_committed_offsets(monkeypatch):
+    """Faust resumes the stream partitions before it seeks them to their committed
+    offsets: a fetch in between reads from wherever the consumer stood (on a partition
+    new to the worker, near its end). From the moment flow stops at a rebalance until
+    that seek, no record of a guarded partition is handed on; then reading starts at the
+    committed offset, in order (records from near the end were featurized before the
+    ones behind them, an account's state marked "revised")."""
+    import asyncio
+
+    from faust.transport.consumer import Consumer
+    from faust.types import TP
+
+    tp, new = TP("tx", 0), TP("tx", 2)
+    consumer = _FakeConsumer([tp], expected=5)
+    msg = lambda p, o: Message("tx", p, o, 0.0, 0, {}, b"k", b"v", None)  # noqa: E731
+    fetches = [
+        [(tp, msg(0, 5), None)],
+        [(tp, msg(0, 9), None), (new, msg(2, 600), None), (new, msg(2, 601), None)],
+        [(tp, msg(0, 6), None), (new, msg(2, 458), None), (new, msg(2, 459), None)],
+    ]
+    getmany = _guard_over(monkeypatch, fetches)
+    assert _handed_on(getmany, consumer) == [5]
+    Consumer.stop_flow(consumer)  # a rebalance begins; tx[2] is assigned to this worker
+    consumer._tps.add(new)
+    assert _handed_on(getmany, consumer) == []  # before Faust's seek: nothing
+    assert consumer.seeks == []
+    consumer.committed = {tp: 6, new: 458}
+    asyncio.run(Consumer.perform_seek(consumer))
+    assert _handed_on(getmany, consumer) == [6, 458, 459]
+
+
+def test_a_partition_with_nothing_committed_and_no_known_beginning_reads_from_anywhere(monkeypatch):
+    """After the seek to the committed offsets, a partition with nothing committed whose
+    beginning the broker does not tell is not held back: its first record may have
+    any offset, and the records after it are checked as usual."""
+    import asyncio
+
+    from faust.transport.consumer import Consumer
+    from faust.types import TP
+
+    tp = TP("tx", 1)
+    consumer = _FakeConsumer([tp], expected=None)
+
+    async def earliest_offsets(*tps):
+        return {t: None for t in tps}
+
+    consumer.earliest_offsets = earliest_offsets
+    msg = lambda o: Message("tx", 1, o, 0.0, 0, {}, b"k", b"v", None)  # noqa: E731
+    fetches = [[(tp, msg(3), None)], [(tp, msg(7), None), (tp, msg(8), None), (tp, msg(10), None)]]
+    getmany = _guard_over(monkeypatch, fetches)
+    assert _handed_on(getmany, consumer) == []  # no seek to the committed offsets yet
+    asyncio.run(Consumer.perform_seek(consumer))
+    assert _handed_on(getmany, consumer) == [7, 8]
+    assert consumer.seeks == [(1, 9)]  # 10 came after a gap
 
 
 def _skip_one_event(app_name: str) -> dict:

@@ -117,7 +117,11 @@ class ProcessedOnlyEvent(faust.Event):
         return super().ack()
 
 
-#: Faust consumer -> {partition: offset of the next record it must hand on}
+#: expected offset of a partition whose first record may have any offset (nothing
+#: committed and its beginning unknown)
+ANY_OFFSET = -1
+#: Faust consumer -> {partition: offset of the next record it must hand on}; cleared
+#: when flow stops at a rebalance, set again by Faust's seek to the committed offsets
 _next_offsets: "weakref.WeakKeyDictionary[Any, dict[Any, int]]" = weakref.WeakKeyDictionary()
 #: Faust consumer -> {partition: offset reading started at after the last assignment}
 _start_offsets: "weakref.WeakKeyDictionary[Any, dict[Any, int]]" = weakref.WeakKeyDictionary()
@@ -142,7 +146,9 @@ def _remember_skipped(consumer: Any, tp: Any, offset: int) -> None:
     nxt = _next_offsets.get(consumer)
     if nxt is not None:
         want = nxt.get(tp)
-        if want is None or offset < want:
+        # no expected offset: nothing is handed on before Faust's seek to the committed
+        # offsets, which reads the skipped record again
+        if want is not None and (want == ANY_OFFSET or offset < want):
             nxt[tp] = offset
             lowered = _lowered.get(consumer)
             if lowered is None:
@@ -185,6 +191,7 @@ def guard_offset_gaps(topics: Iterable[str]) -> None:
     original_perform_seek = Consumer.perform_seek
     original_clear = FlowControlEvent.clear
     original_new_offset = Consumer._new_offset
+    original_stop_flow = Consumer.stop_flow
 
     def expected(consumer: Any) -> dict[Any, int]:
         table = _next_offsets.get(consumer)
@@ -202,12 +209,15 @@ def guard_offset_gaps(topics: Iterable[str]) -> None:
         # aiokafka's seek to the committed offset leaves the position where it is when
         # nothing (or 0) is committed: records fetched before the seek and skipped by
         # the stream would never come again. Seek those partitions to their beginning.
+        assigned = [tp for tp in self.assignment() if tp.topic in guarded]
         if self.app.conf.consumer_auto_offset_reset == "earliest":
-            fresh = [tp for tp in self.assignment() if tp.topic in guarded and not nxt.get(tp)]
+            fresh = [tp for tp in assigned if not nxt.get(tp)]
             if fresh:
                 for tp, offset in (await self.earliest_offsets(*fresh)).items():
                     if offset is not None and offset >= 0:
                         await seek(self, tp, offset)
+        for tp in assigned:
+            nxt.setdefault(tp, ANY_OFFSET)  # where the consumer's reset policy puts it
         # a new assignment: every uncommitted record, skipped ones included, comes again
         _skipped.pop(self, None)
         _lowered.pop(self, None)
@@ -215,7 +225,8 @@ def guard_offset_gaps(topics: Iterable[str]) -> None:
         if starts is None:
             starts = _start_offsets[self] = {}
         starts.clear()
-        starts.update(nxt)  # where reading starts: the committed offset, or the beginning
+        # where reading starts: the committed offset, or the beginning
+        starts.update({tp: o for tp, o in nxt.items() if o != ANY_OFFSET})
 
     def new_offset(self: Any, tp: Any) -> int | None:
         # Faust's `_new_offset` commits the first run of consecutive acknowledged
@@ -242,6 +253,16 @@ def guard_offset_gaps(topics: Iterable[str]) -> None:
         lowered = _lowered.get(self)
         if lowered is not None:
             lowered.discard(partition)
+
+    def stop_flow(self: Any) -> None:
+        # a rebalance (or a stop) begins: what was expected no longer holds. Until
+        # Faust's seek to the committed offsets sets it again, no record of a guarded
+        # partition is handed on: Faust resumes the stream partitions before that seek,
+        # and a fetch in between reads from wherever the consumer stood (seen: a
+        # partition new to the worker read from near its end, those records
+        # featurized before the ones from the committed offset on).
+        expected(self).clear()
+        original_stop_flow(self)
 
     async def refetch_skipped(self: Any, nxt: dict, stalled: set) -> None:
         """Seek back to records a stream skipped or Faust cleared from a queue, once flow
@@ -284,7 +305,9 @@ def guard_offset_gaps(topics: Iterable[str]) -> None:
                 continue  # fetched again after the seek below
             if tp.topic in guarded:
                 want = nxt.get(tp)
-                if want is not None and message.offset > want:
+                if want is None:
+                    continue  # not before Faust's seek to the committed offsets
+                if want != ANY_OFFSET and message.offset > want:
                     skipped = _skipped.get(self)
                     if skipped is not None and skipped.get(tp) == want:
                         del skipped[tp]  # fetched again now
@@ -301,7 +324,7 @@ def guard_offset_gaps(topics: Iterable[str]) -> None:
                     stalled.add(tp)
                     await seek(self, tp, want)
                     continue
-                if want is None or message.offset >= want:
+                if want == ANY_OFFSET or message.offset >= want:
                     nxt[tp] = message.offset + 1
             yield tp, message
 
@@ -323,6 +346,7 @@ def guard_offset_gaps(topics: Iterable[str]) -> None:
     Consumer.getmany = getmany  # type: ignore[method-assign]
     Consumer.seek = seek  # type: ignore[method-assign]
     Consumer.perform_seek = perform_seek  # type: ignore[method-assign]
+    Consumer.stop_flow = stop_flow  # type: ignore[method-assign]
 
 
 def acknowledge_skipped_events() -> None:
@@ -420,7 +444,8 @@ def next_offset_of(consumer: Any, tp: Any) -> int | None:
     each record handed on. None when unknown (no committed offset, nothing read yet, or
     :func:`guard_offset_gaps` not installed). Reads no broker: safe in a timer."""
     table = _next_offsets.get(consumer)
-    return None if table is None else table.get(tp)
+    offset = None if table is None else table.get(tp)
+    return None if offset == ANY_OFFSET else offset
 
 
 async def produce(
