@@ -412,13 +412,16 @@ def test_nothing_is_handed_on_between_a_rebalance_and_the_seek_to_the_committed_
     assert consumer.seeks == []
     consumer.committed = {tp: 6, new: 458}
     asyncio.run(Consumer.perform_seek(consumer))
+    # the records held back moved the position past them: both partitions sought again
+    assert sorted(consumer.seeks) == [(0, 6), (2, 458)]
     assert _handed_on(getmany, consumer) == [6, 458, 459]
 
 
 def test_a_partition_with_nothing_committed_and_no_known_beginning_reads_from_anywhere(monkeypatch):
     """After the seek to the committed offsets, a partition with nothing committed whose
-    beginning the broker does not tell is not held back: its first record may have
-    any offset, and the records after it are checked as usual."""
+    beginning the broker does not tell is not held back: it is sought to the first
+    record held back before the seek (else it would wait for records that already came),
+    and the records after it are checked as usual."""
     import asyncio
 
     from faust.transport.consumer import Consumer
@@ -432,12 +435,13 @@ def test_a_partition_with_nothing_committed_and_no_known_beginning_reads_from_an
 
     consumer.earliest_offsets = earliest_offsets
     msg = lambda o: Message("tx", 1, o, 0.0, 0, {}, b"k", b"v", None)  # noqa: E731
-    fetches = [[(tp, msg(3), None)], [(tp, msg(7), None), (tp, msg(8), None), (tp, msg(10), None)]]
+    fetches = [[(tp, msg(3), None)], [(tp, msg(3), None), (tp, msg(4), None), (tp, msg(6), None)]]
     getmany = _guard_over(monkeypatch, fetches)
     assert _handed_on(getmany, consumer) == []  # no seek to the committed offsets yet
     asyncio.run(Consumer.perform_seek(consumer))
-    assert _handed_on(getmany, consumer) == [7, 8]
-    assert consumer.seeks == [(1, 9)]  # 10 came after a gap
+    assert consumer.seeks == [(1, 3)]  # back to the first record held back
+    assert _handed_on(getmany, consumer) == [3, 4]
+    assert consumer.seeks == [(1, 3), (1, 5)]  # 6 came after a gap
 
 
 def _skip_one_event(app_name: str) -> dict:

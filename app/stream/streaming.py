@@ -127,6 +127,9 @@ _next_offsets: "weakref.WeakKeyDictionary[Any, dict[Any, int]]" = weakref.WeakKe
 _start_offsets: "weakref.WeakKeyDictionary[Any, dict[Any, int]]" = weakref.WeakKeyDictionary()
 #: Faust consumer -> {partition: lowest offset a stream skipped since the last seek}
 _skipped: "weakref.WeakKeyDictionary[Any, dict[Any, int]]" = weakref.WeakKeyDictionary()
+#: Faust consumer -> {partition: lowest offset fetched and not handed on because no
+#: expected offset was set (between a rebalance and Faust's seek to the committed offsets)}
+_held_back: "weakref.WeakKeyDictionary[Any, dict[Any, int]]" = weakref.WeakKeyDictionary()
 #: Faust consumer -> partitions whose next expected offset a skip moved back (records
 #: after the skipped one were handed on: the partition must be sought back)
 _lowered: "weakref.WeakKeyDictionary[Any, set]" = weakref.WeakKeyDictionary()
@@ -218,6 +221,13 @@ def guard_offset_gaps(topics: Iterable[str]) -> None:
                         await seek(self, tp, offset)
         for tp in assigned:
             nxt.setdefault(tp, ANY_OFFSET)  # where the consumer's reset policy puts it
+        # records fetched and not handed on before now moved the consumer's position
+        # past them, possibly after the seek above (a fetch answered during it): seek
+        # those partitions again, or they wait for records that already came
+        held = _held_back.pop(self, {})
+        for tp, first in held.items():
+            if tp in nxt and tp in assigned:
+                await seek(self, tp, first if nxt[tp] == ANY_OFFSET else nxt[tp])
         # a new assignment: every uncommitted record, skipped ones included, comes again
         _skipped.pop(self, None)
         _lowered.pop(self, None)
@@ -305,8 +315,12 @@ def guard_offset_gaps(topics: Iterable[str]) -> None:
                 continue  # fetched again after the seek below
             if tp.topic in guarded:
                 want = nxt.get(tp)
-                if want is None:
-                    continue  # not before Faust's seek to the committed offsets
+                if want is None:  # not before Faust's seek to the committed offsets
+                    held = _held_back.get(self)
+                    if held is None:
+                        held = _held_back[self] = {}
+                    held[tp] = min(message.offset, held.get(tp, message.offset))
+                    continue
                 if want != ANY_OFFSET and message.offset > want:
                     skipped = _skipped.get(self)
                     if skipped is not None and skipped.get(tp) == want:
