@@ -659,6 +659,14 @@ class Settings(BaseSettings):
             "trace that order across hand-overs. A line per batch; off in production."
         ),
     )
+    debug_pause_repeatedly: bool = Field(
+        False,
+        description=(
+            "DEBUG_PAUSE_REPEATEDLY: fault tests only: with DEBUG_PAUSE_PARTITION naming "
+            "a changelog partition, pause it again whenever the recovery watch resumed "
+            "it, so that the worker can be seen to give up and exit with status 75."
+        ),
+    )
     debug_pause_partition: str | None = Field(
         None,
         pattern=r"^[A-Za-z0-9._-]+:\d+$",

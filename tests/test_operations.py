@@ -460,7 +460,8 @@ def test_a_stalled_table_recovery_is_found_and_resumed(broker, redis_url, tmp_pa
     """A worker whose table recovery receives nothing from a changelog partition (the
     partition stops being fetched while records of it remain to be restored): the
     recovery watch tells it once, counts it and fetches it again; the recovery ends
-    with every account restored, without a restart."""
+    with every account restored, without a restart. A worker whose partition stays
+    stopped through three such tries exits with status 75 (to be restarted)."""
     env = worker_env(broker.url, redis_url, tmp_path)
     a = _start(env, tmp_path, "a")
     try:
@@ -494,10 +495,23 @@ def test_a_stalled_table_recovery_is_found_and_resumed(broker, redis_url, tmp_pa
     finally:
         b.stop(signal.SIGKILL)
     told = [line for line in log.splitlines() if "table recovery has received nothing" in line]
+    # a recovery that fetching again does not help: the worker gives up and exits 75
+    c = _start(
+        {**env, "DEBUG_PAUSE_PARTITION": f"{changelog}:1", "DEBUG_PAUSE_REPEATEDLY": "true",
+         "PARTITION_STALL_SECONDS": "2", "METRICS_INTERVAL_SECONDS": "0.2"},
+        tmp_path, "c",
+    )
+    try:
+        code = c.proc.wait(timeout=180)
+    finally:
+        c.stop(signal.SIGKILL)
+    given_up = [line for line in c.tail(10_000_000).splitlines() if "after 3 seeks" in line]
     fu.report("stalled-recovery", {"broker": broker.kind, "stalls_resumed": stalls,
-                                   "told": len(told), "accounts": accounts})
+                                   "told": len(told), "accounts": accounts, "exit_given_up": code})
     assert stalls >= 1
     assert len(told) == 1 and f"{changelog}[1]" in told[0], told
+    assert code == 75, code
+    assert len(given_up) == 1 and "exiting so that the worker is restarted" in given_up[0], given_up
 
 
 def test_consumer_lag_metric_is_end_minus_committed(broker, redis_url, tmp_path, slice_df):

@@ -673,18 +673,22 @@ def _debug_pause() -> None:
     """DEBUG_PAUSE_PARTITION (fault tests): stop fetching that partition once: a source
     partition after the worker has read from it while flow is active, a changelog
     partition while a table recovery still has records of it to read."""
-    target = get_settings().debug_pause_partition
-    if not target or _debug_paused:
+    s = get_settings()
+    target = s.debug_pause_partition
+    if not target or (_debug_paused and not s.debug_pause_repeatedly):
         return
     topic, partition = target.rsplit(":", 1)
     tp = TP(topic, int(partition))
     if topic.endswith("-changelog"):
         recovery = app.tables.recovery
-        if getattr(recovery, "in_recovery", False) and tp in recovery.active_tps:
+        paused = tp in getattr(app.consumer, "_paused_partitions", set())
+        if getattr(recovery, "in_recovery", False) and tp in recovery.active_tps and not paused:
             if recovery.active_highwaters.get(tp, -1) > recovery.active_offsets.get(tp, -1):
                 app.consumer.pause_partitions([tp])
                 _debug_paused.append(tp)
                 log.warning("DEBUG_PAUSE_PARTITION: %s[%s] no longer fetched", topic, partition)
+        return
+    if _debug_paused:
         return
     if not app.flow_control.is_active():
         return
