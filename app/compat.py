@@ -15,7 +15,8 @@ mode-streaming, whose behaviour changes without notice between releases:
   one-second wait), ``keep_root_logger_level`` (Faust's
   ``Worker._setup_spinner_handler`` without its root logger at DEBUG) and
   ``limit_timer_overlap_warnings`` (mode's ``Timer.tick`` warning, once a minute per
-  timer).
+  timer), ``seek_on_consumer_thread`` (Faust's ``ThreadDelegateConsumer._seek`` through
+  the consumer thread, as aiokafka's fetcher is not thread-safe).
 - :mod:`app.stream.offsets`: table recovery's end offsets (Faust's
   ``Recovery._highwaters``/``_build_highwaters`` path and aiokafka's ``end_offsets``).
 - :mod:`app.stream.tables`: ``PartitionedTable`` (Faust's choice of the changelog partition

@@ -504,3 +504,50 @@ def test_an_event_a_stream_skips_is_remembered_for_the_gap_guard(monkeypatch):
     streaming.acknowledge_skipped_events()
     assert faust.streams._CStreamIterator is None
     assert _skip_one_event("skip-python") == {TP("tx", 0): 7}
+
+
+def test_a_seek_runs_on_the_consumer_thread(monkeypatch):
+    """Faust's aiokafka driver fetches on a thread of its own; a seek from the worker's
+    event loop must run there too, or aiokafka's fetcher deletes a partition's fetched
+    records while that thread drains them (``KeyError`` in ``fetched_records``: the
+    fetcher and the worker crash). Shown first with Faust's own ``_seek``, which seeks on
+    the caller's thread, then with the service's."""
+    import asyncio
+    import threading
+    from types import SimpleNamespace
+
+    from faust.transport.consumer import ThreadDelegateConsumer
+    from faust.types import TP
+    from mode.threads import QueueServiceThread
+
+    from app.stream import streaming
+
+    class ConsumerThread(QueueServiceThread):
+        """Stands for Faust's ``AIOKafkaConsumerThread``: ``seek`` calls aiokafka's
+        consumer on whatever thread calls it."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.seeks: list = []
+
+        def seek(self, partition, offset) -> None:
+            self.seeks.append((partition, offset, threading.current_thread()))
+
+    async def seek_through(faust_seek) -> list:
+        thread = ConsumerThread()
+        consumer = SimpleNamespace(_thread=thread)  # all that ``_seek`` reads
+        await thread.start()
+        try:
+            await faust_seek(consumer, TP("tx", 1), 42)
+        finally:
+            await thread.stop()
+        return thread.seeks
+
+    faust_own = getattr(ThreadDelegateConsumer._seek, "original", ThreadDelegateConsumer._seek)
+    monkeypatch.setattr(ThreadDelegateConsumer, "_seek", faust_own)  # as Faust ships it
+    [(tp, offset, on)] = asyncio.run(seek_through(ThreadDelegateConsumer._seek))
+    assert on is threading.main_thread()  # Faust's: on the event loop's thread
+    streaming.seek_on_consumer_thread()
+    [(tp, offset, on)] = asyncio.run(seek_through(ThreadDelegateConsumer._seek))
+    assert (tp, offset) == (TP("tx", 1), 42)
+    assert on is not threading.main_thread()  # the consumer's own thread

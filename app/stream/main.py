@@ -14,6 +14,7 @@ from .offsets import client_options, fix_recovery_end_offsets
 from .streaming import (
     ProcessedOnlyEvent,
     acknowledge_skipped_events,
+    seek_on_consumer_thread,
     guard_offset_gaps,
     keep_root_logger_level,
     limit_timer_overlap_warnings,
@@ -67,6 +68,7 @@ def create_app() -> faust.App:
     # again (app/stream/streaming.py)
     guard_offset_gaps((s.transactions_topic, s.labels_topic, s.by_terminal_topic))
     acknowledge_skipped_events()  # so that the guard learns of every skipped event
+    seek_on_consumer_thread()  # a seek never races the consumer thread's fetch
     register_tables_at_once()  # every table is declared at import (app/stream/tables.py)
     keep_root_logger_level()  # no DEBUG records built under Faust's spinner
     limit_timer_overlap_warnings()  # one "Timer ... is overlapping" a minute per timer

@@ -56,6 +56,7 @@ __all__ = [
     "ProcessedOnlyEvent",
     "abandon",
     "acknowledge_skipped_events",
+    "seek_on_consumer_thread",
     "adapt_fetch_wait",
     "caught_up",
     "guard_offset_gaps",
@@ -386,6 +387,52 @@ def acknowledge_skipped_events() -> None:
     import faust.streams
 
     faust.streams._CStreamIterator = None
+
+
+def seek_on_consumer_thread() -> None:
+    """Run every seek of Faust's aiokafka consumer on the consumer's own thread.
+
+    Faust's aiokafka driver runs the aiokafka consumer in a thread of its own and calls
+    it there (``call_thread``), but its ``seek`` calls aiokafka's
+    ``AIOKafkaConsumer.seek`` on the calling thread, the worker's event loop. aiokafka's
+    ``Fetcher.seek_to`` then deletes the partition's fetched records while the consumer
+    thread may be draining them in ``Fetcher.fetched_records``, which deletes them too:
+    ``KeyError: TopicPartition(...)`` raised by ``fetched_records``, the fetcher
+    crashes and the worker with it (nothing lost: its offsets were not committed).
+    Every seek that follows a rebalance (Faust's seek to the committed offsets, the gap
+    guard's seeks of :func:`guard_offset_gaps`, the stall watch) meets a consumer thread
+    that is fetching. This runs the seek through ``call_thread`` like every other call
+    of the consumer; a call made on the consumer's thread itself, or while that thread
+    does not run, seeks at once.
+
+    Verified against faust-streaming 0.15.3 (``faust/transport/consumer.py``
+    ``ThreadDelegateConsumer._seek``; ``faust/transport/drivers/aiokafka.py``
+    ``AIOKafkaConsumerThread.seek``) and aiokafka 0.14.0 (``Fetcher.seek_to``,
+    ``Fetcher.fetched_records``). Idempotent.
+    """
+    import asyncio
+
+    from faust.transport.consumer import ThreadDelegateConsumer
+
+    if getattr(ThreadDelegateConsumer._seek, "on_consumer_thread", False):
+        return
+
+    async def _seek(self: Any, partition: Any, offset: int) -> None:
+        thread = self._thread
+        worker = getattr(thread, "_thread", None)  # mode's ServiceThread: its Thread
+        running = worker is not None and worker.is_alive() and not thread.should_stop
+        try:
+            on_thread = asyncio.get_running_loop() is getattr(thread, "thread_loop", None)
+        except RuntimeError:
+            on_thread = False
+        if not running or on_thread:
+            thread.seek(partition, offset)
+            return
+        await thread.call_thread(thread.seek, partition, offset)
+
+    _seek.on_consumer_thread = True  # type: ignore[attr-defined]
+    _seek.original = ThreadDelegateConsumer._seek  # type: ignore[attr-defined]
+    ThreadDelegateConsumer._seek = _seek  # type: ignore[method-assign]
 
 
 def abandon(consumer: Any, messages: Iterable[Any]) -> int:
