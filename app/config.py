@@ -637,6 +637,18 @@ class Settings(BaseSettings):
     )
 
     # --- monitoring ----------------------------------------------------------------
+    worker_stop_timeout_seconds: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description=(
+            "WORKER_STOP_TIMEOUT_SECONDS: a worker told to stop (SIGTERM, SIGINT) that "
+            "has not finished stopping this long after it began waiting for its events "
+            "in progress (e.g. the broker does not answer its last commit) exits with "
+            "status 75 without committing them: they are processed again after a "
+            "restart, alerts stay exactly once."
+        ),
+    )
     partition_stall_seconds: float = Field(
         20.0,
         gt=0,

@@ -514,6 +514,32 @@ def test_a_stalled_table_recovery_is_found_and_resumed(broker, redis_url, tmp_pa
     assert len(given_up) == 1 and "exiting so that the worker is restarted" in given_up[0], given_up
 
 
+def test_a_worker_stopped_while_its_broker_is_gone_exits(fresh_broker, redis_url, tmp_path, slice_df):
+    """Operators stop workers while the broker is down: Faust's stop waits for the
+    broker (events in progress, the last commit) for ever. The worker ends after
+    WORKER_STOP_TIMEOUT_SECONDS with status 75 and says why; what it did not commit is
+    processed again by its successor."""
+    broker = fresh_broker()  # of the test's own: it is killed
+    env = worker_env(broker.url, redis_url, tmp_path, WORKER_STOP_TIMEOUT_SECONDS="5")
+    w = _start(env, tmp_path, "a")
+    try:
+        w.wait_ready()
+        part = slice_df.head(1500)
+        fu.replay(part, broker.url, env)
+        _wait_sum([w], "fraud_transactions_consumed_total", 100)
+        os.killpg(broker.pid, signal.SIGKILL)  # mid-stream, no goodbye
+        time.sleep(1.0)
+        start = time.monotonic()
+        code = w.stop(signal.SIGTERM, timeout=STOP_LIMIT_SECONDS)
+        took = time.monotonic() - start
+    finally:
+        w.stop(signal.SIGKILL)
+    told = [line for line in w.tail(1_000_000).splitlines() if "stop not finished after 5 s" in line]
+    fu.report("stop-without-broker", {"broker": broker.kind, "exit": code, "seconds": round(took, 1)})
+    assert code == 75, (code, w.tail())
+    assert len(told) == 1 and "WORKER_STOP_TIMEOUT_SECONDS" in told[0], told
+
+
 def test_consumer_lag_metric_is_end_minus_committed(broker, redis_url, tmp_path, slice_df):
     """``fraud_consumer_lag`` of every transactions partition equals the partition's end
     offset minus the group's committed offset, as the broker tells them, also for a

@@ -27,6 +27,7 @@ import asyncio
 import base64
 import logging
 import os
+import threading
 import time
 from functools import partial
 
@@ -96,6 +97,7 @@ __all__ = [
     "metrics_view",
     "EXIT_BATCH_FAILED",
     "EXIT_NO_MODEL",
+    "EXIT_STOP_OVERRUN",
 ]
 
 log = logging.getLogger(__name__)
@@ -558,6 +560,8 @@ def _hand_over_held(consumer) -> None:  # noqa: ANN001
     labels that stopped flowing with the streams (the whole group stalls)."""
     global _handing_over
     _handing_over = True
+    if app.should_stop:  # the worker stops: bounded, whatever the broker does
+        _arm_stop_deadline(get_settings().worker_stop_timeout_seconds)
     if _aligner is None:
         return
     held = _aligner.revoke(_aligner.partitions())
@@ -569,6 +573,39 @@ def _hand_over_held(consumer) -> None:  # noqa: ANN001
 
 
 hand_over_on_wait_empty(_hand_over_held)
+
+#: exit status of a worker whose stop did not finish within WORKER_STOP_TIMEOUT_SECONDS
+EXIT_STOP_OVERRUN = 75
+_stop_deadline: list = []
+
+
+def _arm_stop_deadline(seconds: float) -> None:
+    """Exit with :data:`EXIT_STOP_OVERRUN` if the process still runs ``seconds`` from now.
+
+    A stop waits for the events in progress to be acknowledged, commits, flushes the
+    producer and leaves the group; with a broker that does not answer (gone, or
+    unreachable) Faust waits for ever and the worker never exits. A timer thread (it
+    fires even if the event loop is blocked) ends the process instead, without
+    committing anything more: what was not committed is processed again after a
+    restart (at least once; alerts stay exactly once through Redis). Armed once.
+    """
+    if _stop_deadline:
+        return
+
+    def overrun() -> None:
+        log.error(
+            "stop not finished after %.0f s (WORKER_STOP_TIMEOUT_SECONDS): events in "
+            "progress unacknowledged or the broker not answering; exiting with status %d "
+            "without committing them (they are processed again after a restart)",
+            seconds, EXIT_STOP_OVERRUN,
+        )
+        logging.shutdown()
+        os._exit(EXIT_STOP_OVERRUN)
+
+    timer = threading.Timer(seconds, overrun)
+    timer.daemon = True
+    timer.start()
+    _stop_deadline.append(timer)
 
 
 @app.on_partitions_assigned.connect
