@@ -61,9 +61,10 @@ def _preflight(argv: list[str]) -> None:
 
     from .stream import runtime
     from .exceptions import FraudError
-    from .stream.offsets import check_broker, ensure_worker_topics
+    from .stream.offsets import check_broker, ensure_worker_topics, use_idempotent_producer
+    from .stream.streaming import idempotent_producer
 
-    async def check() -> None:
+    async def check() -> bool:
         rt = runtime.get_runtime()
         try:
             await rt.check_model()  # the scoring agent loads it
@@ -71,9 +72,22 @@ def _preflight(argv: list[str]) -> None:
             await rt.store.close()
         await check_broker(settings, settings.broker_connect_timeout_seconds)
         await ensure_worker_topics(settings)
+        return await use_idempotent_producer(settings, settings.broker_connect_timeout_seconds)
 
     try:
-        asyncio.run(check())
+        if asyncio.run(check()):
+            idempotent_producer()
+            print("producer: idempotent (PRODUCER_IDEMPOTENCE=%s)" % settings.producer_idempotence,
+                  file=sys.stderr)
+        else:
+            print(
+                "producer: not idempotent (PRODUCER_IDEMPOTENCE=%s%s): a send retried after a "
+                "broker failure can be written twice" % (
+                    settings.producer_idempotence,
+                    ", the broker grants no producer id" if settings.producer_idempotence == "auto" else "",
+                ),
+                file=sys.stderr,
+            )
     except FraudError as exc:
         _fail(f"cannot start the worker: {exc}", 78)
     finally:

@@ -27,8 +27,10 @@ What each component does with Kafka, and so the rights it holds:
 * ``operator`` (``fraudctl models promote|rollback|shadow``, ``fraudctl rules apply``):
   writes ``CONTROL_TOPIC`` and ``RULES_TOPIC``, creating them when missing.
 
-No component uses transactions (Faust's processing guarantee is at-least-once) or an
-idempotent producer, so none holds a transactional id or ``IdempotentWrite``.
+No component uses transactions (Faust's processing guarantee is at-least-once), so
+none holds a transactional id. The worker's and the replay's producers are idempotent
+where the broker grants it (``PRODUCER_IDEMPOTENCE``); since Apache Kafka 3.0 that
+needs ``Write`` on a topic, not ``IdempotentWrite`` on the cluster.
 
 Examples
 --------

@@ -16,7 +16,8 @@ mode-streaming, whose behaviour changes without notice between releases:
   ``Worker._setup_spinner_handler`` without its root logger at DEBUG) and
   ``limit_timer_overlap_warnings`` (mode's ``Timer.tick`` warning, once a minute per
   timer), ``seek_on_consumer_thread`` (Faust's ``ThreadDelegateConsumer._seek`` through
-  the consumer thread, as aiokafka's fetcher is not thread-safe).
+  the consumer thread, as aiokafka's fetcher is not thread-safe), ``idempotent_producer``
+  (Faust's aiokafka ``Producer._settings_extra`` with ``enable_idempotence``).
 - :mod:`app.stream.offsets`: table recovery's end offsets (Faust's
   ``Recovery._highwaters``/``_build_highwaters`` path and aiokafka's ``end_offsets``).
 - :mod:`app.stream.tables`: ``PartitionedTable`` (Faust's choice of the changelog partition

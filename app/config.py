@@ -257,6 +257,16 @@ class Settings(BaseSettings):
             "broker to answer a metadata request before it refuses to start (exit 78)."
         ),
     )
+    producer_idempotence: Literal["auto", "true", "false"] = Field(
+        "auto",
+        description=(
+            "PRODUCER_IDEMPOTENCE: the worker's and the replay's producers are "
+            "idempotent (a send retried after a broker failure or a leader change is "
+            "written once): auto (if the broker grants a producer id, InitProducerId, "
+            "probed at start; Apache Kafka does, Tansu does not), true (required: a "
+            "broker that refuses fails the start), false (never)."
+        ),
+    )
     broker_heartbeat_interval_seconds: float = Field(
         0.3, gt=0, description="BROKER_HEARTBEAT_INTERVAL_SECONDS."
     )

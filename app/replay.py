@@ -38,7 +38,7 @@ import pandas as pd
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from .stream.offsets import broker_error, client_options, ensure_topics
+from .stream.offsets import broker_error, client_options, ensure_topics, use_idempotent_producer
 from pydantic import ValidationError
 
 from .config import Settings
@@ -504,7 +504,13 @@ async def replay_frame(
     tx_topic, label_topic = settings.transactions_topic, settings.labels_topic
     if create_topics:
         await ensure_topics(settings, [tx_topic, label_topic] if labels else [tx_topic])
-    producer = AIOKafkaProducer(**client_options(settings), acks="all", linger_ms=5)
+    try:
+        idempotent = await use_idempotent_producer(settings, settings.broker_connect_timeout_seconds)
+    except KafkaError as exc:
+        raise await broker_error(settings, exc) from None
+    producer = AIOKafkaProducer(
+        **client_options(settings), acks="all", linger_ms=5, enable_idempotence=idempotent
+    )
     try:
         await producer.start()
     except KafkaError as exc:

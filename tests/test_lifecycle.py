@@ -329,3 +329,28 @@ def test_threshold_command_meets_the_budget_and_writes_the_card(tmp_path):
     assert most <= 5
     bad = CliRunner().invoke(cli, [*args[:-2], "--models-dir", str(models), "--per", "week"])
     assert bad.exit_code == 2 and "--per" in bad.output
+
+
+def test_a_control_follower_retries_when_the_brokers_time_out():
+    """aiokafka's admin client raises a bare ``TimeoutError`` when too few brokers
+    answer (two of three down): the follower logs it and retries, the worker goes on
+    scoring with its snapshot (it crashed the worker before)."""
+    import asyncio
+
+    follower = object.__new__(ControlFollower)
+    follower._consumer = None
+    starts: list[int] = []
+
+    async def start() -> None:
+        starts.append(1)
+        if len(starts) == 1:
+            raise TimeoutError()
+        raise asyncio.CancelledError()  # ends the test's run
+
+    async def stop() -> None:
+        return None
+
+    follower.start, follower.stop = start, stop
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(follower.run(retry_delay_seconds=0.0))
+    assert len(starts) == 2

@@ -194,3 +194,47 @@ def test_worker_refuses_a_session_timeout_the_broker_would_refuse(broker, redis_
     assert len(lines) == 1, result.stderr
     assert "BROKER_SESSION_TIMEOUT_SECONDS=3 is outside the broker's" in lines[0]
     assert "6 s" in lines[0]
+
+
+def test_producers_are_idempotent_where_the_broker_grants_a_producer_id(
+    broker, redis_url, tmp_path, monkeypatch
+):
+    """A send the broker wrote but whose answer was lost (a broker killed, a leader
+    moved) is sent again: without an idempotent producer the same alert is written
+    twice. The worker's producer is idempotent where the broker grants a producer id
+    (Apache Kafka) and says so at start; where it does not (Tansu answers
+    InitProducerId with an error) it says that sends can be written twice, and
+    ``PRODUCER_IDEMPOTENCE=true`` refuses the start (exit 78)."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from faust.transport.drivers.aiokafka import Producer
+
+    from app.config import Settings
+    from app.stream.offsets import use_idempotent_producer
+    from app.stream.streaming import idempotent_producer
+
+    from .worker_utils import Worker, worker_env
+
+    granted = asyncio.run(use_idempotent_producer(Settings(kafka_broker_url=broker.url), 10.0))
+    assert granted is (broker.kind == "kafka")
+    monkeypatch.setattr(Producer, "_settings_extra", Producer._settings_extra)  # restored after
+    idempotent_producer()  # what the worker does when granted: Faust's producer asks for it
+    extra = Producer._settings_extra(SimpleNamespace(app=SimpleNamespace(in_transaction=False)))
+    assert extra["enable_idempotence"] is True and extra["acks"] == "all"
+
+    env = worker_env(broker.url, redis_url, tmp_path)
+    w = Worker({**env, "DATA_DIR": str(tmp_path / "data")}, tmp_path / "worker.log").start()
+    try:
+        w.wait_ready()
+        w.assert_alive()  # its producer started (on Kafka: with a producer id)
+    finally:
+        w.stop()
+    log = w.tail(1_000_000)
+    if broker.kind == "kafka":
+        assert "producer: idempotent (PRODUCER_IDEMPOTENCE=auto)" in log, log[-2000:]
+    else:
+        assert "producer: not idempotent (PRODUCER_IDEMPOTENCE=auto, the broker grants no producer id)" in log
+        refused = _worker(**{**env, "PRODUCER_IDEMPOTENCE": "true"})
+        assert refused.returncode == 78, refused.stderr
+        assert "PRODUCER_IDEMPOTENCE=true but the broker" in refused.stderr

@@ -190,8 +190,9 @@ class ControlFollower:
             except asyncio.CancelledError:
                 await self.stop()
                 raise
-            except (KafkaError, BrokerUnavailableError) as exc:
-                log.warning("control topics unavailable (%s); retrying", exc)
+            except (KafkaError, BrokerUnavailableError, TimeoutError) as exc:
+                # TimeoutError: aiokafka's admin client when too few brokers answer
+                log.warning("control topics unavailable (%s); retrying", exc or type(exc).__name__)
                 await self.stop()
                 await asyncio.sleep(retry_delay_seconds)
 

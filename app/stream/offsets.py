@@ -251,6 +251,76 @@ async def _wait_for_metadata(settings: Settings, timeout_seconds: float, deadlin
         await asyncio.sleep(0.5)
 
 
+async def idempotent_producer_granted(settings: Settings, timeout_seconds: float) -> bool:
+    """Whether the broker grants this client an idempotent producer.
+
+    Starts an aiokafka producer with ``enable_idempotence=True`` (it asks the broker
+    for a producer id, ``InitProducerId``, before it sends anything) and stops it.
+    Apache Kafka grants one; Tansu answers ``UnknownError``.
+
+    Parameters
+    ----------
+    settings : Settings
+        Connection settings (:func:`client_options`).
+    timeout_seconds : float
+        Longest wait for the producer to start, in seconds.
+
+    Returns
+    -------
+    bool
+        True when the producer started (idempotent sends are possible).
+
+    Raises
+    ------
+    KafkaConnectionError, TimeoutError
+        No broker answered.
+    """
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.errors import KafkaConnectionError
+
+    quiet = logging.getLogger("aiokafka")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # the refusal is the answer, not an error
+    producer = AIOKafkaProducer(**client_options(settings), acks="all", enable_idempotence=True)
+    try:
+        await asyncio.wait_for(producer.start(), timeout_seconds)
+        return True
+    except (KafkaConnectionError, asyncio.TimeoutError):
+        raise  # no broker to ask: the caller's error, not an answer
+    except Exception:  # noqa: BLE001 - the broker's refusal, whatever its code
+        return False
+    finally:
+        try:
+            await producer.stop()
+        except Exception:  # noqa: BLE001 - never started
+            pass
+        quiet.setLevel(level)
+
+
+async def use_idempotent_producer(settings: Settings, timeout_seconds: float = 10.0) -> bool:
+    """Decide ``PRODUCER_IDEMPOTENCE``: whether producers are to be idempotent.
+
+    ``auto``: if :func:`idempotent_producer_granted`; ``true``: yes, and the broker
+    must grant it; ``false``: no (nothing asked).
+
+    Raises
+    ------
+    ConfigError
+        ``PRODUCER_IDEMPOTENCE=true`` and the broker grants no producer id.
+    """
+    if settings.producer_idempotence == "false":
+        return False
+    granted = await idempotent_producer_granted(settings, timeout_seconds)
+    if settings.producer_idempotence == "true" and not granted:
+        raise ConfigError(
+            f"PRODUCER_IDEMPOTENCE=true but the broker {settings.kafka_broker_url} grants "
+            "no producer id (InitProducerId): set PRODUCER_IDEMPOTENCE=auto or false"
+        )
+    return granted
+
+
 #: Largest record the worker produces (and the dead-letter topic accepts), in bytes.
 DEAD_LETTER_MAX_BYTES = 4 * 2**20
 

@@ -57,6 +57,7 @@ __all__ = [
     "abandon",
     "acknowledge_skipped_events",
     "seek_on_consumer_thread",
+    "idempotent_producer",
     "adapt_fetch_wait",
     "caught_up",
     "guard_offset_gaps",
@@ -433,6 +434,36 @@ def seek_on_consumer_thread() -> None:
     _seek.on_consumer_thread = True  # type: ignore[attr-defined]
     _seek.original = ThreadDelegateConsumer._seek  # type: ignore[attr-defined]
     ThreadDelegateConsumer._seek = _seek  # type: ignore[method-assign]
+
+
+def idempotent_producer() -> None:
+    """Make the Faust app's aiokafka producer idempotent.
+
+    Faust asks aiokafka for an idempotent producer only inside Kafka transactions
+    (``processing_guarantee="exactly_once"``). Otherwise a send that the broker wrote
+    but whose answer was lost (a broker killed, a leader moved) is sent again and
+    written twice: the same alert, byte for byte, twice on ``fraud-alerts``. With
+    ``enable_idempotence`` the broker drops the repeat (producer id and sequence
+    numbers); ``acks`` is ``all`` already (``producer_acks=-1``).
+
+    Called by ``python -m app worker`` when ``PRODUCER_IDEMPOTENCE`` allows it
+    (:func:`app.stream.offsets.use_idempotent_producer`). Verified against
+    faust-streaming 0.15.3 (``faust/transport/drivers/aiokafka.py``
+    ``Producer._settings_extra``, ``Producer._new_producer``) and aiokafka 0.14.0.
+    Idempotent.
+    """
+    from faust.transport.drivers.aiokafka import Producer
+
+    if getattr(Producer._settings_extra, "idempotent", False):
+        return
+    original = Producer._settings_extra
+
+    def _settings_extra(self: Any) -> Any:
+        return {**original(self), "acks": "all", "enable_idempotence": True}
+
+    _settings_extra.idempotent = True  # type: ignore[attr-defined]
+    _settings_extra.original = original  # type: ignore[attr-defined]
+    Producer._settings_extra = _settings_extra  # type: ignore[method-assign]
 
 
 def abandon(consumer: Any, messages: Iterable[Any]) -> int:
