@@ -167,7 +167,9 @@ def demo(
     picture: Path = typer.Option(
         Path("demo.png"), "--picture", help="The PNG written at the end (relative: in RUN_DIR)."
     ),
-    web_port: int = typer.Option(6066, help="The demo worker's web port (/metrics)."),
+    web_port: Optional[int] = typer.Option(
+        None, help="The demo worker's web port (/metrics); default: WEB_PORT (6066)."
+    ),
 ) -> None:
     """Run the service on one machine: warm its state on some weeks of history, stream
     some days live at a steady rate, print live progress, a summary (latency to score
@@ -186,6 +188,7 @@ def demo(
     if n_live == 0:
         raise typer.BadParameter("no transactions in the live days", param_hint="--start/--days")
     base = get_settings()
+    web_port = web_port or base.web_port
     picture = picture if picture.is_absolute() else base.run_dir / picture
     tag = time.strftime("demo-%Y%m%d-%H%M%S")
     env = dict(os.environ)
