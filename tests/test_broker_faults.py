@@ -324,3 +324,41 @@ def test_broker_frozen_for_30_seconds(
         cluster, redis_url, tmp_path, slice_df, replayed_ids, fault, FREEZE_RATE
     )
     _check("broker-frozen-30s", run, baseline, replayed_ids, figures)
+
+
+@_enabled("stack-restart")
+def test_stack_up_brings_back_a_killed_node_of_its_kafka(tmp_path, redis_url):
+    """`fraudctl stack up --broker kafka --brokers 3` starts three nodes; one killed
+    (SIGKILL) is started again, with its data, by `stack up` once more (the others keep
+    running); `stack down` then stops all three."""
+    from app.config import Settings
+    from app.stream import stack
+
+    from .conftest import free_port
+
+    for _ in range(50):  # three consecutive broker ports and their controllers, all free
+        base = free_port()
+        wanted = [base + i for i in range(3)] + [base + 100 + i for i in range(3)]
+        if base + 102 < 65536 and not any(stack.port_open("127.0.0.1", p) for p in wanted):
+            break
+    settings = Settings(
+        _env_file=None, kafka_broker_url=f"kafka://127.0.0.1:{base}", redis_url=redis_url,
+        run_dir=tmp_path / "run",
+    )
+    try:
+        started = stack.up(settings, broker="kafka", brokers=3, create_topics=False, timeout_seconds=180)
+        names = {s.name: s for s in started}
+        assert {"broker", "broker-2", "broker-3"} <= set(names), started
+        os.killpg(names["broker-2"].pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while stack.port_open("127.0.0.1", base + 1):
+            assert time.monotonic() < deadline, "the killed node still answers"
+            time.sleep(0.2)
+        again = stack.up(settings, broker="kafka", brokers=3, create_topics=False, timeout_seconds=180)
+        assert [s.name for s in again] == ["broker-2"], again
+        assert stack.kafka_ready(f"127.0.0.1:{base + 1}")
+        assert stack.up(settings, broker="kafka", brokers=3, create_topics=False) == []
+    finally:
+        stopped = stack.down(settings)
+    assert {"broker", "broker-2", "broker-3"} <= {s.name for s in stopped}
+    assert not any(stack.port_open("127.0.0.1", base + i) for i in range(3))

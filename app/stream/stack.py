@@ -510,6 +510,10 @@ def _start_broker(
     host, port = parse_host_port(settings.kafka_broker_url, 9092)
     bootstrap = f"{host}:{port}"
     pid_path, log_path = _paths(settings, "broker")
+    if broker == "kafka" and brokers > 1:
+        restarted = _start_missing_kafka_nodes(settings, host, port, brokers, max(timeout_seconds, 90.0))
+        if restarted is not None:
+            return restarted
     if port_open(host, port):
         # ours or someone else's: either way it must speak Kafka
         wait_for_kafka(bootstrap, timeout_seconds)
@@ -537,6 +541,48 @@ def _start_broker(
 
 def _kafka_node_name(node_id: int) -> str:
     return "broker" if node_id == 1 else f"broker-{node_id}"
+
+
+def _start_missing_kafka_nodes(
+    settings: Settings, host: str, port: int, brokers: int, timeout_seconds: float
+) -> list[ComponentStatus] | None:
+    """Start the nodes of this ``RUN_DIR``'s Kafka cluster that do not answer, while
+    others of it do (a node killed or stopped: ``stack up`` again brings it back with
+    its data). None when there is no such cluster (none formatted here with
+    ``brokers`` nodes, or no node of it answering): the caller starts one as usual."""
+    from .kafka_cluster import KafkaCluster, fetch_kafka
+
+    base = settings.run_dir / "kafka"
+    formatted = [base / f"node-{i + 1}" / "data" / "meta.properties" for i in range(brokers)]
+    if not all(path.exists() for path in formatted):
+        return None
+    ports = [(port + i, port + 100 + i) for i in range(brokers)]
+    answering = [port_open(host, p) for p, _ in ports]
+    if not any(answering):
+        return None
+    if all(answering):
+        return []
+    cluster = KafkaCluster(fetch_kafka(settings), base, ports, host=host)
+    missing = [node for node, up_ in zip(cluster.nodes, answering) if not up_]
+    taken = [node.controller_port for node in missing if port_open(host, node.controller_port)]
+    if taken:
+        raise StackError(f"Kafka controller ports {taken} on {host} are taken by something else")
+    for node in missing:
+        cluster.start_node(node)
+    try:
+        cluster.wait_ready(timeout_seconds, nodes=missing)
+    except StackError:
+        for node in missing:
+            stop_process(node.pid, 5.0)
+        raise
+    started = []
+    for node in missing:
+        name = _kafka_node_name(node.node_id)
+        pid_path, _ = _paths(settings, name)
+        pid_path.write_text(f"{node.pid}\n{cluster._java('kafka.Kafka')[0]}\n")
+        _CHILDREN[node.pid] = node.process
+        started.append(ComponentStatus(name, f"kafka://{node.bootstrap}", True, node.pid, True))
+    return started
 
 
 def _start_kafka(
