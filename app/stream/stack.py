@@ -575,14 +575,7 @@ def _start_missing_kafka_nodes(
         for node in missing:
             stop_process(node.pid, 5.0)
         raise
-    started = []
-    for node in missing:
-        name = _kafka_node_name(node.node_id)
-        pid_path, _ = _paths(settings, name)
-        pid_path.write_text(f"{node.pid}\n{cluster._java('kafka.Kafka')[0]}\n")
-        _CHILDREN[node.pid] = node.process
-        started.append(ComponentStatus(name, f"kafka://{node.bootstrap}", True, node.pid, True))
-    return started
+    return _record_kafka_nodes(settings, cluster, missing)
 
 
 def _start_kafka(
@@ -598,8 +591,13 @@ def _start_kafka(
                          f"{[p for pair in ports for p in pair]}")
     cluster = KafkaCluster(fetch_kafka(settings), settings.run_dir / "kafka", ports, host=host)
     cluster.start(timeout_seconds)
+    return _record_kafka_nodes(settings, cluster, cluster.nodes)
+
+
+def _record_kafka_nodes(settings: Settings, cluster, nodes) -> list[ComponentStatus]:  # noqa: ANN001
+    """Write the pid file of each started node of ``cluster``; their statuses."""
     started = []
-    for node in cluster.nodes:
+    for node in nodes:
         name = _kafka_node_name(node.node_id)
         pid_path, _ = _paths(settings, name)
         pid_path.write_text(f"{node.pid}\n{cluster._java('kafka.Kafka')[0]}\n")
