@@ -483,3 +483,68 @@ def test_a_recovery_that_receives_nothing_is_resumed_then_given_up():
     app.calls.clear()
     assert run(11.0) == [] and run(14.0) == [app.tp]
     assert app.calls[-1] == ("seek", {app.tp: 0})
+
+
+class _Watched:
+    """What :func:`watch_partitions` reads of a Faust app that owns one partition
+    ``tx[0]`` with records past its position (10 of 50), none of them fetched; Faust
+    counts it as buffered (backpressure) or not, and the stream reading ``tx`` holds
+    ``queued`` records. The consumer records its seeks (no broker)."""
+
+    def __init__(self, buffered: bool, queued: int):
+        from types import SimpleNamespace
+
+        tp = TP("tx", 0)
+        self.tp = tp
+        self.rebalancing = self.in_recovery = False
+        self.flow_control = SimpleNamespace(is_active=lambda: True)
+        self.topics = [SimpleNamespace(topics=("tx",), queue=SimpleNamespace(qsize=lambda: queued))]
+        self.seeks: list = []
+        seeks = self.seeks
+
+        class Consumer:
+            _committed_offset = {tp: 10}
+            _paused_partitions: set = set()
+            _buffered_partitions = {tp} if buffered else set()
+            _read_offset: dict = {}
+
+            def assignment(self):
+                return {tp}
+
+            async def highwaters(self, *tps):
+                return {tp: 50}
+
+            async def earliest_offsets(self, *tps):
+                return {tp: 0}
+
+            async def seek(self, partition, offset):
+                seeks.append((partition, offset))
+
+        self.consumer = Consumer()
+
+
+@pytest.mark.parametrize(
+    "buffered, queued, sought",
+    [(True, 5, False), (True, 0, True), (False, 5, True)],
+    ids=["held-back-by-its-stream", "buffered-with-nothing-queued", "not-buffered"],
+)
+def test_a_partition_its_stream_holds_back_is_no_stall(buffered, queued, sought):
+    """During a catch-up Faust stops fetching the partitions of a stream whose buffer
+    is full until the stream has taken enough (backpressure): such a partition is not
+    stalled and is not sought back (which would read its records again). A buffered
+    partition whose stream holds nothing, or one not buffered at all, that does not
+    move is stalled and sought back to its committed offset."""
+    from app.monitoring.stall import PartitionWatch
+    from app.monitoring.worker import watch_partitions
+
+    app = _Watched(buffered, queued)
+    metrics = Metrics(CollectorRegistry())
+    watch, exported = PartitionWatch(3.0), {}
+
+    def run(now):
+        return asyncio.run(watch_partitions(app, metrics, watch, exported, lambda c, tp: 10, now))
+
+    assert run(0.0) == [] and run(2.0) == []
+    assert (run(4.0) == [app.tp]) is sought
+    assert app.seeks == ([(app.tp, 10)] if sought else [])
+    assert metrics.partition_stalls.labels(topic="tx")._value.get() == (1 if sought else 0)

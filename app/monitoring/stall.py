@@ -29,7 +29,7 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Collection, Hashable, Mapping
 from dataclasses import dataclass, field
 
 __all__ = ["PartitionWatch", "WatchReport"]
@@ -92,6 +92,7 @@ class PartitionWatch:
         now: float,
         positions: Mapping[Hashable, int | None],
         ends: Mapping[Hashable, int | None],
+        held_back: Collection[Hashable] = (),
     ) -> WatchReport:
         """One sample of the assigned partitions.
 
@@ -105,6 +106,10 @@ class PartitionWatch:
         ends : mapping of partition to int or None
             End offset (high watermark) of each partition; None: unknown (not watched
             this time).
+        held_back : collection of partition, optional
+            Partitions the worker does not fetch on purpose right now (its stream has
+            their records in hand: backpressure); their wait starts anew, as if they
+            moved.
 
         Returns
         -------
@@ -123,7 +128,7 @@ class PartitionWatch:
                 continue
             waiting = end > (position or 0)
             seen = self._since.get(tp)
-            if not waiting or seen is None or seen[0] != position:
+            if not waiting or seen is None or seen[0] != position or tp in held_back:
                 self._since[tp] = (position, now)
                 self._stalled.discard(tp)
                 if tp in self._episodes:

@@ -130,6 +130,40 @@ def _set_series(gauge: Any, values: Mapping[Any, float], exported: set) -> None:
     exported.update(now)
 
 
+def held_back_by_streams(app: faust.App, partitions: Iterable[Any]) -> set:
+    """Partitions Faust does not fetch on purpose: backpressure, not a stall.
+
+    When a stream's buffer passes its high-water mark Faust stops fetching the
+    partitions that fill it (``Consumer.on_buffer_full``) until the stream has taken
+    enough (``on_buffer_drop``). During a catch-up the scoring stage's buffer (the
+    by-terminal records and the labels share it) can stay full for longer than
+    ``PARTITION_STALL_SECONDS``. A partition counts as held back while it is one of
+    Faust's buffered partitions *and* a stream reading its topic still has records
+    queued; a buffered partition whose streams hold nothing is not excused (Faust
+    would never fetch it again).
+
+    Parameters
+    ----------
+    app : faust.App
+        A started app (``app.consumer``, ``app.topics``: the channels the agents read).
+    partitions : iterable of TP
+        The partitions to check.
+
+    Returns
+    -------
+    set of TP
+    """
+    buffered = getattr(app.consumer, "_buffered_partitions", None) or set()
+    if not buffered:
+        return set()
+    queued: dict[str, int] = {}
+    for channel in app.topics:
+        size = channel.queue.qsize()
+        for topic in getattr(channel, "topics", ()) or ():
+            queued[topic] = queued.get(topic, 0) + size
+    return {tp for tp in partitions if tp in buffered and queued.get(tp.topic, 0) > 0}
+
+
 async def watch_partitions(
     app: faust.App,
     metrics: Metrics,
@@ -145,7 +179,8 @@ async def watch_partitions(
     offset minus committed offset (the consumer group's lag, as an autoscaler reads
     it) and ``fraud_partition_stalled_seconds{topic, partition}`` to how long records
     have waited past the worker's position without it moving. While flow is active
-    and no recovery runs, a partition stalled for ``watch.stall_seconds`` is told once
+    and no recovery runs, a partition stalled for ``watch.stall_seconds`` (not held back
+    by its stream's backpressure, :func:`held_back_by_streams`) is told once
     (a warning with the consumer's state of it), counted in
     ``fraud_partition_stalls_total{topic}``, resumed if Faust left it paused, and sought
     back to its committed offset (at least once: what follows is read again).
@@ -186,7 +221,7 @@ async def watch_partitions(
     for tp in sources:
         position = position_of(consumer, tp)
         positions[tp] = position if position is not None else committed.get(tp)
-    report = watch.observe(now, positions, ends)
+    report = watch.observe(now, positions, ends, held_back=held_back_by_streams(app, sources))
     _set_series(metrics.partition_stalled, report.waiting_seconds, exported.setdefault("stalled", set()))
     for tp in report.resumed:
         log.warning("%s[%s]: reading again at offset %s", tp.topic, tp.partition, positions.get(tp))
