@@ -256,7 +256,7 @@ class _FakeConsumer:
         return self._tps
 
 
-def _guard_over(monkeypatch, fetches):
+def _guard_over(monkeypatch, fetches, seek=None):
     """Install the gap guard over a scripted ``getmany`` (each call yields the next
     list of ``(tp, message, before)``, calling ``before()`` first when given) and a
     recording ``seek``; monkeypatch puts Faust's methods (guarded) back afterwards."""
@@ -271,8 +271,10 @@ def _guard_over(monkeypatch, fetches):
                 before()
             yield tp, message
 
-    async def seek(self, tp, offset):
+    async def recorded_seek(self, tp, offset):
         self.seeks.append((tp.partition, offset))
+
+    seek = seek or recorded_seek
 
     async def perform_seek(self):  # Faust's: the read offsets become the committed ones
         self._read_offset.update(self.committed)
@@ -551,3 +553,45 @@ def test_a_seek_runs_on_the_consumer_thread(monkeypatch):
     [(tp, offset, on)] = asyncio.run(seek_through(ThreadDelegateConsumer._seek))
     assert (tp, offset) == (TP("tx", 1), 42)
     assert on is not threading.main_thread()  # the consumer's own thread
+
+
+def test_no_record_of_a_partition_not_yet_sought_is_handed_on_while_another_is(monkeypatch):
+    """After the seek to the committed offsets the partitions whose records were held
+    back are sought again, one after another; each seek waits on the consumer's thread,
+    and a fetch answered meanwhile carries records from where a partition not yet
+    sought stood (near its end). With nothing committed for it, such a record was
+    handed on, ahead of the records behind it (an account's earlier transaction then
+    featurized after its later one); now every target is set before the first seek and
+    such records are refused."""
+    import asyncio
+
+    from faust.transport.consumer import Consumer
+    from faust.types import TP
+
+    other, tp = TP("tx", 0), TP("tx", 3)
+    consumer = _FakeConsumer([other, tp], expected=None)
+
+    async def earliest_offsets(*tps):  # the broker does not tell (as Tansu)
+        return {t: None for t in tps}
+
+    consumer.earliest_offsets = earliest_offsets
+    msg = lambda p, o: Message("tx", p, o, 0.0, 0, {}, b"k", b"v", None)  # noqa: E731
+    fetches = [
+        [(other, msg(0, 9), None), (tp, msg(3, 285), None), (tp, msg(3, 286), None)],
+        [(tp, msg(3, 555), None), (tp, msg(3, 556), None)],  # during the seek of tx[0]
+        [(other, msg(0, 6), None), (tp, msg(3, 285), None)],
+    ]
+    interleaved: list = []
+
+    async def seek(self, partition, offset):  # the Fetcher runs while tx[0]'s seek waits
+        self.seeks.append((partition.partition, offset))
+        if partition == other and not interleaved:
+            interleaved.append([m.offset async for _t, m in Consumer.getmany(self, 0.1)])
+
+    getmany = _guard_over(monkeypatch, fetches, seek=seek)
+    assert _handed_on(getmany, consumer) == []  # before Faust's seek: held back
+    consumer.committed = {other: 6}  # nothing committed for tx[3]
+    asyncio.run(Consumer.perform_seek(consumer))
+    assert interleaved == [[]], interleaved  # 555, 556 not handed on
+    assert (3, 285) in consumer.seeks
+    assert _handed_on(getmany, consumer) == [6, 285]

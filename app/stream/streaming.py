@@ -221,15 +221,20 @@ def guard_offset_gaps(topics: Iterable[str]) -> None:
                 for tp, offset in (await self.earliest_offsets(*fresh)).items():
                     if offset is not None and offset >= 0:
                         await seek(self, tp, offset)
-        for tp in assigned:
-            nxt.setdefault(tp, ANY_OFFSET)  # where the consumer's reset policy puts it
         # records fetched and not handed on before now moved the consumer's position
         # past them, possibly after the seek above (a fetch answered during it): seek
-        # those partitions again, or they wait for records that already came
-        held = _held_back.pop(self, {})
+        # those partitions again, or they wait for records that already came. Each one's
+        # target is set before the first of these seeks: a seek waits on the consumer's
+        # thread, and a fetch answered meanwhile must not hand on a record of a partition
+        # not yet sought (from where it stood, ahead of the records behind it)
+        held = {tp: first for tp, first in _held_back.pop(self, {}).items() if tp in assigned}
         for tp, first in held.items():
-            if tp in nxt and tp in assigned:
-                await seek(self, tp, first if nxt[tp] == ANY_OFFSET else nxt[tp])
+            if nxt.get(tp, ANY_OFFSET) == ANY_OFFSET:
+                nxt[tp] = first
+        for tp in assigned:
+            nxt.setdefault(tp, ANY_OFFSET)  # where the consumer's reset policy puts it
+        for tp in held:
+            await seek(self, tp, nxt[tp])
         # a new assignment: every uncommitted record, skipped ones included, comes again
         _skipped.pop(self, None)
         _lowered.pop(self, None)
@@ -260,6 +265,9 @@ def guard_offset_gaps(topics: Iterable[str]) -> None:
         return original_new_offset(self, tp)
 
     async def seek(self: Any, partition: Any, offset: int) -> None:
+        # expected before the seek: it runs on the consumer's thread, and a record of
+        # the old position that arrives meanwhile is refused by the check, not handed on
+        expected(self)[partition] = offset
         await original_seek(self, partition, offset)
         expected(self)[partition] = offset
         lowered = _lowered.get(self)
