@@ -290,8 +290,8 @@ class LoadedModel:
 def _check_version(version: str) -> str:
     if not isinstance(version, str) or not VERSION_PATTERN.match(version):
         raise ModelError(
-            f"invalid model version {version!r}: expected 'v' then letters, digits, "
-            "'.', '_' or '-' (e.g. v20180724-101500-1a2b3c4d)"
+            f"invalid model version {version!r}: expected 'v', a letter or digit, then up "
+            "to 79 letters, digits, '.', '_' or '-' (e.g. v20180724-101500-1a2b3c4d)"
         )
     return version
 
