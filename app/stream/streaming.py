@@ -265,11 +265,11 @@ def guard_offset_gaps(topics: Iterable[str]) -> None:
         return original_new_offset(self, tp)
 
     async def seek(self: Any, partition: Any, offset: int) -> None:
-        # expected before the seek: it runs on the consumer's thread, and a record of
-        # the old position that arrives meanwhile is refused by the check, not handed on
+        # expected before the seek, once: it runs on the consumer's thread, and a record
+        # of the old position that arrives meanwhile is refused by the check; set again
+        # after it, it would undo what was handed on meanwhile, or a rebalance's reset
         expected(self)[partition] = offset
         await original_seek(self, partition, offset)
-        expected(self)[partition] = offset
         lowered = _lowered.get(self)
         if lowered is not None:
             lowered.discard(partition)
