@@ -588,6 +588,7 @@ def test_catch_up_on_a_busy_machine_scores_with_complete_features(broker, redis_
     env = worker_env(broker.url, redis_url, tmp_path, PUBLISH_SCORED="true")
     settings = Settings(
         kafka_broker_url=broker.url,
+        app_id=env["APP_ID"],
         transactions_topic=env["TRANSACTIONS_TOPIC"],
         labels_topic=env["LABELS_TOPIC"],
     )
@@ -603,7 +604,7 @@ def test_catch_up_on_a_busy_machine_scores_with_complete_features(broker, redis_
         # the count includes records scored again (a partition sought back re-reads
         # what it had not committed): done once the scoring stage committed its input
         # to the end, which it does only past scored records
-        for topic in (env["TRANSACTIONS_TOPIC"], f"{env['APP_ID']}-transactions-by-terminal"):
+        for topic in (settings.transactions_topic, settings.by_terminal_topic):
             _wait_read_to_end(broker.bootstrap, env, timeout=600, topic=topic)
         seconds = time.monotonic() - started
         timeouts = worker.metric("fraud_alignment_timeouts_total")
